@@ -1,0 +1,204 @@
+"""Multi-head attention for every variant: softmax (Eq. 2-3), value-skipinit (Eq. 4), shaped (Eq. 5).
+
+Two paths compute the same thing:
+- fast: never forms the T x T matrix.
+    shaped:  (alpha I + beta softmax(QK^T) - gamma C) V = alpha V + beta SDPA(Q,K,V) - gamma C V
+    where C V is the causal running mean of V (decoder) or the mean over non-padding tokens (encoder).
+- explicit: builds the full attention matrix and passes it through `hook_pattern`, for probes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sigprop.blocks.spec import BlockSpec
+
+
+class HookPoint(nn.Identity):
+    """A named no-op that probes hook into (as in TransformerLens)."""
+
+
+def gain(value: float, trainable: bool, shape: tuple[int, ...] = ()) -> torch.Tensor:
+    """A scalar (or per-head) gain: an nn.Parameter when trainable, else a fixed tensor."""
+    t = torch.full(shape, float(value))
+    return nn.Parameter(t) if trainable else t
+
+
+def centring_matrix(T: int, causal: bool, key_mask: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
+    """C: the attention matrix at zero logits.
+
+    causal: lower-triangular with rows 1/i (1-indexed). Non-causal: 1/T_valid on valid keys.
+    Returns (T, T), or (B, 1, T, T) when a (B, T) key mask (True = real token) is given.
+    """
+    if causal:
+        C = torch.tril(torch.ones(T, T, dtype=dtype)) / torch.arange(1, T + 1, dtype=dtype)[:, None]
+        return C
+    if key_mask is None:
+        return torch.full((T, T), 1.0 / T, dtype=dtype)
+    m = key_mask.to(dtype)
+    return (m / m.sum(-1, keepdim=True))[:, None, None, :].expand(-1, 1, T, -1)
+
+
+def centred_values(v: torch.Tensor, causal: bool, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """C V without forming C. v: (B, H, T, dh)."""
+    if causal:
+        T = v.shape[-2]
+        counts = torch.arange(1, T + 1, device=v.device, dtype=v.dtype)[:, None]
+        return v.cumsum(dim=-2) / counts
+    if key_mask is None:
+        return v.mean(dim=-2, keepdim=True).expand_as(v)
+    m = key_mask[:, None, :, None].to(v.dtype)  # (B, 1, T, 1)
+    return ((v * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True)).expand_as(v)
+
+
+class DenseMatrix(nn.Module):
+    """A trainable d x d matrix, initialised normal(init_std) or orthogonal."""
+
+    def __init__(self, d: int, init: str, std: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d, d))
+        if init == "orthogonal":
+            nn.init.orthogonal_(self.weight)
+        else:
+            nn.init.normal_(self.weight, std=std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.weight
+
+
+class ReparamMatrix(nn.Module):
+    """Eq. 6: W = alpha W_init + beta dW, W_init fixed (identity or orthogonal), dW trainable, zero init."""
+
+    def __init__(self, d: int, init: str, alpha: float, beta: float, trainable_gains: bool):
+        super().__init__()
+        self.identity_init = init == "identity"
+        if not self.identity_init:
+            w = torch.empty(d, d)
+            nn.init.orthogonal_(w)
+            self.register_buffer("w_init", w)
+        self.delta = nn.Parameter(torch.zeros(d, d))
+        a, b = gain(alpha, trainable_gains), gain(beta, trainable_gains)
+        if trainable_gains:
+            self.alpha, self.beta = a, b
+        else:
+            self.register_buffer("alpha", a)
+            self.register_buffer("beta", b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = x if self.identity_init else x @ self.w_init
+        return self.alpha * base + self.beta * (x @ self.delta)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        w0 = torch.eye(self.delta.shape[0], device=self.delta.device) if self.identity_init else self.w_init
+        return self.alpha * w0 + self.beta * self.delta
+
+
+def make_matrix(kind: str, init: str, alpha: float, beta: float, d: int, spec: BlockSpec, gains: str) -> nn.Module | None:
+    """dense | identity (None: no matmul at all) | reparam."""
+    if kind == "identity":
+        return None
+    if kind == "dense":
+        return DenseMatrix(d, init, spec.init_std)
+    return ReparamMatrix(d, init, alpha, beta, spec.is_trainable(gains))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with the paper's attention-matrix and value/projection options."""
+
+    def __init__(self, spec: BlockSpec, width: int, heads: int, causal: bool, layer: int = 0):
+        super().__init__()
+        self.spec, self.width, self.heads, self.causal = spec, width, heads, causal
+        self.head_dim = width // heads
+        self.w_q = nn.Linear(width, width, bias=False)
+        self.w_k = nn.Linear(width, width, bias=False)
+        q_std = spec.init_std if spec.query_init is None else spec.query_init
+        nn.init.normal_(self.w_q.weight, std=q_std) if q_std > 0 else nn.init.zeros_(self.w_q.weight)
+        nn.init.normal_(self.w_k.weight, std=spec.init_std)
+
+        if layer == 0 and spec.first_layer_value and spec.value == "identity":
+            # SAS footnote 6: the first block keeps W^V = alpha_v I + beta_v dW with trainable gains 1, 1.
+            self.value = ReparamMatrix(width, "identity", 1.0, 1.0, spec.is_trainable("value"))
+        else:
+            self.value = make_matrix(spec.value, spec.value_init, spec.alpha_v, spec.beta_v, width, spec, "value")
+        self.proj = make_matrix(spec.proj, spec.proj_init, spec.alpha_p, spec.beta_p, width, spec, "proj")
+
+        shaped = spec.attention in ("shaped", "value_skipinit")
+        if shaped:
+            shape = (heads,) if spec.per_head_gains else ()
+            train = spec.is_trainable("attn")
+            for name, v in (("alpha", spec.alpha), ("beta", spec.beta), ("gamma", spec.gamma)):
+                if name == "gamma" and spec.attention != "shaped":
+                    continue
+                g = gain(v, train, shape)
+                if train:
+                    setattr(self, name, g)
+                else:
+                    self.register_buffer(name, g)
+        self.explicit = False  # set by probes: build the T x T matrix and pass it through hook_pattern
+        self.hook_pattern = HookPoint()  # (B, H, T, T) full attention matrix, explicit path only
+        self.hook_softmax = HookPoint()  # (B, H, T, T) softmax part A(X), explicit path only
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def _head_gain(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
+        g = getattr(self, name, None)
+        if g is None:
+            return None
+        g = g.to(like.dtype)
+        return g.view(1, -1, 1, 1) if g.ndim == 1 else g
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)
+
+    # -- forward ------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d); key_mask: (B, T) bool, True = real token (encoder padding)."""
+        B, T, d = x.shape
+        q, k = self._split(self.w_q(x)), self._split(self.w_k(x))
+        v = self._split(self.value(x) if self.value is not None else x)
+        y = self._explicit(q, k, v, key_mask) if self.explicit else self._fast(q, k, v, key_mask)
+        y = y.transpose(1, 2).reshape(B, T, d)
+        return self.proj(y) if self.proj is not None else y
+
+    def _fast(self, q, k, v, key_mask):
+        mask = None if key_mask is None else key_mask[:, None, None, :]
+        causal = self.causal and mask is None
+        if mask is not None and self.causal:
+            mask = mask & torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool, device=q.device).tril()
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        if self.spec.attention == "softmax":
+            return y
+        y = self._head_gain("alpha", v) * v + self._head_gain("beta", v) * y
+        if self.spec.attention == "shaped":
+            y = y - self._head_gain("gamma", v) * centred_values(v, self.causal, key_mask)
+        return y
+
+    def attention_matrix(self, q, k, key_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """(full attention matrix, softmax part), each (B, H, T, T)."""
+        T = q.shape[-2]
+        logits = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        allowed = torch.ones(T, T, dtype=torch.bool, device=q.device)
+        if self.causal:
+            allowed = allowed.tril()
+        if key_mask is not None:
+            allowed = allowed & key_mask[:, None, None, :]
+        A = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
+        if self.spec.attention == "softmax":
+            return A, A
+        eye = torch.eye(T, dtype=q.dtype, device=q.device)
+        full = self._head_gain("alpha", q) * eye + self._head_gain("beta", q) * A
+        if self.spec.attention == "shaped":
+            C = centring_matrix(T, self.causal, key_mask if not self.causal else None, dtype=q.dtype).to(q.device)
+            full = full - self._head_gain("gamma", q) * C
+        return full, A
+
+    def _explicit(self, q, k, v, key_mask):
+        full, A = self.attention_matrix(q, k, key_mask)
+        self.hook_softmax(A)
+        full = self.hook_pattern(full)
+        return full @ v

@@ -1,0 +1,115 @@
+"""One transformer block for every variant: Eq. 1 (sequential) or Eq. 7 (parallel), driven by a BlockSpec."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sigprop.blocks.attention import Attention, HookPoint, gain
+from sigprop.blocks.spec import BlockSpec
+
+
+def make_norm(kind: str, width: int, eps: float) -> nn.Module:
+    if kind == "rms":
+        return nn.RMSNorm(width, eps=eps)
+    if kind == "layer":
+        return nn.LayerNorm(width, eps=eps)
+    return nn.Identity()
+
+
+class MLP(nn.Module):
+    """Two bias-free linear layers with a pointwise nonlinearity (acts on each token separately)."""
+
+    def __init__(self, spec: BlockSpec, width: int):
+        super().__init__()
+        hidden = int(round(spec.mlp_mult * width))
+        self.w_in = nn.Linear(width, hidden, bias=False)
+        self.w_out = nn.Linear(hidden, width, bias=False)
+        for w in (self.w_in.weight, self.w_out.weight):
+            nn.init.normal_(w, std=spec.init_std)
+        self.activation, self.slope = spec.activation, spec.leaky_slope
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.w_in(x)
+        if self.activation == "relu":
+            h = F.relu(h)
+        elif self.activation == "leaky_relu":
+            h = F.leaky_relu(h, self.slope)
+        elif self.activation == "gelu":
+            h = F.gelu(h)
+        return self.w_out(h)
+
+
+class Block(nn.Module):
+    """Eq. 1:  X^ = alpha_sa X + beta_sa MHA(Norm(X)),  X' = alpha_ff X^ + beta_ff MLP(Norm(X^))
+    Eq. 7:  X' = alpha_comb X + beta_sa MHA(Norm(X)) + beta_ff MLP(Norm(X))   (one shared norm)
+    Post-LN: X^ = Norm(alpha_sa X + beta_sa MHA(X)),  X' = Norm(alpha_ff X^ + beta_ff MLP(X^)).
+    A gain that is fixed at 0 drops its term; one fixed at 1 costs no multiply.
+    """
+
+    def __init__(self, spec: BlockSpec, width: int, heads: int, depth: int, layer: int, causal: bool):
+        super().__init__()
+        self.spec, self.layer = spec, layer
+        norm = spec.norm
+        if norm == "none" and spec.first_layer_norm and layer == 0:
+            norm = "layer"
+        self.ln_1 = make_norm(norm, width, spec.norm_eps)
+        self.ln_2 = make_norm(spec.norm, width, spec.norm_eps) if not spec.parallel else None
+        self.attn = Attention(spec, width, heads, causal, layer)
+        self.mlp = MLP(spec, width)
+        skip = "alpha_comb" if spec.parallel else "alpha_sa"
+        for name, value in (
+            (skip, getattr(spec, skip)),
+            ("beta_sa", spec.beta_sa),
+            ("beta_ff", spec.resolve_beta_ff(depth)),
+            *((("alpha_ff", spec.alpha_ff),) if not spec.parallel else ()),
+        ):
+            g = gain(value, spec.is_trainable(name))
+            if isinstance(g, nn.Parameter):
+                setattr(self, name, g)
+            else:
+                self.register_buffer(name, g)
+        # A fixed gain needs no multiply when it is 1, and its term disappears when it is 0.
+        self._fixed = {n: float(getattr(self, n)) for n, _ in self.named_buffers() if "." not in n}
+        self.hook_attn_out = HookPoint()  # beta_sa * MHA(...) branch output
+        self.hook_mlp_out = HookPoint()  # beta_ff * MLP(...) branch output
+        self.hook_mid = HookPoint()  # X^ between the sub-blocks (sequential only)
+
+    def _scale(self, name: str, x: torch.Tensor) -> torch.Tensor | None:
+        fixed = self._fixed.get(name)
+        if fixed == 0.0:
+            return None
+        if fixed == 1.0:
+            return x
+        return getattr(self, name).to(x.dtype) * x
+
+    def _sum(self, *terms: torch.Tensor | None) -> torch.Tensor:
+        out = None
+        for t in terms:
+            if t is not None:
+                out = t if out is None else out + t
+        return out
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        spec = self.spec
+        if spec.parallel:
+            h = self.ln_1(x)
+            a = self.hook_attn_out(self._scale("beta_sa", self.attn(h, key_mask)))
+            m = self.hook_mlp_out(self._scale("beta_ff", self.mlp(h)))
+            return self._sum(self._scale("alpha_comb", x), a, m)
+        if spec.norm_position == "post":
+            a = self.hook_attn_out(self._scale("beta_sa", self.attn(x, key_mask)))
+            x = self.hook_mid(self.ln_1(self._sum(self._scale("alpha_sa", x), a)))
+            m = self.hook_mlp_out(self._scale("beta_ff", self.mlp(x)))
+            return self.ln_2(self._sum(self._scale("alpha_ff", x), m))
+        a = self.hook_attn_out(self._scale("beta_sa", self.attn(self.ln_1(x), key_mask)))
+        x = self.hook_mid(self._sum(self._scale("alpha_sa", x), a))
+        m = self.hook_mlp_out(self._scale("beta_ff", self.mlp(self.ln_2(x))))
+        return self._sum(self._scale("alpha_ff", x), m)
+
+    def gains(self) -> dict[str, float]:
+        """Current branch gains (trained or fixed), for logging."""
+        names = ("alpha_comb" if self.spec.parallel else "alpha_sa", "beta_sa", "beta_ff")
+        names += () if self.spec.parallel else ("alpha_ff",)
+        return {n: float(getattr(self, n)) for n in names}

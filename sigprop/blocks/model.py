@@ -1,0 +1,125 @@
+"""A decoder LM (GPT, causal) or an encoder with an MLM head (BERT, non-causal) around sigprop blocks."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sigprop.blocks.block import Block, make_norm
+from sigprop.blocks.spec import BlockSpec, get_spec
+from sigprop.errors import SigpropError, check_choice, check_positive
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the model around the blocks. Paper scale: depth 18, width 768, heads 12, context 128."""
+
+    depth: int = 6
+    width: int = 256
+    heads: int = 4
+    vocab_size: int = 8192
+    context: int = 128
+    kind: str = "decoder"  # decoder (causal LM) | encoder (MLM)
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "width", "heads", "vocab_size", "context"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise SigpropError(f"{name} must be an integer, got {value!r}")
+            check_positive(name, value)
+        if self.width % self.heads:
+            raise SigpropError(f"width {self.width} is not divisible by heads {self.heads}")
+        check_choice("model kind", self.kind, ("decoder", "encoder"))
+
+    @property
+    def causal(self) -> bool:
+        return self.kind == "decoder"
+
+    def replace(self, **kw: object) -> ModelConfig:
+        return dataclasses.replace(self, **kw)  # type: ignore[arg-type]
+
+
+class Embedding(nn.Module):
+    """Token + learned position embeddings; its output is 'layer 0' for the probes."""
+
+    def __init__(self, cfg: ModelConfig, std: float):
+        super().__init__()
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.width)
+        self.wpe = nn.Embedding(cfg.context, cfg.width)
+        nn.init.normal_(self.wte.weight, std=std)
+        nn.init.normal_(self.wpe.weight, std=std)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        T = idx.shape[1]
+        return self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+
+
+class Transformer(nn.Module):
+    """Embedding -> depth x Block -> final norm -> tied LM/MLM head.
+
+    forward(idx, targets=None, key_mask=None) -> (logits, loss); targets use -100 for "ignore"
+    (the MLM convention). Decoder targets are next tokens, already shifted by the caller.
+    """
+
+    def __init__(self, spec: BlockSpec, cfg: ModelConfig):
+        super().__init__()
+        self.spec, self.config = spec, cfg
+        self.embed = Embedding(cfg, spec.init_std)
+        self.blocks = nn.ModuleList(
+            Block(spec, cfg.width, cfg.heads, cfg.depth, layer, cfg.causal) for layer in range(cfg.depth)
+        )
+        # The official code keeps a LayerNorm before the head when blocks have no norm.
+        self.ln_f = make_norm(spec.norm if spec.norm != "none" else "layer", cfg.width, spec.norm_eps)
+        if cfg.kind == "encoder":  # BERT-style MLM transform before the tied decoder
+            self.mlm_dense = nn.Linear(cfg.width, cfg.width, bias=False)
+            nn.init.normal_(self.mlm_dense.weight, std=spec.init_std)
+            self.mlm_norm = make_norm(spec.norm if spec.norm != "none" else "layer", cfg.width, spec.norm_eps)
+
+    def features(self, idx: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Final hidden states (B, T, d) after the last norm."""
+        T = idx.shape[1]
+        if T > self.config.context:
+            raise SigpropError(f"sequence length {T} exceeds the model's context {self.config.context}")
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, key_mask)
+        return self.ln_f(x)
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.features(idx, key_mask)
+        if self.config.kind == "encoder":
+            x = self.mlm_norm(F.gelu(self.mlm_dense(x)))
+        logits = x @ self.embed.wte.weight.T  # tied head
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def num_params(self, embeddings: bool = True) -> int:
+        """Trainable parameters (fixed buffers such as identity V/P or fixed gains are not counted)."""
+        n = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        if not embeddings:
+            n -= self.embed.wte.weight.numel() + self.embed.wpe.weight.numel()
+        return n
+
+
+def build_model(block: str | BlockSpec = "pre-ln", config: ModelConfig | None = None, *, sets=(), seed: int | None = None, **sizes) -> Transformer:
+    """Build a model from a preset name or spec: `build_model("sas", depth=18, width=768, heads=12)`."""
+    spec = get_spec(block, sets)
+    cfg = (config or ModelConfig()).replace(**sizes) if sizes else (config or ModelConfig())
+    if seed is not None:
+        torch.manual_seed(seed)
+    return Transformer(spec, cfg)
+
+
+def param_groups(model: nn.Module, weight_decay: float = 0.1) -> list[dict]:
+    """AdamW groups as in the paper: decay on matrices and embeddings; none on gains, norms, biases."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

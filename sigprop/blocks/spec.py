@@ -1,0 +1,298 @@
+"""BlockSpec: every knob of the paper's transformer blocks, named as in the paper.
+
+A block variant is *data*, not a class. The fields map onto the paper's equations:
+
+    Eq. 1 (sequential):  X^ = alpha_sa * X + beta_sa * MHA(Norm(X))
+                         X' = alpha_ff * X^ + beta_ff * MLP(Norm(X^))
+    Eq. 7 (parallel):    X' = alpha_comb * X + beta_sa * MHA(Norm(X)) + beta_ff * MLP(Norm(X))
+    Eq. 4 value_skipinit: A <- alpha I + beta A
+    Eq. 5 shaped:         A <- alpha I + beta A - gamma C
+    Eq. 6 reparam:        W^V = alpha_v W^V_init + beta_v dW^V   (same for W^P)
+
+Presets (`PRESETS`) are named specs; `spec.replace(beta_ff=0.2)` or `--set beta_ff=0.2` changes
+any knob. A new variant is a new spec, never a new class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sigprop.errors import SigpropError, check_choice, choice_error
+
+Attention = Literal["softmax", "value_skipinit", "shaped"]
+Matrix = Literal["dense", "identity", "reparam"]
+MatrixInit = Literal["normal", "orthogonal", "identity"]
+Norm = Literal["rms", "layer", "none"]
+Activation = Literal["relu", "leaky_relu", "gelu", "linear"]
+
+#: Scalar gains that can be made trainable (names as in the paper).
+GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "value", "proj")
+
+#: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
+BETA_FF_REF_DEPTH = 18
+BETA_FF_REF = 0.1
+
+
+def beta_ff_for_depth(depth: int) -> float:
+    """The O(1/sqrt(L)) MLP-branch downweighting of skipless blocks (Stable ResNet rule).
+
+    Calibrated to the paper's beta_ff = 0.1 at L = 18, i.e. 0.1 * sqrt(18 / L), capped at 1.
+    """
+    return min(1.0, BETA_FF_REF * math.sqrt(BETA_FF_REF_DEPTH / depth))
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """The knobs of one transformer block. Field names follow the paper."""
+
+    name: str = "custom"
+    # --- Eq. 1 / Eq. 7 branch gains -------------------------------------------------------
+    alpha_sa: float = 1.0  # attention skip (0 = removed)
+    beta_sa: float = 1.0  # attention branch
+    alpha_ff: float = 1.0  # MLP skip (sequential block)
+    beta_ff: float | None = 1.0  # MLP branch; None = beta_ff_for_depth(depth)
+    parallel: bool = False  # Eq. 7 instead of Eq. 1
+    alpha_comb: float = 1.0  # the single skip of the parallel block (0 = SAS-P)
+    # --- attention matrix (Eqs. 2, 4, 5) ----------------------------------------------------
+    attention: Attention = "softmax"
+    alpha: float = 1.0  # shaped / value-skipinit: weight on I_T
+    beta: float = 1.0  # weight on softmax(QK^T)
+    gamma: float = 1.0  # shaped: weight on the centring matrix C
+    per_head_gains: bool = True  # alpha_h, beta_h, gamma_h per head (paper: small gain)
+    query_init: float | None = None  # std of W^Q; 0 makes A(X) = C at init; None = init_std
+    # --- values and projections (Eq. 6) -----------------------------------------------------
+    value: Matrix = "dense"
+    value_init: MatrixInit = "normal"  # dense: normal | orthogonal; reparam W_init: identity | orthogonal
+    alpha_v: float = 1.0
+    beta_v: float = 1.0
+    proj: Matrix = "dense"
+    proj_init: MatrixInit = "normal"
+    alpha_p: float = 1.0
+    beta_p: float = 1.0
+    first_layer_value: bool = False  # SAS footnote 6: layer 1 keeps W^V = alpha_v I + beta_v dW
+    # --- normalisation -----------------------------------------------------------------------
+    norm: Norm = "rms"
+    norm_position: Literal["pre", "post"] = "pre"
+    first_layer_norm: bool = False  # norm="none": keep a LayerNorm on block 1's input (official code)
+    norm_eps: float = 1e-5
+    # --- MLP ---------------------------------------------------------------------------------
+    activation: Activation = "relu"
+    leaky_slope: float = 0.2
+    mlp_mult: float = 4.0
+    # --- init and training --------------------------------------------------------------------
+    init_std: float = 0.02
+    trainable: tuple[str, ...] = ()  # which of GAINS are trainable parameters
+    description: str = field(default="", compare=False)
+    removes: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        for name, accepted in _CHOICES.items():
+            check_choice(name, getattr(self, name), accepted)
+        for g in self.trainable:
+            check_choice("trainable gain", g, GAINS)
+        if self.value == "reparam":
+            check_choice("value_init for value='reparam'", self.value_init, ("identity", "orthogonal"))
+        if self.proj == "reparam":
+            check_choice("proj_init for proj='reparam'", self.proj_init, ("identity", "orthogonal"))
+        if self.value == "dense":
+            check_choice("value_init for value='dense'", self.value_init, ("normal", "orthogonal"))
+        if self.proj == "dense":
+            check_choice("proj_init for proj='dense'", self.proj_init, ("normal", "orthogonal"))
+        if self.mlp_mult <= 0:
+            raise SigpropError(f"mlp_mult must be positive, got {self.mlp_mult!r}")
+        if self.norm_eps <= 0:
+            raise SigpropError(f"norm_eps must be positive, got {self.norm_eps!r}")
+        if self.parallel and self.norm_position == "post":
+            raise SigpropError("norm_position='post' is not defined for parallel=True; accepted: 'pre'")
+
+    # ------------------------------------------------------------------------------------------
+    def replace(self, **knobs: object) -> BlockSpec:
+        """A copy with some knobs changed; unknown knobs raise a one-line error."""
+        names = knob_names()
+        for k in knobs:
+            if k not in names:
+                raise choice_error("knob", k, names)
+        return dataclasses.replace(self, **knobs)  # type: ignore[arg-type]
+
+    def with_sets(self, sets: list[str] | tuple[str, ...]) -> BlockSpec:
+        """Apply CLI-style overrides: ["beta_ff=0.2", "norm=layer", "trainable=beta_ff,attn"]."""
+        return self.replace(**dict(parse_set(s) for s in sets)) if sets else self
+
+    def resolve_beta_ff(self, depth: int) -> float:
+        return beta_ff_for_depth(depth) if self.beta_ff is None else float(self.beta_ff)
+
+    def is_trainable(self, gain: str) -> bool:
+        return gain in self.trainable
+
+    @property
+    def skipless(self) -> bool:
+        """No identity path around attention (the paper's topic)."""
+        if self.parallel:
+            return self.alpha_comb == 0 and "alpha_comb" not in self.trainable
+        return self.alpha_sa == 0 and "alpha_sa" not in self.trainable
+
+    def knobs(self) -> dict[str, object]:
+        """The knob values (everything except name and prose)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare and f.name != "name"}
+
+    def diff(self, other: BlockSpec) -> dict[str, object]:
+        """Knobs where self differs from other."""
+        a, b = self.knobs(), other.knobs()
+        return {k: v for k, v in a.items() if b[k] != v}
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "attention": typing.get_args(Attention),
+    "value": typing.get_args(Matrix),
+    "proj": typing.get_args(Matrix),
+    "value_init": typing.get_args(MatrixInit),
+    "proj_init": typing.get_args(MatrixInit),
+    "norm": typing.get_args(Norm),
+    "norm_position": ("pre", "post"),
+    "activation": typing.get_args(Activation),
+}
+
+
+def knob_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(BlockSpec) if f.compare and f.name != "name"]
+
+
+def _coerce(knob: str, text: str) -> object:
+    """Turn `--set knob=text` into the field's type, with a one-line error if it does not parse."""
+    default = getattr(BlockSpec(), knob)
+    t = text.strip()
+    try:
+        if knob == "trainable":
+            return tuple(g.strip() for g in t.split(",") if g.strip())
+        if knob in ("beta_ff", "query_init"):
+            return None if t.lower() in ("none", "auto") else float(t)
+        if isinstance(default, bool):
+            if t.lower() in ("1", "true", "yes", "on"):
+                return True
+            if t.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if isinstance(default, float):
+            return float(t)
+        return t
+    except ValueError:
+        kind = "true/false" if isinstance(default, bool) else type(default).__name__
+        raise SigpropError(f"bad value {text!r} for knob {knob!r}; expected {kind}") from None
+
+
+def parse_set(s: str) -> tuple[str, object]:
+    """'beta_ff=0.2' -> ('beta_ff', 0.2)."""
+    if "=" not in s:
+        raise SigpropError(f"bad --set {s!r}; expected knob=value, e.g. beta_ff=0.2")
+    k, v = s.split("=", 1)
+    k = k.strip().replace("-", "_")
+    names = knob_names()
+    if k not in names:
+        raise choice_error("knob", k, names)
+    return k, _coerce(k, v)
+
+
+# ------------------------------------------------------------------------------------------------
+# Presets (paper.md §1.5-1.7, §1.10)
+# ------------------------------------------------------------------------------------------------
+
+_SKIPLESS_ATTN = dict(attention="shaped", alpha=1.0, beta=1.0, gamma=1.0, query_init=0.0)
+_SAS_GAINS = ("beta_sa", "beta_ff", "attn", "value")
+
+PRESETS: dict[str, BlockSpec] = {
+    s.name: s
+    for s in [
+        BlockSpec(
+            name="pre-ln",
+            description="Pre-LN (Eq. 1, all gains 1): the standard GPT block",
+            removes="nothing (baseline)",
+        ),
+        BlockSpec(
+            name="post-ln",
+            norm_position="post",
+            description="Post-LN: Norm after each skip-sum (original Transformer)",
+            removes="nothing (norm moved after the skip)",
+        ),
+        BlockSpec(
+            name="parallel",
+            parallel=True,
+            description="Parallel block (Eq. 7, GPT-J/PaLM): attention and MLP side by side",
+            removes="sequential sub-blocks",
+        ),
+        BlockSpec(
+            name="skipless",
+            alpha_sa=0.0,
+            description="Naive skipless: Pre-LN without the attention skip, plain softmax attention",
+            removes="attention skip (naively: rank collapse)",
+        ),
+        BlockSpec(
+            name="v-skipinit",
+            alpha_sa=0.0,
+            beta_ff=None,
+            value_init="orthogonal",
+            proj_init="orthogonal",
+            trainable=("beta_sa", "beta_ff", "attn"),
+            description="V-SkipInit as in the paper's figures: shaped attention, orthogonal trainable V/P",
+            removes="attention skip",
+            **_SKIPLESS_ATTN,
+        ),
+        BlockSpec(
+            name="sas",
+            alpha_sa=0.0,
+            beta_ff=None,
+            value="identity",
+            proj="identity",
+            first_layer_value=True,
+            trainable=_SAS_GAINS + ("alpha_ff",),
+            description="SAS: shaped attention, no attention skip, no W^V/W^P (Sec. 4.2)",
+            removes="attention skip, values, projections",
+            **_SKIPLESS_ATTN,
+        ),
+        BlockSpec(
+            name="sas-p",
+            parallel=True,
+            alpha_comb=0.0,
+            beta_ff=None,
+            value="identity",
+            proj="identity",
+            first_layer_value=True,
+            trainable=_SAS_GAINS,
+            description="SAS-P: SAS attention in parallel with the MLP, no skips at all (Sec. 4.3)",
+            removes="all skips, values, projections, sequential sub-blocks",
+            **_SKIPLESS_ATTN,
+        ),
+        BlockSpec(
+            name="sas-p-nonorm",
+            parallel=True,
+            alpha_comb=0.0,
+            beta_ff=None,
+            value="identity",
+            proj="identity",
+            first_layer_value=True,
+            norm="none",
+            first_layer_norm=True,
+            trainable=_SAS_GAINS,
+            description="SAS-P without normalisation (Sec. 4.4; a LayerNorm stays on block 1's input)",
+            removes="all skips, values, projections, sequential sub-blocks, norms",
+            **_SKIPLESS_ATTN,
+        ),
+    ]
+}
+
+
+def get_spec(block: str | BlockSpec, sets: list[str] | tuple[str, ...] = ()) -> BlockSpec:
+    """A preset by name (or a spec as is), with `--set` overrides applied."""
+    if isinstance(block, BlockSpec):
+        return block.with_sets(sets)
+    key = block.strip().lower().replace("_", "-")
+    if key not in PRESETS:
+        raise choice_error("block", block, PRESETS)
+    return PRESETS[key].with_sets(sets)
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)

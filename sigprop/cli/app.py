@@ -1,0 +1,42 @@
+"""The Typer app every command module registers on, plus shared CLI helpers."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from sigprop.errors import SigpropError
+
+app = typer.Typer(
+    name="sigprop",
+    help="Signal-propagation analysis of transformer blocks (He & Hofmann, 'Simplifying Transformer Blocks').",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def split_list(text: str | None) -> list[str]:
+    """'pre-ln, sas,sas-p' -> ['pre-ln', 'sas', 'sas-p']."""
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def main() -> None:
+    """Console entry point: user errors print as one line (exit 2), never as a traceback."""
+    try:
+        app()
+    except SigpropError as e:
+        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+@app.callback()
+def _root() -> None:
+    """sigprop: build every block of the paper, probe signal propagation, train, reproduce figures."""
