@@ -1,0 +1,83 @@
+"""One house style for every sigprop figure: serif fonts, paper widths, one colour/marker per block."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg") if matplotlib.get_backend().lower() in ("", "agg") else None
+import matplotlib.pyplot as plt  # noqa: E402
+
+#: Paper names, colours and markers, used consistently in every figure.
+BLOCK_STYLE: dict[str, dict[str, str]] = {
+    "pre-ln": {"label": "Pre-LN", "color": "#1f77b4", "marker": "o"},
+    "post-ln": {"label": "Post-LN", "color": "#7f7f7f", "marker": "v"},
+    "parallel": {"label": "Parallel", "color": "#ff7f0e", "marker": "s"},
+    "skipless": {"label": "Naive skipless", "color": "#8c564b", "marker": "x"},
+    "v-skipinit": {"label": "V-SkipInit", "color": "#d62728", "marker": "^"},
+    "sas": {"label": "SAS", "color": "#2ca02c", "marker": "D"},
+    "sas-p": {"label": "SAS-P", "color": "#9467bd", "marker": "P"},
+    "sas-p-nonorm": {"label": "SAS-P no norm", "color": "#e377c2", "marker": "*"},
+}
+_EXTRA_COLORS = ["#17becf", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39"]
+
+#: Figure widths in inches: one column and full text width of a conference paper.
+COLUMN, TEXTWIDTH = 3.4, 6.9
+
+RC = {
+    "font.family": "serif",
+    "font.serif": ["DejaVu Serif", "Times New Roman", "Times"],
+    "mathtext.fontset": "dejavuserif",
+    "font.size": 8,
+    "axes.titlesize": 8.5,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "lines.linewidth": 1.3,
+    "lines.markersize": 3.5,
+    "legend.frameon": False,
+    "figure.dpi": 150,
+    "savefig.dpi": 200,
+    "savefig.bbox": "tight",
+}
+
+
+def block_style(name: str, index: int = 0) -> dict[str, str]:
+    """Label, colour and marker for a block (presets get their paper name; others a stable colour)."""
+    if name in BLOCK_STYLE:
+        return dict(BLOCK_STYLE[name])
+    return {"label": name, "color": _EXTRA_COLORS[index % len(_EXTRA_COLORS)], "marker": "o"}
+
+
+@contextmanager
+def paper_style():
+    """Temporarily apply the house rcParams."""
+    with plt.rc_context(RC):
+        yield
+
+
+def scale_note(fig, text: str) -> None:
+    """Stamp the scale (model size, steps, data) at the bottom of a figure."""
+    fig.text(0.99, -0.01, text, ha="right", va="top", fontsize=6, color="0.35", style="italic")
+
+
+def savefig(fig, path: str | Path, formats: tuple[str, ...] = ("png", "pdf")) -> list[Path]:
+    """Write `path` with each format's suffix; returns the written paths."""
+    stem = Path(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem = stem.with_suffix("") if stem.suffix in (".png", ".pdf", ".svg") else stem
+    out = []
+    for fmt in formats:
+        p = stem.with_name(stem.name + f".{fmt}")
+        fig.savefig(p, format=fmt)
+        out.append(p)
+    plt.close(fig)
+    return out
