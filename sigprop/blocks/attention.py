@@ -173,10 +173,10 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         if self.spec.attention == "softmax":
             return y
-        y = self._head_gain("alpha", v) * v + self._head_gain("beta", v) * y
+        y = self._head_gain("beta", v) * y
         if self.spec.attention == "shaped":
             y = y - self._head_gain("gamma", v) * centred_values(v, self.causal, key_mask)
-        return y
+        return y + self._head_gain("alpha", v) * v
 
     def attention_matrix(self, q, k, key_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """(full attention matrix, softmax part), each (B, H, T, T)."""
@@ -190,12 +190,13 @@ class Attention(nn.Module):
         A = torch.softmax(logits.masked_fill(~allowed, float("-inf")), dim=-1)
         if self.spec.attention == "softmax":
             return A, A
-        eye = torch.eye(T, dtype=q.dtype, device=q.device)
-        full = self._head_gain("alpha", q) * eye + self._head_gain("beta", q) * A
+        full = self._head_gain("beta", q) * A
         if self.spec.attention == "shaped":
+            # beta A - gamma C first: it is exactly 0 at init (beta = gamma, A = C), so the result is exactly I.
             C = centring_matrix(T, self.causal, key_mask if not self.causal else None, dtype=q.dtype).to(q.device)
             full = full - self._head_gain("gamma", q) * C
-        return full, A
+        eye = torch.eye(T, dtype=q.dtype, device=q.device)
+        return full + self._head_gain("alpha", q) * eye, A
 
     def _explicit(self, q, k, v, key_mask):
         full, A = self.attention_matrix(q, k, key_mask)

@@ -59,19 +59,17 @@ class Block(nn.Module):
         self.attn = Attention(spec, width, heads, causal, layer)
         self.mlp = MLP(spec, width)
         skip = "alpha_comb" if spec.parallel else "alpha_sa"
-        for name, value in (
-            (skip, getattr(spec, skip)),
-            ("beta_sa", spec.beta_sa),
-            ("beta_ff", spec.resolve_beta_ff(depth)),
-            *((("alpha_ff", spec.alpha_ff),) if not spec.parallel else ()),
-        ):
+        inits = {skip: getattr(spec, skip), "beta_sa": spec.beta_sa, "beta_ff": spec.resolve_beta_ff(depth)}
+        if not spec.parallel:
+            inits["alpha_ff"] = spec.alpha_ff
+        for name, value in inits.items():
             g = gain(value, spec.is_trainable(name))
             if isinstance(g, nn.Parameter):
                 setattr(self, name, g)
             else:
                 self.register_buffer(name, g)
         # A fixed gain needs no multiply when it is 1, and its term disappears when it is 0.
-        self._fixed = {n: float(getattr(self, n)) for n, _ in self.named_buffers() if "." not in n}
+        self._fixed = {n: float(v) for n, v in inits.items() if not spec.is_trainable(n)}
         self.hook_attn_out = HookPoint()  # beta_sa * MHA(...) branch output
         self.hook_mlp_out = HookPoint()  # beta_ff * MLP(...) branch output
         self.hook_mid = HookPoint()  # X^ between the sub-blocks (sequential only)

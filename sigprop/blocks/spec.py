@@ -40,9 +40,9 @@ BETA_FF_REF = 0.1
 def beta_ff_for_depth(depth: int) -> float:
     """The O(1/sqrt(L)) MLP-branch downweighting of skipless blocks (Stable ResNet rule).
 
-    Calibrated to the paper's beta_ff = 0.1 at L = 18, i.e. 0.1 * sqrt(18 / L), capped at 1.
+    Calibrated to the paper's beta_ff = 0.1 at L = 18, i.e. 0.1 * sqrt(18 / L) (0.42 at L = 1, 0.05 at L = 72).
     """
-    return min(1.0, BETA_FF_REF * math.sqrt(BETA_FF_REF_DEPTH / depth))
+    return BETA_FF_REF * math.sqrt(BETA_FF_REF_DEPTH / depth)
 
 
 @dataclass(frozen=True)
