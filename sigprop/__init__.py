@@ -1,9 +1,36 @@
-"""sigprop: signal-propagation analysis of transformer blocks ("Simplifying Transformer Blocks", He & Hofmann 2024)."""
+"""sigprop: signal-propagation analysis of transformer blocks ("Simplifying Transformer Blocks", He & Hofmann 2024).
 
+    import sigprop as sp
+    model = sp.build_model("sas", depth=18, width=768, heads=12)    # any preset, any knob (sets=["beta_ff=0.2"])
+    a = sp.analyze(["pre-ln", "skipless", "sas"])                     # rank collapse at init, with theory
+    with sp.probe(model) as p: model(idx)                             # per-layer metrics of any nn.Module
+"""
+
+from sigprop.analysis import Analysis, analyze
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, build_model, get_spec, param_groups
+from sigprop.data import load_data
 from sigprop.errors import SigpropError
+from sigprop.probes import gains, measure, probe
+from sigprop.theory import propagate
 
 BLOCKS = PRESETS
 
-__all__ = ["BLOCKS", "PRESETS", "BlockSpec", "ModelConfig", "SigpropError", "Transformer", "build_model", "get_spec", "param_groups"]
+__all__ = [
+    "BLOCKS",
+    "PRESETS",
+    "Analysis",
+    "BlockSpec",
+    "ModelConfig",
+    "SigpropError",
+    "Transformer",
+    "analyze",
+    "build_model",
+    "gains",
+    "get_spec",
+    "load_data",
+    "measure",
+    "param_groups",
+    "probe",
+    "propagate",
+]
 __version__ = "0.1.0"

@@ -1,6 +1,8 @@
 """`sigprop` command line: a thin layer over the library. Each module registers its commands on `app`."""
 
-from sigprop.cli import blocks  # noqa: F401  (registers commands)
+from sigprop.cli import analyze  # noqa: F401  (registers `sigprop analyze`)
+from sigprop.cli import blocks  # noqa: F401  (registers `sigprop blocks`)
+from sigprop.cli import data  # noqa: F401  (registers `sigprop data`)
 from sigprop.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -72,9 +72,10 @@ def savefig(fig, path: str | Path, formats: tuple[str, ...] = ("png", "pdf")) ->
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem = stem.with_suffix("") if stem.suffix in (".png", ".pdf", ".svg") else stem
     out = []
-    for fmt in formats:
-        p = stem.with_name(stem.name + f".{fmt}")
-        fig.savefig(p, format=fmt)
-        out.append(p)
+    with paper_style():  # savefig.* settings (tight bbox, dpi) apply at save time
+        for fmt in formats:
+            p = stem.with_name(stem.name + f".{fmt}")
+            fig.savefig(p, format=fmt)
+            out.append(p)
     plt.close(fig)
     return out

@@ -1,0 +1,226 @@
+"""`analyze`: signal propagation at initialisation for any set of blocks, measured and predicted.
+
+    a = sp.analyze(["pre-ln", "skipless", "sas"], depth=18, width=768)
+    a.metrics      # tidy DataFrame: block, layer, metric, value, source (measured | theory)
+    a.table("sas") # one row per layer: cos_mean, eff_rank, rank1_residual, norm_sq, theory_cos_mean
+    a.verdicts     # {"skipless": "rank collapse: cos_mean reaches 0.95 by layer 3", ...}
+    a.plot()       # cos_mean and eff_rank vs depth (measured solid, theory dashed)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.progress import track
+
+from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, get_spec
+from sigprop.errors import SigpropError, check_choice, check_positive
+from sigprop.probes import cosine_kernel, measure
+from sigprop.theory import TheoryResult, propagate
+
+DATA_SOURCES = ("code", "random", "repeat")
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
+TABLE_METRICS = ("cos_mean", "eff_rank", "rank1_residual", "norm_sq")
+#: A layer whose mean token cosine reaches this has collapsed (tokens nearly parallel).
+COLLAPSE_COS = 0.9
+
+
+def resolve_blocks(blocks: str | BlockSpec | list[str | BlockSpec] | tuple) -> list[BlockSpec]:
+    """'sas' | 'pre-ln,sas' | 'all' | [names or specs] -> specs."""
+    if isinstance(blocks, (str, BlockSpec)):
+        blocks = [blocks]
+    specs: list[BlockSpec] = []
+    for b in blocks:
+        if isinstance(b, BlockSpec):
+            specs.append(b)
+            continue
+        for name in (n.strip() for n in b.split(",") if n.strip()):
+            specs.extend(PRESETS.values() if name == "all" else [get_spec(name)])
+    if not specs:
+        raise SigpropError("no block given; accepted: all, " + ", ".join(PRESETS))
+    return specs
+
+
+def input_tokens(
+    data: str, batch: int, seq_len: int, vocab_size: int, seed: int, cache_dir: str | None = None, progress: bool = True, max_bytes: int | None = None
+):
+    """(tokens (B, T), vocab size, description) for the probe batch."""
+    check_choice("data", data, DATA_SOURCES)
+    g = torch.Generator().manual_seed(seed)
+    if data == "code":
+        from sigprop.data import load_data
+
+        d = load_data(source="code", vocab_size=vocab_size, seq_len=seq_len, cache_dir=cache_dir, progress=progress, max_bytes=max_bytes)
+        return d.probe_batch(batch, seed=seed)[:, :seq_len], d.vocab_size, "code (stdlib validation split)"
+    if data == "random":
+        return torch.randint(0, vocab_size, (batch, seq_len), generator=g), vocab_size, "uniform random tokens"
+    tok = torch.randint(0, vocab_size, (batch, 1), generator=g)
+    return tok.expand(batch, seq_len).contiguous(), vocab_size, "one token repeated"
+
+
+def verdict(cos: np.ndarray) -> str:
+    """One line on rank collapse from the per-layer cos_mean (index 0 = embedding)."""
+    hit = np.nonzero(cos >= COLLAPSE_COS)[0]
+    if len(hit) and cos[0] < COLLAPSE_COS:
+        return f"rank collapse: cos_mean reaches {cos[hit[0]]:.2f} by layer {hit[0]} (embedding {cos[0]:.2f}, last {cos[-1]:.2f})"
+    rise = cos.max() - cos[0]
+    if rise > 0.2:
+        top = int(cos.argmax())
+        return f"tokens align: cos_mean climbs from {cos[0]:.2f} to {cos[top]:.2f} (layer {top}), no full collapse"
+    dev = np.abs(cos - cos[0]).max()
+    return f"no rank collapse: cos_mean stays within {dev:.2f} of the embedding's {cos[0]:.2f}"
+
+
+@dataclass
+class Analysis:
+    """The result of `analyze`: tidy metrics, kernels, theory and one verdict per block."""
+
+    metrics: pd.DataFrame
+    kernels: dict[str, dict[int, np.ndarray]]  # block -> layer -> mean cosine kernel (T, T)
+    theory: dict[str, TheoryResult]
+    specs: dict[str, BlockSpec]
+    settings: dict
+    verdicts: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def blocks(self) -> list[str]:
+        return list(self.specs)
+
+    def measured(self, block: str, metric: str = "cos_mean") -> np.ndarray:
+        df = self.metrics
+        df = df[(df.block == block) & (df.metric == metric) & (df.source == "measured")]
+        return df.sort_values("layer")["value"].to_numpy()
+
+    def table(self, block: str) -> pd.DataFrame:
+        """One row per layer with the main metrics and the theory's cos_mean."""
+        df = self.metrics[self.metrics.block == block]
+        wide = df[df.source == "measured"].pivot_table(index="layer", columns="metric", values="value")
+        cols = [m for m in TABLE_METRICS if m in wide]
+        wide = wide[cols]
+        th = df[(df.source == "theory") & (df.metric == "cos_mean")].set_index("layer")["value"]
+        if len(th):
+            wide["theory_cos_mean"] = th
+        return wide.reset_index()
+
+    def summary(self) -> pd.DataFrame:
+        """One row per block: embedding and last-layer cos_mean / eff_rank, theory error, verdict."""
+        rows = []
+        for b in self.blocks:
+            t = self.table(b)
+            row = {
+                "block": b,
+                "cos_mean[0]": t.cos_mean.iloc[0],
+                "cos_mean[L]": t.cos_mean.iloc[-1],
+                "eff_rank[0]": t.eff_rank.iloc[0],
+                "eff_rank[L]": t.eff_rank.iloc[-1],
+            }
+            if "theory_cos_mean" in t:
+                row["max |theory - measured| cos"] = float((t.theory_cos_mean - t.cos_mean).abs().max())
+            row["verdict"] = self.verdicts[b]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def scale_text(self) -> str:
+        s = self.settings
+        return (
+            f"at init · L={s['depth']}, d={s['width']}, H={s['heads']}, T={s['seq_len']}, batch {s['batch']}, "
+            f"{s['data_desc']}, {s['dtype']}, seed {s['seed']}"
+        )
+
+    def plot(self, out: str | Path | None = None, metrics: tuple[str, ...] = ("cos_mean", "eff_rank")):
+        """Depth curves (measured solid, theory dashed). Returns the figure; with `out`, also saves it."""
+        from sigprop.plots.signal import depth_curves
+
+        fig = depth_curves(self.metrics, metrics=metrics, note=self.scale_text())
+        if out is not None:
+            from sigprop.plots import savefig
+
+            savefig(fig, Path(out) / "rank_collapse")
+        return fig
+
+    def plot_kernels(self, out: str | Path | None = None):
+        """Cosine-kernel heatmaps at the first, middle and last layer of each block."""
+        from sigprop.plots.signal import kernel_grid
+
+        fig = kernel_grid(self.kernels, note=self.scale_text())
+        if out is not None:
+            from sigprop.plots import savefig
+
+            savefig(fig, Path(out) / "kernels")
+        return fig
+
+    def save(self, out: str | Path) -> list[Path]:
+        """Write metrics.csv, summary.json and the figures into `out`."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.metrics.to_csv(out / "metrics.csv", index=False)
+        summary = {"settings": self.settings, "verdicts": self.verdicts, "theory_notes": {b: t.notes for b, t in self.theory.items()}}
+        tmp = out / "analysis.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        tmp.replace(out / "analysis.json")
+        from sigprop.plots import savefig
+
+        paths = [out / "metrics.csv", out / "analysis.json"]
+        paths += savefig(self.plot(), out / "rank_collapse")
+        if self.kernels:
+            paths += savefig(self.plot_kernels(), out / "kernels")
+        return paths
+
+    def _repr_html_(self) -> str:  # Jupyter
+        return f"<p><i>{self.scale_text()}</i></p>" + self.summary().to_html(index=False, float_format="%.3f")
+
+
+def analyze(
+    blocks: str | BlockSpec | list[str | BlockSpec] = "sas",
+    *,
+    depth: int = 18,
+    width: int = 768,
+    heads: int = 12,
+    seq_len: int = 128,
+    batch: int = 8,
+    seed: int = 0,
+    data: str = "code",
+    vocab_size: int = 8192,
+    sets: list[str] | tuple[str, ...] = (),
+    theory: bool = True,
+    dtype: str = "float32",
+    kind: str = "decoder",
+    kernels: bool = True,
+    cache_dir: str | None = None,
+    max_bytes: int | None = None,
+    progress: bool = True,
+) -> Analysis:
+    """Probe every block at initialisation on the same batch; add the infinite-width prediction."""
+    specs = [s.with_sets(sets) for s in resolve_blocks(blocks)]
+    check_choice("dtype", dtype, DTYPES)
+    for name, v in (("batch", batch), ("seq_len", seq_len)):
+        check_positive(name, v)
+    tokens, vocab, data_desc = input_tokens(data, batch, seq_len, vocab_size, seed, cache_dir, progress, max_bytes)
+    cfg = ModelConfig(depth=depth, width=width, heads=heads, vocab_size=vocab, context=seq_len, kind=kind)
+    frames, kern, theo, named = [], {}, {}, {}
+    for spec in track(specs, description=f"probing {len(specs)} block(s) at init", disable=not progress, transient=True):
+        label = spec.name if spec.name not in named else f"{spec.name}#{len(named)}"
+        torch.manual_seed(seed)
+        model = Transformer(spec, cfg).to(DTYPES[dtype])
+        p = measure(model, tokens, kernels=True)
+        m = p.metrics.assign(block=label, source="measured")
+        frames.append(m[m["head"] == -1][["block", "layer", "metric", "value", "source"]])
+        K = p.kernels
+        if kernels:
+            kern[label] = {layer: cosine_kernel(torch.from_numpy(k)).mean(0).numpy() for layer, k in K.items()}
+        if theory:
+            th = propagate(spec, cfg, torch.from_numpy(K[0]), seed=seed)
+            theo[label] = th
+            frames.append(th.metrics().assign(block=label, source="theory"))
+        named[label] = spec
+    metrics = pd.concat(frames, ignore_index=True)
+    settings = dict(depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
+                    data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets))
+    a = Analysis(metrics=metrics, kernels=kern, theory=theo, specs=named, settings=settings)
+    a.verdicts = {b: verdict(a.measured(b)) for b in named}
+    return a

@@ -1,0 +1,429 @@
+"""Probes: forward hooks on any nn.Module that turn per-layer outputs into tidy metric rows.
+
+    with probe(model) as p:          # sigprop Transformer: embed = layer 0, blocks.i = layer i+1
+        model(idx)
+    p.metrics                        # DataFrame: layer, module, metric, head, value (mean over sequences)
+
+Each hook computes the kernel Sigma = X X^T / d of every sequence in float64 and only keeps the
+metrics of it (so memory stays O(rows)); kernels, attention matrices and activations are kept only
+when asked. Hooks are always removed, and sigprop attention is switched back to its fast path, when
+the `with` block ends, also when the forward raises.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from sigprop.blocks.attention import Attention
+from sigprop.blocks.model import Transformer
+from sigprop.errors import SigpropError, check_choice
+from sigprop.probes.metrics import KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, eigenvalues, kernel, kurtosis
+
+#: Metrics a probe can record per layer: the kernel metrics plus activation kurtosis.
+LAYER_METRICS = (*KERNEL_METRICS, "kurtosis")
+DEFAULT_METRICS = tuple(KERNEL_METRICS)
+#: Sequences per float64 chunk inside a hook (bounds the hook's extra memory).
+CHUNK = 16
+
+Layers = str | Sequence[str | nn.Module] | Mapping[int, str | nn.Module] | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One probed module: its layer number, qualified name and the module itself."""
+
+    layer: int
+    name: str
+    module: nn.Module
+
+
+# ------------------------------------------------------------------------------------------------
+# Which modules are the layers
+# ------------------------------------------------------------------------------------------------
+
+
+def _gpt2_trunk(model: nn.Module) -> nn.Module | None:
+    """The GPT-2-style trunk (has `.drop` and a ModuleList `.h`), for HF GPT2LMHeadModel / GPT2Model."""
+    for trunk in (getattr(model, "transformer", None), model):
+        if isinstance(trunk, nn.Module) and isinstance(getattr(trunk, "h", None), nn.ModuleList) and isinstance(
+            getattr(trunk, "drop", None), nn.Module
+        ):
+            return trunk
+    return None
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile (`_orig_mod`) and DistributedDataParallel (`.module`) wrappers."""
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def default_layers(model: nn.Module) -> list[Target]:
+    """sigprop Transformer: embed, blocks.0..L-1; HF GPT-2: transformer.drop (embedding sum), transformer.h.*."""
+    names = {id(m): n for n, m in model.named_modules()}
+    if isinstance(model, Transformer):
+        modules = [model.embed, *model.blocks]
+    elif (trunk := _gpt2_trunk(model)) is not None:
+        modules = [trunk.drop, *trunk.h]
+    else:
+        raise SigpropError(
+            f"cannot tell which modules of {type(model).__name__} are its layers; pass layers= "
+            "(a name pattern such as 'encoder.layer.*', a list of modules/names, or {layer: module})"
+        )
+    return [Target(i, names[id(m)], m) for i, m in enumerate(modules)]
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """Glob over dotted names: '*' and '?' stay within one name part, '**' crosses dots."""
+    parts = re.split(r"(\*\*|\*|\?)", pattern)
+    sub = {"**": ".*", "*": "[^.]*", "?": "[^.]"}
+    return re.compile("".join(sub.get(p, re.escape(p)) for p in parts))
+
+
+def match_modules(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
+    """Submodules whose name matches a glob ('blocks.*') or, failing that, a regex (r'blocks\\.\\d+')."""
+    named = [(n, m) for n, m in model.named_modules() if n]
+    glob = _pattern_regex(pattern)
+    found = [(n, m) for n, m in named if glob.fullmatch(n)]
+    if not found:
+        try:
+            rx = re.compile(pattern)
+        except re.error:
+            rx = None
+        found = [(n, m) for n, m in named if rx is not None and rx.fullmatch(n)]
+    if not found:
+        top = ", ".join(n for n, _ in named if "." not in n)
+        raise SigpropError(f"no module of {type(model).__name__} matches layers={pattern!r}; top-level modules: {top}")
+    return found
+
+
+def _resolve_one(model: nn.Module, item: str | nn.Module, names: dict[int, str]) -> list[tuple[str, nn.Module]]:
+    if isinstance(item, nn.Module):
+        if id(item) not in names:
+            raise SigpropError(f"layers: {type(item).__name__} module is not a submodule of {type(model).__name__}")
+        return [(names[id(item)], item)]
+    if isinstance(item, str):
+        exact = dict(model.named_modules())
+        return [(item, exact[item])] if item in exact and item else match_modules(model, item)
+    raise SigpropError(f"layers: bad entry {item!r}; accepted: module names, patterns or nn.Module objects")
+
+
+def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
+    """The probed modules with their layer numbers.
+
+    Wrappers (torch.compile, DDP) are looked through, so names are those of the model inside.
+    None -> `default_layers`. A pattern or list keeps the default numbering when every module is one of
+    the model's default layers (so 'blocks.*' gives layers 1..L), else numbers them 0, 1, ... in order.
+    A mapping {layer: module or name} sets the numbers explicitly.
+    """
+    model = unwrap(model)
+    if layers is None:
+        return default_layers(model)
+    names = {id(m): n for n, m in model.named_modules()}
+    if isinstance(layers, Mapping):
+        out = []
+        for layer, item in layers.items():
+            (name, module), *rest = _resolve_one(model, item, names)
+            if rest:
+                raise SigpropError(f"layers: {item!r} matches {len(rest) + 1} modules; a mapping needs one each")
+            out.append(Target(int(layer), name, module))
+        return sorted(out, key=lambda t: t.layer)
+    items = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
+    if not items:
+        raise SigpropError("layers is empty; accepted: None, a name pattern, a list of modules/names, {layer: module}")
+    found = list({id(m): (n, m) for item in items for n, m in _resolve_one(model, item, names)}.values())
+    try:
+        known = {id(t.module): t.layer for t in default_layers(model)}
+    except SigpropError:
+        known = {}
+    if all(id(m) in known for _, m in found):
+        return sorted((Target(known[id(m)], n, m) for n, m in found), key=lambda t: t.layer)
+    return [Target(i, n, m) for i, (n, m) in enumerate(found)]
+
+
+# ------------------------------------------------------------------------------------------------
+# The probe
+# ------------------------------------------------------------------------------------------------
+
+
+def _stream(output: object, where: str) -> torch.Tensor:
+    """The residual-stream tensor of a module output (tuples/lists/dicts: the first element)."""
+    if isinstance(output, Mapping):
+        output = next(iter(output.values()), None)
+    elif isinstance(output, (tuple, list)):
+        output = output[0] if output else None
+    if not isinstance(output, torch.Tensor) or output.ndim < 2:
+        kind = type(output).__name__ if not isinstance(output, torch.Tensor) else f"tensor of shape {tuple(output.shape)}"
+        raise SigpropError(f"probe: {where} returned a {kind}; accepted: a (..., T, d) tensor or a tuple starting with one")
+    return output
+
+
+class Probe:
+    """Records signal-propagation metrics per layer while a model runs; use through `probe(...)`."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Layers = None,
+        attention: bool = False,
+        kernels: bool = False,
+        activations: bool = False,
+        metrics: Iterable[str] | str = DEFAULT_METRICS,
+        key_mask: torch.Tensor | None = None,
+    ):
+        metrics = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else list(metrics)
+        for m in metrics:
+            check_choice("metric", m, LAYER_METRICS)
+        if key_mask is not None and (not isinstance(key_mask, torch.Tensor) or key_mask.ndim != 2):
+            raise SigpropError(f"key_mask must be a (B, T) bool tensor, got {getattr(key_mask, 'shape', key_mask)!r}")
+        self.model, self.metric_names = model, metrics
+        self.keep_kernels, self.keep_activations = kernels, activations
+        self.key_mask = None if key_mask is None else key_mask.bool()
+        self.targets = resolve_layers(model, layers)
+        self.attention_targets = self._attention_targets() if attention else []
+        if attention and not self.attention_targets:
+            raise SigpropError(
+                f"attention=True needs sigprop Attention modules inside the probed layers; {type(model).__name__} "
+                "has none there (attention capture is for sigprop models)"
+            )
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._explicit: dict[Attention, bool] = {}
+        self._rows: list[dict[str, np.ndarray]] = []
+        self._seen: dict[str, int] = defaultdict(int)
+        self._kernels: dict[int, list[np.ndarray]] = defaultdict(list)
+        self._attention: dict[int, list[np.ndarray]] = defaultdict(list)
+        self._activations: dict[int, list[torch.Tensor]] = defaultdict(list)
+        self._frame: pd.DataFrame | None = None
+
+    @property
+    def layers(self) -> dict[int, str]:
+        """{layer number: module name} of the probed modules."""
+        return {t.layer: t.name for t in self.targets}
+
+    def _attention_targets(self) -> list[Target]:
+        """sigprop Attention modules inside the probed modules, each with its enclosing layer number."""
+        seen, out = set(), []
+        for t in self.targets:
+            for name, m in t.module.named_modules(prefix=t.name):
+                if isinstance(m, Attention) and id(m) not in seen:
+                    seen.add(id(m))
+                    out.append(Target(t.layer, name, m))
+        return out
+
+    # -- attach / detach --------------------------------------------------------------------------
+    def __enter__(self) -> Probe:
+        if self._handles or self._explicit:
+            raise SigpropError("this probe is already attached; use a new probe(...) for a nested `with`")
+        try:
+            for t in self.targets:
+                self._handles.append(t.module.register_forward_hook(self._stream_hook(t)))
+            for t in self.attention_targets:
+                attn: Attention = t.module  # type: ignore[assignment]
+                self._explicit[attn] = attn.explicit
+                attn.explicit = True
+                self._handles.append(attn.hook_softmax.register_forward_hook(self._softmax_hook(t)))
+                self._handles.append(attn.hook_pattern.register_forward_hook(self._pattern_hook(t)))
+        except BaseException:
+            self.detach()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.detach()
+
+    def detach(self) -> None:
+        """Remove every hook and restore each attention's fast/explicit flag."""
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        for attn, flag in self._explicit.items():
+            attn.explicit = flag
+        self._explicit.clear()
+
+    # -- hooks ------------------------------------------------------------------------------------
+    def _mask_for(self, shape: torch.Size, where: str) -> torch.Tensor | None:
+        if self.key_mask is None:
+            return None
+        if tuple(self.key_mask.shape) != tuple(shape):
+            raise SigpropError(f"probe: key_mask has shape {tuple(self.key_mask.shape)} but {where} has (B, T) = {tuple(shape)}")
+        return self.key_mask
+
+    def _add(self, t: Target, metric: str, values: torch.Tensor, first_seq: int) -> None:
+        """values: (B,) or (B, H) -> one row per (sequence[, head])."""
+        v = values.detach().to("cpu", torch.float64).reshape(values.shape[0], -1).numpy()
+        B, H = v.shape
+        per_head = values.ndim == 2
+        self._rows.append(
+            {
+                "layer": np.full(B * H, t.layer),
+                "module": np.full(B * H, t.name, dtype=object),
+                "metric": np.full(B * H, metric, dtype=object),
+                "head": np.tile(np.arange(H), B) if per_head else np.full(B, -1),
+                "seq": np.repeat(np.arange(first_seq, first_seq + B), H),
+                "value": v.reshape(-1),
+            }
+        )
+        self._frame = None
+
+    def _stream_hook(self, t: Target):
+        def hook(module: nn.Module, inputs: object, output: object) -> None:
+            x = _stream(output, t.name).detach()
+            x = x.reshape(-1, *x.shape[-2:])
+            mask = self._mask_for(x.shape[:-1], t.name)
+            first = self._seen[t.name]
+            self._seen[t.name] += x.shape[0]
+            values: dict[str, list[torch.Tensor]] = defaultdict(list)
+            for start in range(0, x.shape[0], CHUNK):  # float64 per chunk: bounded memory
+                xs = x[start : start + CHUNK]
+                ms = None if mask is None else mask[start : start + CHUNK].to(x.device)
+                K = kernel(xs)
+                lam = eigenvalues(K, ms) if SPECTRAL_METRICS.keys() & set(self.metric_names) else None
+                for name in self.metric_names:
+                    if name in SPECTRAL_METRICS:
+                        values[name].append(SPECTRAL_METRICS[name](lam))
+                    elif name in KERNEL_METRICS:
+                        values[name].append(KERNEL_METRICS[name](K, ms))
+                    else:
+                        values[name].append(kurtosis(xs, ms))
+                if self.keep_kernels:
+                    self._kernels[t.layer].append(K.cpu().numpy())
+            for name in self.metric_names:
+                self._add(t, name, torch.cat(values[name]), first)
+            if self.keep_activations:
+                self._activations[t.layer].append(x.clone())
+
+        return hook
+
+    def _softmax_hook(self, t: Target):
+        def hook(module: nn.Module, inputs: object, A: torch.Tensor) -> None:
+            ent = attention_entropy(A.detach())  # (B, H, T): entropy of each query row
+            mask = self._mask_for(A.shape[:1] + A.shape[-1:], t.name)
+            if mask is None:
+                per_head = ent.mean(-1)
+            else:
+                m = mask[:, None, :].to(ent)
+                per_head = (ent * m).sum(-1) / m.sum(-1).clamp_min(1)
+            first = self._seen[t.name]
+            self._seen[t.name] += A.shape[0]
+            self._add(t, "attn_entropy", per_head, first)
+
+        return hook
+
+    def _pattern_hook(self, t: Target):
+        def hook(module: nn.Module, inputs: object, full: torch.Tensor) -> None:
+            full = full.detach()
+            self._attention[t.layer].append((full.float() if full.dtype == torch.bfloat16 else full).cpu().numpy())
+
+        return hook
+
+    # -- results ----------------------------------------------------------------------------------
+    @property
+    def per_sequence(self) -> pd.DataFrame:
+        """One row per (layer, module, metric, head, seq): the values before averaging over sequences."""
+        if self._frame is None:
+            cols = ("layer", "module", "metric", "head", "seq", "value")
+            if self._rows:
+                data = {c: np.concatenate([r[c] for r in self._rows]) for c in cols}
+            else:
+                data = {c: np.array([], dtype=object if c in ("module", "metric") else float) for c in cols}
+            frame = pd.DataFrame(data)
+            for c in ("layer", "head", "seq"):
+                frame[c] = frame[c].astype(int)
+            frame["module"] = frame["module"].astype(str)
+            frame["metric"] = frame["metric"].astype(str)
+            self._frame = frame.sort_values(["layer", "seq"], kind="stable").reset_index(drop=True)
+        return self._frame
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """Tidy rows: layer (0 = embedding output), module, metric, head (-1 = not per head), value (mean over sequences)."""
+        frame = self.per_sequence.groupby(["layer", "module", "metric", "head"], sort=False)["value"].mean()
+        return frame.reset_index().sort_values("layer", kind="stable").reset_index(drop=True)
+
+    @property
+    def kernels(self) -> dict[int, np.ndarray]:
+        """{layer: (B, T, T) float64 kernels} when kernels=True (padding included; see key_mask), else {}."""
+        return {layer: np.concatenate(ks) for layer, ks in sorted(self._kernels.items())}
+
+    @property
+    def attention(self) -> dict[int, np.ndarray]:
+        """{layer: (B, H, T, T) full attention matrices (after shaping)} when attention=True, else {}."""
+        return {layer: np.concatenate(a) for layer, a in sorted(self._attention.items())}
+
+    @property
+    def activations(self) -> dict[int, torch.Tensor]:
+        """{layer: (B, T, d) outputs} when activations=True, else {}."""
+        return {layer: torch.cat(a) for layer, a in sorted(self._activations.items())}
+
+    def value(self, metric: str, layer: int | None = None, head: int = -1) -> float | pd.Series:
+        """A metric's mean over sequences: one float for a layer, else a Series indexed by layer."""
+        df = self.metrics
+        df = df[(df.metric == metric) & (df["head"] == head)]
+        if df.empty:
+            raise SigpropError(f"probe recorded no {metric!r} (head {head}); recorded: {', '.join(sorted(self.metrics.metric.unique()))}")
+        series = df.groupby("layer")["value"].mean()
+        return float(series.loc[layer]) if layer is not None else series
+
+
+def probe(
+    model: nn.Module,
+    layers: Layers = None,
+    attention: bool = False,
+    kernels: bool = False,
+    activations: bool = False,
+    metrics: Iterable[str] | str = DEFAULT_METRICS,
+    key_mask: torch.Tensor | None = None,
+) -> Probe:
+    """A context manager that records per-layer metrics of every forward run inside it.
+
+    layers: None (model defaults), a glob/regex over module names ('transformer.h.*'), a list of
+    modules/names, or {layer: module}. attention=True (sigprop models) runs attention on its explicit
+    path, keeps full matrices in `.attention` and records per-head `attn_entropy` of the softmax part.
+    key_mask (B, T) bool (True = real token) restricts every metric to real tokens.
+    """
+    return Probe(model, layers, attention, kernels, activations, metrics, key_mask)
+
+
+def measure(
+    model: nn.Module,
+    idx: torch.Tensor,
+    layers: Layers = None,
+    attention: bool = False,
+    kernels: bool = False,
+    activations: bool = False,
+    metrics: Iterable[str] | str = DEFAULT_METRICS,
+    key_mask: torch.Tensor | None = None,
+) -> Probe:
+    """Run model(idx) once in eval mode under torch.no_grad() inside a probe; return the finished probe.
+
+    key_mask is passed to a sigprop model as `key_mask=` and to other models as `attention_mask=`.
+    Each module's train/eval mode is restored afterwards.
+    """
+    p = probe(model, layers, attention, kernels, activations, metrics, key_mask)
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad(), p:
+            if key_mask is None:
+                model(idx)
+            elif isinstance(unwrap(model), Transformer):
+                model(idx, key_mask=key_mask)
+            else:
+                model(idx, attention_mask=key_mask.long())
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return p

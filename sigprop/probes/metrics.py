@@ -1,0 +1,145 @@
+"""Signal-propagation metrics: pure, batched torch functions (one definition each; design.md).
+
+For one sequence X in R^{T x d} the kernel is Sigma = X X^T / d (T x T). Every rank metric is a
+function of the kernel alone, so theory (which predicts kernels) and measurement share one code path.
+All kernel metrics take `(K, mask=None)`: K is (..., T, T), mask is (..., T) bool (True = real token)
+and restricts the metric to real tokens (encoder padding). They return (...,) float64 tensors.
+
+Conventions for degenerate inputs (never NaN):
+- a zero token has cosine 0 with every other token and 1 with itself;
+- `cos_mean` with fewer than two real tokens (no pairs) is 0;
+- `eff_rank`, `stable_rank`, `rank1_residual` of a zero kernel are 0; `kurtosis` of zero activations is 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ArrayLike = Tensor | np.ndarray
+
+
+def _as_f64(x: ArrayLike) -> Tensor:
+    return torch.as_tensor(x).to(torch.float64)
+
+
+def _token_mask(x: Tensor, mask: ArrayLike | None) -> Tensor:
+    """Float (..., T) mask of real tokens for x of shape (..., T, *)."""
+    if mask is None:
+        return torch.ones(x.shape[:-1], dtype=torch.float64, device=x.device)
+    return torch.as_tensor(mask, device=x.device).to(torch.float64).expand(x.shape[:-1])
+
+
+def _masked_kernel(K: ArrayLike, mask: ArrayLike | None) -> tuple[Tensor, Tensor]:
+    """(K with padded rows/cols zeroed, float mask (..., T) of real tokens)."""
+    K = _as_f64(K)
+    m = _token_mask(K, mask)
+    return (K if mask is None else K * m[..., :, None] * m[..., None, :]), m
+
+
+def kernel(x: ArrayLike) -> Tensor:
+    """Sigma = X X^T / d for x of shape (..., T, d), computed in float64 -> (..., T, T)."""
+    x = _as_f64(x)
+    return x @ x.transpose(-2, -1) / x.shape[-1]
+
+
+def cosine_kernel(K: ArrayLike) -> Tensor:
+    """rho_ij = K_ij / sqrt(K_ii K_jj); a zero token gets 0 off the diagonal and 1 on it."""
+    K = _as_f64(K)
+    diag = K.diagonal(dim1=-2, dim2=-1).clamp_min(0)
+    denom = torch.sqrt(diag[..., :, None] * diag[..., None, :])
+    rho = torch.where(denom > 0, K / torch.where(denom > 0, denom, 1.0), 0.0).clamp(-1.0, 1.0)
+    eye = torch.eye(K.shape[-1], dtype=torch.bool, device=K.device)
+    return torch.where(eye, 1.0, rho)
+
+
+def cos_mean(K: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Mean off-diagonal token cosine (the rank-collapse signal: 1 = all tokens aligned); 0 if no pairs."""
+    rho = cosine_kernel(K)
+    m = _token_mask(rho, mask)
+    pair = m[..., :, None] * m[..., None, :] * (1 - torch.eye(rho.shape[-1], dtype=torch.float64, device=rho.device))
+    n = pair.sum((-2, -1))
+    return torch.where(n > 0, (rho * pair).sum((-2, -1)) / n.clamp_min(1), 0.0)
+
+
+def norm_sq(K: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Mean squared token norm per feature, mean_i K_ii (over real tokens); 0 if none."""
+    K, m = _masked_kernel(K, mask)
+    n = m.sum(-1)
+    return torch.where(n > 0, K.diagonal(dim1=-2, dim2=-1).sum(-1) / n.clamp_min(1), 0.0)
+
+
+def eigenvalues(K: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Eigenvalues of the (masked) symmetric kernel in float64, negatives (round-off) clamped to 0."""
+    K, _ = _masked_kernel(K, mask)
+    K = (K + K.transpose(-2, -1)) / 2
+    return torch.linalg.eigvalsh(K).clamp_min(0)
+
+
+def eff_rank_of(lam: Tensor) -> Tensor:
+    """Effective rank from eigenvalues (..., T): exp(entropy of lam / sum lam); 0 if all are 0."""
+    total = lam.sum(-1, keepdim=True)
+    p = lam / total.clamp_min(torch.finfo(torch.float64).tiny)
+    entropy = -torch.where(p > 0, p * torch.log(torch.where(p > 0, p, 1.0)), 0.0).sum(-1)
+    return torch.where(total[..., 0] > 0, torch.exp(entropy), 0.0)
+
+
+def stable_rank_of(lam: Tensor) -> Tensor:
+    """Stable rank from ascending eigenvalues (..., T): sum lam / max lam; 0 if all are 0."""
+    top = lam[..., -1]
+    return torch.where(top > 0, lam.sum(-1) / top.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
+
+
+def eff_rank(K: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """exp(Shannon entropy of the normalised eigenvalues) (Roy & Vetterli 2007); 0 for a zero kernel."""
+    return eff_rank_of(eigenvalues(K, mask))
+
+
+def stable_rank(K: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """tr K / lambda_max; 0 for a zero kernel."""
+    return stable_rank_of(eigenvalues(K, mask))
+
+
+def rank1_residual(K: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """||X - 1 xbar^T||_F / ||X||_F = sqrt((tr K - 1^T K 1 / T) / tr K) (Dong et al. 2021); 0 if X = 0."""
+    K, m = _masked_kernel(K, mask)
+    tr = K.diagonal(dim1=-2, dim2=-1).sum(-1)
+    centred = tr - K.sum((-2, -1)) / m.sum(-1).clamp_min(1)
+    return torch.where(tr > 0, torch.sqrt((centred / torch.where(tr > 0, tr, 1.0)).clamp(0, 1)), 0.0)
+
+
+def attention_entropy(A: ArrayLike) -> Tensor:
+    """Row entropy -sum_j A_ij log A_ij of an attention matrix (..., T, T) -> (..., T); zeros ignored."""
+    A = _as_f64(A)
+    pos = A > 0
+    return -torch.where(pos, A * torch.log(torch.where(pos, A, 1.0)), 0.0).sum(-1)
+
+
+def kurtosis(x: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Outlier-feature kurtosis of activations x (..., T, d) (He et al. 2024) -> (...,).
+
+    Per feature i, s_i = sqrt(mean over (real) tokens of x_ti^2) (uncentred RMS); then
+    Kurt = mean_i s_i^4 / (mean_i s_i^2)^2. Equals 1 when every feature has the same RMS and grows
+    with outlier features (one feature carrying everything gives d). 0 for all-zero activations.
+    """
+    x = _as_f64(x)
+    m = _token_mask(x, mask)[..., None]
+    s2 = (x.square() * m).sum(-2) / m.sum(-2).clamp_min(1)  # (..., d)
+    second = s2.mean(-1)
+    return torch.where(second > 0, s2.square().mean(-1) / torch.where(second > 0, second, 1.0).square(), 0.0)
+
+
+#: The kernel metrics probes record by default; each is `fn(K, mask=None) -> (...,)`.
+KERNEL_METRICS: dict[str, Callable[..., Tensor]] = {
+    "cos_mean": cos_mean,
+    "norm_sq": norm_sq,
+    "eff_rank": eff_rank,
+    "stable_rank": stable_rank,
+    "rank1_residual": rank1_residual,
+}
+
+#: Kernel metrics that are functions of the eigenvalues alone (probes share one eigvalsh between them).
+SPECTRAL_METRICS: dict[str, Callable[[Tensor], Tensor]] = {"eff_rank": eff_rank_of, "stable_rank": stable_rank_of}

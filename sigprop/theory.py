@@ -1,0 +1,259 @@
+"""Infinite-width kernel recursions at initialisation: what signal-propagation theory predicts per layer.
+
+For a BlockSpec and an input kernel Sigma_0 = X_0 X_0^T / d (measured on the embeddings of the same
+batch), propagate Sigma_l = X_l X_l^T / d through every block in the infinite-width limit:
+
+- a linear layer with i.i.d. N(0, s^2) weights scales the kernel by s^2 * fan_in; an orthogonal one keeps it;
+- ReLU / leaky ReLU act through the arc-cosine kernel (closed form); GELU by 2-D Gauss-Hermite quadrature;
+- RMSNorm / LayerNorm normalise the diagonal (features have zero mean at init, so both act alike);
+- attention applies A Sigma A^T with A the attention matrix at init. Exact when W^Q = 0 (then the softmax
+  is the centring matrix C, and shaped attention alpha I + beta A - gamma C is exactly alpha I). With a
+  random W^Q the logits are Gaussian in the wide limit, with covariance s^2 N_ii' N_jj' (N the normalised
+  input kernel, s = std(W^Q) std(W^K) d): E[A N A^T] over heads is then a Monte-Carlo average over sampled
+  logits (`softmax="sampled"`), or A is replaced by C (`softmax="uniform"`, the small-logit limit).
+  The result's notes say which approximation was used.
+- skip and branch add as in Eq. 1 / Eq. 7. A branch through fresh zero-mean weights is uncorrelated
+  with its skip; a branch through identity values/projections is not, and the cross term is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sigprop.blocks.attention import centring_matrix
+from sigprop.blocks.model import ModelConfig
+from sigprop.blocks.spec import BlockSpec
+from sigprop.errors import SigpropError
+from sigprop.probes.metrics import KERNEL_METRICS
+
+Kernel = torch.Tensor  # (B, T, T) float64
+
+
+@dataclass
+class TheoryResult:
+    """Predicted kernels per layer (0 = the input kernel) and the caveats of the prediction."""
+
+    spec: BlockSpec
+    kernels: list[Kernel]
+    notes: list[str] = field(default_factory=list)
+    key_mask: torch.Tensor | None = None
+
+    @property
+    def exact(self) -> bool:
+        return not self.notes
+
+    def metrics(self, names: tuple[str, ...] = ("cos_mean", "norm_sq", "eff_rank", "stable_rank", "rank1_residual")) -> pd.DataFrame:
+        """Tidy rows (layer, metric, value), averaged over the batch, like the probes' output."""
+        rows = []
+        for layer, K in enumerate(self.kernels):
+            for name in names:
+                v = KERNEL_METRICS[name](K, mask=self.key_mask)
+                rows.append({"layer": layer, "metric": name, "value": float(v.mean())})
+        return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The pieces (pure functions on (B, T, T) float64 kernels)
+# ---------------------------------------------------------------------------------------------------
+
+
+def normalise(K: Kernel) -> tuple[Kernel, torch.Tensor]:
+    """RMS/Layer norm with unit scale: K_ij / sqrt(K_ii K_jj). Also returns 1/sqrt(K_jj) (for cross terms)."""
+    inv = torch.rsqrt(torch.diagonal(K, dim1=-2, dim2=-1).clamp_min(1e-30))
+    return K * inv[..., :, None] * inv[..., None, :], inv
+
+
+def relu_kernel(K: Kernel) -> Kernel:
+    """E[relu(u_i) relu(u_j)] for u ~ N(0, K): the arc-cosine kernel of degree 1 (Cho & Saul 2009)."""
+    d = torch.sqrt(torch.diagonal(K, dim1=-2, dim2=-1).clamp_min(0))
+    norms = d[..., :, None] * d[..., None, :]
+    cos = (K / norms.clamp_min(1e-30)).clamp(-1.0, 1.0)
+    theta = torch.arccos(cos)
+    return norms * (torch.sin(theta) + (math.pi - theta) * cos) / (2 * math.pi)
+
+
+def activation_kernel(K: Kernel, activation: str, slope: float = 0.2, nodes: int = 24) -> Kernel:
+    """E[phi(u_i) phi(u_j)] for u ~ N(0, K)."""
+    if activation == "linear":
+        return K
+    if activation == "relu":
+        return relu_kernel(K)
+    if activation == "leaky_relu":  # phi(x) = s x + (1 - s) relu(x)
+        return slope * K + (1 - slope) ** 2 * relu_kernel(K)
+    if activation == "gelu":
+        return _quadrature_kernel(K, lambda x: x * 0.5 * (1 + torch.erf(x / math.sqrt(2))), nodes)
+    raise ValueError(activation)
+
+
+def _quadrature_kernel(K: Kernel, phi, nodes: int) -> Kernel:
+    """2-D Gauss-Hermite quadrature of E[phi(u) phi(v)] for every pair (i, j)."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)  # weight exp(-x^2/2)
+    x = torch.tensor(x, dtype=K.dtype)
+    w = torch.tensor(w / math.sqrt(2 * math.pi), dtype=K.dtype)
+    d = torch.sqrt(torch.diagonal(K, dim1=-2, dim2=-1).clamp_min(0))
+    rho = (K / (d[..., :, None] * d[..., None, :]).clamp_min(1e-30)).clamp(-1, 1)
+    z1, z2 = x[:, None], x[None, :]
+    ww = (w[:, None] * w[None, :]).flatten()
+    u = d[..., :, None, None, None] * z1  # (B,T,1,n,1)
+    c = rho[..., None, None]
+    v = d[..., None, :, None, None] * (c * z1 + torch.sqrt(1 - c**2) * z2)  # (B,T,T,n,n)
+    return (phi(u) * phi(v)).flatten(-2) @ ww
+
+
+@dataclass(frozen=True)
+class _LinearMap:
+    """What a (possibly absent) value/projection matrix does to kernels at init."""
+
+    scale: float  # kernel multiplier
+    deterministic: float | None  # c when the map is exactly c * I (cross terms survive), else None (zero-mean random)
+
+
+def _matrix_map(kind: str, init: str, alpha: float, d: int, std: float) -> _LinearMap:
+    if kind == "identity":
+        return _LinearMap(1.0, 1.0)
+    if kind == "dense":
+        return _LinearMap(1.0, None) if init == "orthogonal" else _LinearMap(std**2 * d, None)
+    # reparam at init: alpha * W_init (dW = 0)
+    return _LinearMap(alpha**2, alpha if init == "identity" else None)
+
+
+def shape_attention(S: torch.Tensor, C: torch.Tensor, spec: BlockSpec) -> torch.Tensor:
+    """Eq. 4/5 applied to a softmax matrix S (any leading dims): alpha I + beta S - gamma C."""
+    if spec.attention == "softmax":
+        return S
+    T = S.shape[-1]
+    gamma = spec.gamma if spec.attention == "shaped" else 0.0
+    return (spec.beta * S - gamma * C) + spec.alpha * torch.eye(T, dtype=S.dtype)
+
+
+def centring(T: int, causal: bool, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """C in float64 as (B|1, T, T)."""
+    C = centring_matrix(T, causal, None if causal else key_mask, dtype=torch.float64)
+    return C[:, 0] if C.ndim == 4 else C[None]
+
+
+def sampled_attention_kernel(
+    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int
+) -> tuple[Kernel, torch.Tensor]:
+    """(E[A N A^T], E[A]) with logits L = s P G P^T (P P^T = N, G i.i.d. normal): the wide-head limit of QK^T/sqrt(d_k)."""
+    B, T, _ = N.shape
+    lam, V = torch.linalg.eigh(N)
+    P = V * lam.clamp_min(0).sqrt()[..., None, :]  # (B, T, T)
+    g = torch.Generator().manual_seed(seed)
+    G = torch.randn(samples, B, T, T, generator=g, dtype=torch.float32)
+    P32 = P.to(torch.float32)  # float32 is plenty for Monte-Carlo logits, and 2x cheaper
+    L = (logit_std * (P32 @ G @ P32.transpose(-1, -2))).to(torch.float64)
+    allowed = torch.ones(T, T, dtype=torch.bool)
+    if causal:
+        allowed = allowed.tril()
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, :]
+    A = shape_attention(torch.softmax(L.masked_fill(~allowed, float("-inf")), dim=-1), C, spec)
+    return (A @ N @ A.transpose(-1, -2)).mean(0), A.mean(0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# One block, then the whole stack
+# ---------------------------------------------------------------------------------------------------
+
+
+def _sym(X: Kernel) -> Kernel:
+    return X + X.transpose(-1, -2)
+
+
+def block_kernel(K: Kernel, spec: BlockSpec, cfg: ModelConfig, layer: int, attention) -> Kernel:
+    """The kernel after one block, given the kernel before it.
+
+    `attention(N) -> (E[A N A^T], E[A])` gives the attention matrix's action on a (normalised) kernel.
+    """
+    d = cfg.width
+    std = spec.init_std
+    value = (
+        _LinearMap(1.0, 1.0)  # SAS footnote 6: first-layer value I + 0 with alpha_v = 1
+        if layer == 0 and spec.first_layer_value and spec.value == "identity"
+        else _matrix_map(spec.value, spec.value_init, spec.alpha_v, d, std)
+    )
+    proj = _matrix_map(spec.proj, spec.proj_init, spec.alpha_p, d, std)
+    vp_scale = value.scale * proj.scale
+    vp_c = value.deterministic * proj.deterministic if value.deterministic is not None and proj.deterministic is not None else None
+    hidden = int(round(spec.mlp_mult * d))
+
+    def normed(X: Kernel, norm: str) -> tuple[Kernel, torch.Tensor | None]:
+        return (X, None) if norm == "none" else normalise(X)
+
+    def attn(N: Kernel, X: Kernel, inv: torch.Tensor | None) -> tuple[Kernel, Kernel | float]:
+        """(kernel of the attention branch, E[x_i . branch_j] / d). The cross term survives only
+        through identity values/projections (zero-mean random ones decorrelate it)."""
+        ANA, A = attention(N)
+        if vp_c is None:
+            return vp_scale * ANA, 0.0
+        XN = X if inv is None else X * inv[..., None, :]  # E[x_i . norm(x)_j] / d
+        return vp_scale * ANA, _sym(vp_c * XN @ A.transpose(-1, -2))
+
+    def mlp(N: Kernel) -> Kernel:
+        pre = std**2 * d * N
+        return std**2 * hidden * activation_kernel(pre, spec.activation, spec.leaky_slope)
+
+    beta_ff = spec.resolve_beta_ff(cfg.depth)
+    norm1 = "layer" if spec.norm == "none" and spec.first_layer_norm and layer == 0 else spec.norm
+
+    if spec.parallel:
+        N, inv = normed(K, norm1)
+        branch, cross = attn(N, K, inv)
+        a, b = spec.alpha_comb, spec.beta_sa
+        return a**2 * K + b**2 * branch + a * b * cross + beta_ff**2 * mlp(N)
+    a, b = spec.alpha_sa, spec.beta_sa
+    if spec.norm_position == "post":
+        branch, cross = attn(K, K, None)
+        mid = normed(a**2 * K + b**2 * branch + a * b * cross, spec.norm)[0]
+        return normed(spec.alpha_ff**2 * mid + beta_ff**2 * mlp(mid), spec.norm)[0]
+    N, inv = normed(K, norm1)
+    branch, cross = attn(N, K, inv)
+    mid = a**2 * K + b**2 * branch + a * b * cross
+    return spec.alpha_ff**2 * mid + beta_ff**2 * mlp(normed(mid, spec.norm)[0])
+
+
+def propagate(
+    spec: BlockSpec,
+    cfg: ModelConfig,
+    sigma0: Kernel,
+    key_mask: torch.Tensor | None = None,
+    softmax: str = "sampled",
+    samples: int = 8,
+    seed: int = 0,
+) -> TheoryResult:
+    """Predicted kernels for layers 0..L from the input kernel sigma0 (B, T, T) or (T, T).
+
+    softmax: how a softmax with random W^Q enters ("sampled" logits or the "uniform" limit C);
+    irrelevant (exact) when W^Q = 0.
+    """
+    K = sigma0.to(torch.float64)
+    K = K[None] if K.ndim == 2 else K
+    T = K.shape[-1]
+    C = centring(T, cfg.causal, key_mask)
+    q_std = spec.init_std if spec.query_init is None else spec.query_init
+    logit_std = q_std * spec.init_std * cfg.width  # std of a logit between unit-norm tokens
+    notes = []
+    if q_std == 0:  # logits exactly 0: A = C, no approximation
+        A0 = shape_attention(C, C, spec)
+        attention = lambda N: (A0 @ N @ A0.transpose(-1, -2), A0)  # noqa: E731
+    elif softmax == "uniform":
+        A0 = shape_attention(C, C, spec)
+        attention = lambda N: (A0 @ N @ A0.transpose(-1, -2), A0)  # noqa: E731
+        notes.append(f"softmax replaced by its small-logit limit C (logit std {logit_std:.2f} at width {cfg.width})")
+    elif softmax == "sampled":
+        layer_seed = iter(range(seed, seed + cfg.depth))
+        attention = lambda N: sampled_attention_kernel(N, spec, C, logit_std, cfg.causal, key_mask, samples, next(layer_seed))  # noqa: E731
+        notes.append(f"softmax averaged over {samples} sampled Gaussian logit draws (logit std {logit_std:.2f} at width {cfg.width})")
+    else:
+        raise SigpropError(f"unknown softmax treatment {softmax!r}; accepted: sampled, uniform")
+    kernels = [K]
+    for layer in range(cfg.depth):
+        K = block_kernel(K, spec, cfg, layer, attention)
+        kernels.append(K)
+    return TheoryResult(spec=spec, kernels=kernels, notes=notes, key_mask=key_mask)
