@@ -29,7 +29,7 @@ from sigprop.blocks.attention import centring_matrix
 from sigprop.blocks.model import ModelConfig
 from sigprop.blocks.spec import BlockSpec
 from sigprop.errors import SigpropError
-from sigprop.probes.metrics import KERNEL_METRICS
+from sigprop.probes.metrics import KERNEL_METRICS, single_thread
 
 Kernel = torch.Tensor  # (B, T, T) float64
 
@@ -142,7 +142,8 @@ def sampled_attention_kernel(
 ) -> tuple[Kernel, torch.Tensor]:
     """(E[A N A^T], E[A]) with logits L = s P G P^T (P P^T = N, G i.i.d. normal): the wide-head limit of QK^T/sqrt(d_k)."""
     B, T, _ = N.shape
-    lam, V = torch.linalg.eigh(N)
+    with single_thread():
+        lam, V = torch.linalg.eigh(N)
     P = V * lam.clamp_min(0).sqrt()[..., None, :]  # (B, T, T)
     g = torch.Generator().manual_seed(seed)
     G = torch.randn(samples, B, T, T, generator=g, dtype=torch.float32)
