@@ -76,7 +76,7 @@ def verdict(cos: np.ndarray) -> str:
     return f"no rank collapse: cos_mean stays within {dev:.2f} of the embedding's {cos[0]:.2f}"
 
 
-@dataclass
+@dataclass(repr=False)
 class Analysis:
     """The result of `analyze`: tidy metrics, kernels, theory and one verdict per block."""
 
@@ -170,6 +170,9 @@ class Analysis:
         if self.kernels:
             paths += savefig(self.plot_kernels(), out / "kernels")
         return paths
+
+    def __repr__(self) -> str:  # short: the kernels would flood a notebook
+        return f"Analysis({', '.join(self.blocks)}; {self.scale_text()})\n" + self.summary().to_string(index=False)
 
     def _repr_html_(self) -> str:  # Jupyter
         return f"<p><i>{self.scale_text()}</i></p>" + self.summary().to_html(index=False, float_format="%.3f")

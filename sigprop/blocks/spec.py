@@ -111,8 +111,8 @@ class BlockSpec:
 
     # ------------------------------------------------------------------------------------------
     def replace(self, **knobs: object) -> BlockSpec:
-        """A copy with some knobs changed; unknown knobs raise a one-line error."""
-        names = knob_names()
+        """A copy with some knobs (or its `name`) changed; unknown knobs raise a one-line error."""
+        names = ["name", *knob_names()]
         for k in knobs:
             if k not in names:
                 raise choice_error("knob", k, names)

@@ -43,8 +43,8 @@ def depth_curves(df: pd.DataFrame, metrics: tuple[str, ...] = ("cos_mean", "eff_
         if (df.source == "theory").any():
             handles.append(plt.Line2D([], [], color="0.3", ls="--"))
             labels.append("theory (infinite width)")
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), bbox_to_anchor=(0.5, 1.08))
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.86 if len(labels) > 5 else 0.92))
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), bbox_to_anchor=(0.5, 1.0))
         if note:
             scale_note(fig, note)
     return fig
