@@ -7,6 +7,7 @@
 """
 
 from sigprop.analysis import Analysis, analyze
+from sigprop.bench import bench
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, build_model, get_spec, param_groups
 from sigprop.data import load_data
 from sigprop.errors import SigpropError
@@ -24,6 +25,7 @@ __all__ = [
     "SigpropError",
     "Transformer",
     "analyze",
+    "bench",
     "build_model",
     "gains",
     "get_spec",

@@ -55,6 +55,28 @@ def centred_values(v: torch.Tensor, causal: bool, key_mask: torch.Tensor | None)
     return ((v * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True)).expand_as(v)
 
 
+#: Up to this sequence length the CPU SDPA kernel runs in fp32 under bf16/fp16 (see `sdpa`).
+CPU_FP32_SDPA_MAX_T = 128
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(dh) + mask) V via F.scaled_dot_product_attention (never forms T x T).
+
+    On CPU, for short sequences (T <= CPU_FP32_SDPA_MAX_T), the fused kernel runs in fp32 even under
+    bf16/fp16 autocast: there its low-precision kernel is 1.2-1.5x slower than fp32 for forward +
+    backward, while from T = 256 on bf16 ties or wins (benchmarks/sdpa_dtype.py). The result is cast
+    back to the dtype autocast would have given, so callers see the same dtypes either way.
+    """
+    low = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
+    half = (torch.bfloat16, torch.float16)
+    short_cpu = q.device.type == "cpu" and q.shape[-2] <= CPU_FP32_SDPA_MAX_T
+    if not short_cpu or not (low in half or {q.dtype, k.dtype, v.dtype} & set(half)):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+    with torch.autocast("cpu", enabled=False):
+        y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask, is_causal=is_causal)
+    return y.to(low)
+
+
 class DenseMatrix(nn.Module):
     """A trainable d x d matrix, initialised normal(init_std) or orthogonal."""
 
@@ -170,13 +192,14 @@ class Attention(nn.Module):
         causal = self.causal and mask is None
         if mask is not None and self.causal:
             mask = mask & torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool, device=q.device).tril()
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        y = sdpa(q, k, v, attn_mask=mask, is_causal=causal)
         if self.spec.attention == "softmax":
             return y
-        y = self._head_gain("beta", v) * y
+        # alpha V + beta SDPA - gamma C V with two fused multiply-adds (addcmul); C V = causal running mean
+        y = torch.addcmul(self._head_gain("alpha", v) * v, self._head_gain("beta", v), y)
         if self.spec.attention == "shaped":
-            y = y - self._head_gain("gamma", v) * centred_values(v, self.causal, key_mask)
-        return y + self._head_gain("alpha", v) * v
+            y = torch.addcmul(y, self._head_gain("gamma", v), centred_values(v, self.causal, key_mask), value=-1)
+        return y
 
     def attention_matrix(self, q, k, key_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """(full attention matrix, softmax part), each (B, H, T, T)."""

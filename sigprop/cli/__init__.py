@@ -1,8 +1,10 @@
 """`sigprop` command line: a thin layer over the library. Each module registers its commands on `app`."""
 
+from sigprop.cli import bench  # noqa: F401  (registers `sigprop bench`)
 from sigprop.cli import analyze  # noqa: F401  (registers `sigprop analyze`)
 from sigprop.cli import blocks  # noqa: F401  (registers `sigprop blocks`)
 from sigprop.cli import data  # noqa: F401  (registers `sigprop data`)
+from sigprop.cli import reproduce  # noqa: F401  (registers `sigprop reproduce`)
 from sigprop.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -1,0 +1,622 @@
+"""Throughput, parameters, peak memory and MFU per block: `sp.bench(...)` and `sigprop bench`.
+
+How it measures (so the numbers can be trusted on a noisy shared machine):
+- every block gets its own model + AdamW, built once; each is warmed up (excluded from timing);
+- repeats are *interleaved*: repeat r times one step of every block (and one matmul-peak sample) before
+  repeat r + 1 starts, so machine drift hits all blocks alike; we report the median over repeats, and
+  `ratio_paired`, the median of per-repeat ratios to the baseline (cancels slow drift);
+- `ideal` is the speed-up model FLOPs alone would give (baseline FLOPs per token / the block's);
+- MFU = model FLOPs per second / a matmul peak measured in the same run, on the same device and dtype
+  (a big square matmul, sampled inside the same interleaved loop);
+- model FLOPs count what each block computes: SAS has no W^V/W^P matmuls, a frozen matrix costs no
+  weight gradient, causal attention scores cover (T + 1) / 2 keys on average;
+- peak memory: CUDA -> torch.cuda.max_memory_allocated; CPU -> the torch profiler's allocator
+  events (the running "Total Allocated" of the CPU allocator during one step) plus the bytes alive
+  before the step (parameters, buffers, gradients, optimizer state). tracemalloc cannot see these.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+
+from sigprop.blocks.attention import Attention, DenseMatrix, ReparamMatrix
+from sigprop.blocks.model import ModelConfig, Transformer, build_model, param_groups
+from sigprop.blocks.spec import get_spec
+from sigprop.errors import SigpropError, check_choice, check_positive
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MODES = ("train", "infer")
+DEVICES = ("cpu", "cuda")
+DEFAULT_BLOCKS = ("pre-ln", "parallel", "sas", "sas-p", "sas-p-nonorm")
+#: Probe cadences considered for the default (one probe pass every N training steps).
+CADENCES = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
+#: Largest probe overhead (fraction of training time) the default cadence may cost.
+PROBE_BUDGET = 0.03
+
+
+# ------------------------------------------------------------------------------------------------
+# Model FLOPs (pure counting from the module structure)
+# ------------------------------------------------------------------------------------------------
+
+
+def _matmul_flops(model: nn.Module) -> tuple[float, float]:
+    """Forward matmul FLOPs per token, split into (trainable weight, frozen weight).
+
+    Identity V/P are absent modules and cost nothing; a reparameterised matrix (Eq. 6) multiplies by
+    dW (trainable) and, when W_init is orthogonal rather than I, by W_init (frozen).
+    """
+    trainable = frozen = 0.0
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear):
+            f = 2.0 * mod.in_features * mod.out_features
+            trainable, frozen = (trainable + f, frozen) if mod.weight.requires_grad else (trainable, frozen + f)
+        elif isinstance(mod, DenseMatrix):
+            trainable += 2.0 * mod.weight.numel()
+        elif isinstance(mod, ReparamMatrix):
+            trainable += 2.0 * mod.delta.numel()
+            if not mod.identity_init:
+                frozen += 2.0 * mod.w_init.numel()
+    if isinstance(model, Transformer):  # the tied LM/MLM head: logits = x @ wte^T
+        trainable += 2.0 * model.embed.wte.weight.numel()
+    return trainable, frozen
+
+
+def attention_keys(seq: int, causal: bool) -> float:
+    """Average number of keys a query attends to: (T + 1) / 2 under a causal mask, else T."""
+    return (seq + 1) / 2 if causal else float(seq)
+
+
+def model_flops_per_token(model: nn.Module, seq: int, mode: str = "train") -> float:
+    """Model FLOPs per token of one step (no activation recomputation counted).
+
+    forward: 2 x (matmul weights) + per attention layer 4 d T_keys (Q K^T and A V);
+    train:   + backward = 2 x forward for trainable matmuls and attention, 1 x for frozen weights
+             (their input gradient only). This is the "6N + attention" of Kaplan/PaLM, per block.
+    """
+    check_choice("mode", mode, MODES)
+    trainable, frozen = _matmul_flops(model)
+    attn = sum(
+        4.0 * m.width * attention_keys(seq, m.causal) for m in model.modules() if isinstance(m, Attention)
+    )
+    forward = trainable + frozen + attn
+    if mode == "infer":
+        return forward
+    return 3.0 * (trainable + attn) + 2.0 * frozen
+
+
+# ------------------------------------------------------------------------------------------------
+# Timing and memory primitives
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_device(device: str) -> torch.device:
+    check_choice("device", device, DEVICES)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SigpropError("device 'cuda' is not available on this machine; accepted: cpu")
+    return torch.device(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of fn takes (CUDA: events around it, then synchronize)."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1e3
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def matmul_peak_sample(device: torch.device, dtype: torch.dtype, n: int, a: torch.Tensor | None = None) -> float:
+    """FLOP/s of one n x n @ n x n matmul in `dtype` on `device` (one sample of the peak)."""
+    a = torch.randn(n, n, device=device).to(dtype) if a is None else a
+    return 2.0 * n**3 / _timed(lambda: a @ a, device)
+
+
+def peak_matmul_flops(device: str = "cpu", dtype: str = "fp32", n: int | None = None, repeats: int = 5) -> float:
+    """The matmul peak alone (median FLOP/s over repeats, one warm-up); `bench` samples it interleaved."""
+    dev = _check_device(device)
+    check_choice("dtype", dtype, DTYPES)
+    n = n or (8192 if dev.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=dev).to(DTYPES[dtype])
+    matmul_peak_sample(dev, DTYPES[dtype], n, a)
+    return statistics.median(matmul_peak_sample(dev, DTYPES[dtype], n, a) for _ in range(repeats))
+
+
+def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None or t.data_ptr() in seen:
+            continue
+        seen.add(t.data_ptr())
+        total += t.numel() * t.element_size()
+    return total
+
+
+def _alive_bytes(model: nn.Module, opt: torch.optim.Optimizer | None) -> int:
+    """Bytes of parameters, buffers, gradients and optimizer state (what lives between steps)."""
+    tensors = list(model.parameters()) + list(model.buffers()) + [p.grad for p in model.parameters()]
+    if opt is not None:
+        tensors += [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    return _tensor_bytes(tensors)
+
+
+def cpu_step_peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes the CPU allocator holds *above its level at the start* while fn runs.
+
+    Read from the torch profiler's memory events: each allocation/free reports the allocator's running
+    "Total Allocated" since the profiler started.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(path)
+        with open(path) as f:
+            events = json.load(f)["traceEvents"]
+    finally:
+        os.unlink(path)
+    totals = [
+        e["args"]["Total Allocated"]
+        for e in events
+        if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0
+    ]
+    return max([0, *totals])
+
+
+# ------------------------------------------------------------------------------------------------
+# One benchmark case: a model (+ optimizer) and its step
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Case:
+    """One (block, attention path, mode, seq) row: its model, step function and samples."""
+
+    block: str
+    path: str  # "fast" | "explicit"
+    mode: str
+    seq: int
+    batch: int
+    model: Transformer
+    opt: torch.optim.Optimizer | None
+    step: Callable[[], object]
+    times: list[float] = field(default_factory=list)
+    mem_peak: int = 0
+    mem_step: int = 0
+
+
+def _make_step(model: nn.Module, opt, idx, targets, mode: str, autocast) -> Callable[[], object]:
+    """A training step (forward, backward, AdamW, zero_grad) or a no-grad forward."""
+
+    if mode == "infer":
+
+        def infer() -> object:
+            with torch.inference_mode(), autocast():
+                return model(idx)[0]
+
+        return infer
+
+    def train() -> object:
+        with autocast():
+            _, loss = model(idx, targets)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    return train
+
+
+def _adamw(model: nn.Module) -> torch.optim.Optimizer:
+    """AdamW as in the paper's recipe; the fused kernel where this torch has it for the device."""
+    groups = param_groups(model, 0.1)
+    try:
+        return torch.optim.AdamW(groups, lr=1e-4, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # fused unsupported here: fall back to foreach
+        return torch.optim.AdamW(groups, lr=1e-4, foreach=True)
+
+
+def _as_list(x: int | str | Sequence) -> list:
+    if isinstance(x, str):
+        return [t.strip() for t in x.split(",") if t.strip()]
+    if isinstance(x, int):
+        return [x]
+    return list(x)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything that defines a benchmark run (stored with the results)."""
+
+    blocks: tuple[str, ...]
+    depth: int
+    width: int
+    heads: int
+    seqs: tuple[int, ...]
+    batch: int | None
+    tokens: int
+    vocab: int
+    kind: str
+    dtype: str
+    device: str
+    modes: tuple[str, ...]
+    repeats: int
+    warmup: int
+    compile: bool
+    explicit: bool
+    memory: bool
+    baseline: str
+    matmul_n: int
+    threads: int
+
+
+@contextmanager
+def _num_threads(threads: int | None) -> Iterator[None]:
+    """Temporarily set torch's intra-op thread count (None: leave it)."""
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _batch_for(settings: BenchSettings, seq: int) -> int:
+    return settings.batch if settings.batch else max(1, settings.tokens // seq)
+
+
+def _build_cases(s: BenchSettings, device: torch.device) -> list[_Case]:
+    autocast_dtype = DTYPES[s.dtype]
+    cfg = ModelConfig(depth=s.depth, width=s.width, heads=s.heads, vocab_size=s.vocab, context=max(s.seqs), kind=s.kind)
+
+    def autocast():
+        if autocast_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=autocast_dtype)
+
+    cases = []
+    for block in s.blocks:
+        spec = get_spec(block)
+        paths = ["fast", "explicit"] if s.explicit and spec.attention != "softmax" else ["fast"]
+        for path in paths:  # one model (and one AdamW) per block and path, shared by its modes and seqs
+            model = build_model(spec, cfg, seed=0).to(device)
+            for m in model.modules():
+                if isinstance(m, Attention):
+                    m.explicit = path == "explicit"
+            opt = _adamw(model) if "train" in s.modes else None
+            run = torch.compile(model) if s.compile else model
+            for mode in s.modes:
+                for seq in s.seqs:
+                    batch = _batch_for(s, seq)
+                    gen = torch.Generator().manual_seed(seq)
+                    idx = torch.randint(0, s.vocab, (batch, seq), generator=gen).to(device)
+                    targets = torch.randint(0, s.vocab, (batch, seq), generator=gen).to(device)
+                    step = _make_step(run, opt, idx, targets, mode, autocast)
+                    cases.append(_Case(spec.name, path, mode, seq, batch, model, opt if mode == "train" else None, step))
+    return cases
+
+
+def _measure_memory(case: _Case, device: torch.device) -> None:
+    """Peak bytes of one step: above the between-step level (activations, temporaries, gradients) and in
+    total (plus this model's parameters, buffers, gradients and optimizer state; other models excluded)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        case.step()
+        torch.cuda.synchronize()
+        extra = torch.cuda.max_memory_allocated() - before
+    else:
+        extra = cpu_step_peak_bytes(case.step)
+    case.mem_step, case.mem_peak = extra, _alive_bytes(case.model, case.opt) + extra
+
+
+# ------------------------------------------------------------------------------------------------
+# The benchmark
+# ------------------------------------------------------------------------------------------------
+
+
+def bench(
+    blocks: str | Sequence[str] = DEFAULT_BLOCKS,
+    *,
+    depth: int = 6,
+    width: int = 256,
+    heads: int = 4,
+    seq: int | str | Sequence[int] = 128,
+    batch: int | None = None,
+    tokens: int = 2048,
+    vocab: int = 8192,
+    kind: str = "decoder",
+    dtype: str = "fp32",
+    device: str = "cpu",
+    mode: str | Sequence[str] = "train",
+    repeats: int = 5,
+    warmup: int = 2,
+    compile: bool = False,
+    explicit: bool = False,
+    memory: bool = True,
+    baseline: str = "pre-ln",
+    matmul_n: int | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Benchmark blocks side by side: one row per (block, attention path, mode, seq).
+
+    `batch=None` keeps `tokens` per step (batch = tokens // seq), so a `seq` sweep compares memory
+    per token at a fixed step size. The `baseline` block (added if missing) gives the `ratio` column
+    (tokens/s over the baseline's, same mode/seq) and `params_vs_base`. `explicit=True` also times
+    shaped attention through its explicit T x T path. `threads` sets torch's intra-op threads for the run
+    (restored after; 1 is the fair choice when other jobs share the cores). Returns a DataFrame; `df.attrs` holds the
+    settings and the measured matmul peak.
+    """
+    names = [get_spec(b).name for b in _as_list(blocks)]  # validates every name
+    if not names:
+        raise SigpropError("no blocks given; accepted: " + ", ".join(DEFAULT_BLOCKS))
+    baseline = get_spec(baseline).name
+    if baseline not in names:
+        names.insert(0, baseline)
+    names = list(dict.fromkeys(names))
+    check_choice("dtype", dtype, DTYPES)
+    modes = [m.strip() for m in _as_list(mode)]
+    for m in modes:
+        check_choice("mode", m, MODES)
+    try:
+        seqs = [int(t) for t in _as_list(seq)]
+    except ValueError:
+        raise SigpropError(f"bad seq {seq!r}; expected positive integers, e.g. 128,512,2048") from None
+    for name, value in [("repeats", repeats), ("tokens", tokens), *(("seq", t) for t in seqs)]:
+        check_positive(name, value)
+    if batch is not None:
+        check_positive("batch", batch)
+    if warmup < 0:
+        raise SigpropError(f"warmup must be >= 0, got {warmup!r}")
+    dev = _check_device(device)
+    if threads is not None:
+        check_positive("threads", threads)
+    n = matmul_n or (8192 if dev.type == "cuda" else 2048)
+    s = BenchSettings(
+        tuple(names), depth, width, heads, tuple(seqs), batch, tokens, vocab, kind, dtype, device,
+        tuple(dict.fromkeys(modes)), repeats, warmup, compile, explicit, memory, baseline, n,
+        threads or torch.get_num_threads(),
+    )
+    with _num_threads(threads):
+        return _run(s, dev, progress)
+
+
+def _run(s: BenchSettings, dev: torch.device, progress: bool) -> pd.DataFrame:
+    """Build, warm up, time (interleaved), measure memory; then tabulate."""
+    n, dtype, repeats, warmup, memory = s.matmul_n, s.dtype, s.repeats, s.warmup, s.memory
+    cases = _build_cases(s, dev)
+    peak_a = torch.randn(n, n, device=dev).to(DTYPES[dtype])
+    peaks: list[float] = []
+
+    from rich.progress import Progress
+
+    total = len(cases) * (warmup + repeats + (1 if memory else 0))
+    bar = Progress(transient=True, disable=not progress)
+    with bar:
+        task = bar.add_task("bench: warm-up", total=total)
+        matmul_peak_sample(dev, DTYPES[dtype], n, peak_a)
+        for case in cases:
+            for _ in range(warmup):
+                case.step()
+                bar.advance(task)
+        for r in range(repeats):
+            bar.update(task, description=f"bench: repeat {r + 1}/{repeats}")
+            peaks.append(matmul_peak_sample(dev, DTYPES[dtype], n, peak_a))
+            for case in cases:  # interleaved: every block once per repeat
+                case.times.append(_timed(case.step, dev))
+                bar.advance(task)
+        if memory:
+            bar.update(task, description="bench: peak memory")
+            for case in cases:
+                _measure_memory(case, dev)
+                bar.advance(task)
+    peak = statistics.median(peaks)
+    df = _table(cases, s, peak)
+    df.attrs.update(settings=asdict(s), peak_flops=peak)
+    return df
+
+
+def _table(cases: list[_Case], s: BenchSettings, peak: float) -> pd.DataFrame:
+    """The tidy result: one row per case, ratios against the baseline block's fast path."""
+    from sigprop.plots.style import block_style
+
+    rows = []
+    for c in cases:
+        t = statistics.median(c.times)
+        toks = c.batch * c.seq
+        flops = model_flops_per_token(c.model, c.seq, c.mode)
+        per_block = sum(p.numel() for p in c.model.blocks[-1].parameters() if p.requires_grad)
+        rows.append(
+            {
+                "block": c.block,
+                "label": block_style(c.block)["label"] + (" (explicit)" if c.path == "explicit" else ""),
+                "path": c.path,
+                "mode": c.mode,
+                "seq": c.seq,
+                "batch": c.batch,
+                "dtype": s.dtype,
+                "device": s.device,
+                "params": c.model.num_params(),
+                "params_per_block": per_block,
+                "step_ms": 1e3 * t,
+                "step_ms_min": 1e3 * min(c.times),
+                "step_ms_max": 1e3 * max(c.times),
+                "tokens_per_s": toks / t,
+                "gflop_per_token": flops / 1e9,
+                "tflops": flops * toks / t / 1e12,
+                "mfu": flops * toks / t / peak,
+                "mem_peak_mb": c.mem_peak / 2**20 if s.memory else math.nan,
+                "mem_step_mb": c.mem_step / 2**20 if s.memory else math.nan,
+                "mem_step_kb_per_token": c.mem_step / 2**10 / toks if s.memory else math.nan,
+            }
+        )
+    df = pd.DataFrame(rows)
+    base = df[(df.block == s.baseline) & (df.path == "fast")].set_index(["mode", "seq"])
+    key = list(zip(df["mode"], df["seq"]))
+    df.insert(df.columns.get_loc("step_ms"), "ratio", [r / base.loc[k, "tokens_per_s"] for r, k in zip(df.tokens_per_s, key)])
+    # Drift-robust: the median over repeats of (baseline step time / this block's) within the same repeat.
+    base_times = {(c.mode, c.seq): c.times for c in cases if c.block == s.baseline and c.path == "fast"}
+    df.insert(df.columns.get_loc("step_ms"), "ratio_paired", [
+        statistics.median(b / t for b, t in zip(base_times[(c.mode, c.seq)], c.times))
+        for c in cases
+    ])
+    # The speed-up model FLOPs alone would give: baseline FLOPs per token / this block's.
+    df.insert(df.columns.get_loc("step_ms"), "ideal", [base.loc[k, "gflop_per_token"] / f for f, k in zip(df.gflop_per_token, key)])
+    df.insert(
+        df.columns.get_loc("params_per_block"),
+        "params_vs_base",
+        [p / base.loc[k, "params"] - 1.0 for p, k in zip(df.params, key)],
+    )
+    return df
+
+
+# ------------------------------------------------------------------------------------------------
+# Probe overhead
+# ------------------------------------------------------------------------------------------------
+
+
+def default_cadence(overhead_per_step: float, budget: float = PROBE_BUDGET) -> int:
+    """Smallest cadence N in CADENCES with probe_time / (N * step_time) <= budget."""
+    for n in CADENCES:
+        if overhead_per_step / n <= budget:
+            return n
+    return CADENCES[-1]
+
+
+def probe_overhead(
+    blocks: str | Sequence[str] = ("pre-ln", "sas-p"),
+    *,
+    depth: int = 6,
+    width: int = 256,
+    heads: int = 4,
+    seq: int = 128,
+    batch: int = 16,
+    probe_batch: int = 8,
+    vocab: int = 8192,
+    dtype: str = "fp32",
+    device: str = "cpu",
+    repeats: int = 5,
+    warmup: int = 2,
+    budget: float = PROBE_BUDGET,
+    threads: int | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Cost of one probe pass (`sigprop.probes.measure(model, idx)` on a fixed probe batch) relative to
+    one training step, interleaved; `cadence` is the smallest N with overhead <= budget at one probe
+    every N steps. One row per block.
+    """
+    with _num_threads(threads):
+        return _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab, dtype, device, repeats,
+                               warmup, budget, progress)
+
+
+def _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab, dtype, device, repeats, warmup,
+                    budget, progress) -> pd.DataFrame:
+    from sigprop.probes import measure  # the probes API: a probed no-grad forward
+
+    names = [get_spec(b).name for b in _as_list(blocks)]
+    check_choice("dtype", dtype, DTYPES)
+    for name, value in (("repeats", repeats), ("batch", batch), ("probe_batch", probe_batch), ("seq", seq)):
+        check_positive(name, value)
+    dev = _check_device(device)
+    s = BenchSettings(tuple(names), depth, width, heads, (seq,), batch, batch * seq, vocab, "decoder", dtype,
+                      device, ("train",), repeats, warmup, False, False, False, names[0], 0, torch.get_num_threads())
+    cases = _build_cases(s, dev)
+    gen = torch.Generator().manual_seed(1)
+    probe_idx = torch.randint(0, vocab, (probe_batch, seq), generator=gen).to(dev)
+    probes = {c.block: (lambda m=c.model: measure(m, probe_idx)) for c in cases}
+    probe_times: dict[str, list[float]] = {c.block: [] for c in cases}
+
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("probe overhead", total=len(cases) * (warmup + repeats))
+        for c in cases:
+            for _ in range(warmup):
+                c.step()
+                probes[c.block]()
+                bar.advance(task)
+        for _ in range(repeats):
+            for c in cases:
+                c.times.append(_timed(c.step, dev))
+                probe_times[c.block].append(_timed(probes[c.block], dev))
+                bar.advance(task)
+    rows = []
+    for c in cases:
+        t_step, t_probe = statistics.median(c.times), statistics.median(probe_times[c.block])
+        n = default_cadence(t_probe / t_step, budget)
+        rows.append(
+            {
+                "block": c.block,
+                "step_ms": 1e3 * t_step,
+                "probe_ms": 1e3 * t_probe,
+                "probe_per_step": t_probe / t_step,
+                "cadence": n,
+                "overhead": t_probe / (n * t_step),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------------------
+# JSON round-trip
+# ------------------------------------------------------------------------------------------------
+
+
+def save_json(df: pd.DataFrame, path: str | Path, probes: pd.DataFrame | None = None) -> Path:
+    """Write rows + settings + matmul peak as JSON, atomically (temp file + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "settings": df.attrs.get("settings", {}),
+        "peak_flops": df.attrs.get("peak_flops"),
+        "rows": json.loads(df.to_json(orient="records")),
+    }
+    if probes is not None:
+        doc["probes"] = json.loads(probes.to_json(orient="records"))
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_json(path: str | Path) -> pd.DataFrame:
+    """Read a `save_json` file back into the same DataFrame (settings and peak in `df.attrs`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SigpropError(f"no benchmark file at {str(path)!r}; expected a JSON written by `sigprop bench --json`")
+    try:
+        doc = json.loads(path.read_text())
+        df = pd.DataFrame(doc["rows"])
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SigpropError(f"{str(path)!r} is not a sigprop bench JSON ({e}); expected keys settings, peak_flops, rows") from None
+    df.attrs.update(settings=doc.get("settings", {}), peak_flops=doc.get("peak_flops"))
+    return df

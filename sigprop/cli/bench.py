@@ -1,0 +1,95 @@
+"""`sigprop bench`: throughput, parameters, peak memory and MFU of blocks, side by side in one run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from sigprop.bench import DEFAULT_BLOCKS, PROBE_BUDGET, bench, probe_overhead, save_json
+from sigprop.cli.app import app, console, split_list
+
+
+def _mb(x: float) -> str:
+    return "-" if pd.isna(x) else f"{x:,.0f}"
+
+
+def bench_table(df: pd.DataFrame) -> Table:
+    """The benchmark as a rich table (one row per block, path, mode and seq)."""
+    s = df.attrs.get("settings", {})
+    peak = df.attrs.get("peak_flops") or float("nan")
+    title = (
+        f"sigprop bench: L={s.get('depth')}, d={s.get('width')}, H={s.get('heads')}, V={s.get('vocab')}, "
+        f"{s.get('dtype')} on {s.get('device')} ({s.get('threads')} threads){' compiled' if s.get('compile') else ''}; "
+        f"median of {s.get('repeats')} interleaved repeats (paired: median of per-repeat ratios); matmul peak {peak / 1e12:.2f} TFLOP/s"
+    )
+    table = Table(title=title)
+    cols = ["block", "mode", "T", "params", "vs base", "tokens/s", "ratio", "paired", "ideal", "ms/step", "MFU", "peak MB", "step KB/tok"]
+    table.add_column("block", no_wrap=True, min_width=13)
+    for c in cols[1:]:
+        table.add_column(c, justify="left" if c == "mode" else "right")
+    for r in df.itertuples():
+        table.add_row(
+            r.label, r.mode, str(r.seq), f"{r.params / 1e6:.2f}M", f"{100 * r.params_vs_base:+.1f}%",
+            f"{r.tokens_per_s:,.0f}", f"{r.ratio:.3f}", f"{r.ratio_paired:.3f}", f"{r.ideal:.3f}", f"{r.step_ms:.1f}", f"{100 * r.mfu:.0f}%", _mb(r.mem_peak_mb), "-" if pd.isna(r.mem_step_kb_per_token) else f"{r.mem_step_kb_per_token:.1f}",
+        )
+    return table
+
+
+def probe_table(df: pd.DataFrame, budget: float) -> Table:
+    table = Table(title=f"probe overhead: one probe pass every N training steps (default N keeps it <= {100 * budget:.0f}%)")
+    for c in ("block", "train ms/step", "probe ms", "probe / step", "default N", "overhead at N"):
+        table.add_column(c, justify="left" if c == "block" else "right")
+    for r in df.itertuples():
+        table.add_row(r.block, f"{r.step_ms:.1f}", f"{r.probe_ms:.1f}", f"{100 * r.probe_per_step:.1f}%", str(r.cadence), f"{100 * r.overhead:.2f}%")
+    return table
+
+
+@app.command("bench")
+def bench_cmd(
+    blocks: str = typer.Option(",".join(DEFAULT_BLOCKS), "--blocks", "-b", help="Comma-separated presets."),
+    depth: int = typer.Option(6, help="Number of blocks L (paper: 18)."),
+    width: int = typer.Option(256, help="Model width d (paper: 768)."),
+    heads: int = typer.Option(4, help="Attention heads H (paper: 12)."),
+    seq: str = typer.Option("128", help="Sequence length(s) T, comma-separated for a memory sweep: 128,512,2048,4096."),
+    batch: int = typer.Option(None, help="Sequences per step; default: --tokens // T (same tokens at every T)."),
+    tokens: int = typer.Option(2048, help="Tokens per step when --batch is not given."),
+    vocab: int = typer.Option(8192, help="Vocabulary size (paper: ~50K)."),
+    dtype: str = typer.Option("fp32", help="fp32 | bf16 (autocast)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    mode: str = typer.Option("train", help="train | infer | train,infer (both, interleaved in one run)."),
+    repeats: int = typer.Option(5, help="Timed repeats per block (median reported), interleaved across blocks."),
+    warmup: int = typer.Option(2, help="Untimed warm-up steps per block."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile every model."),
+    explicit: bool = typer.Option(False, "--explicit", help="Also time shaped attention on its explicit T x T path."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory (one extra step per row)."),
+    threads: int = typer.Option(None, help="torch intra-op threads for the run (default: torch's; 1 is fairest on a shared machine)."),
+    probes: bool = typer.Option(False, "--probes", help="Also measure the probe-pass overhead per training step."),
+    json_path: Path = typer.Option(None, "--json", help="Write the results as JSON to this file."),
+    out: Path = typer.Option(None, "--out", help="Write the bar figure (PNG + PDF) into this folder."),
+) -> None:
+    """Tokens/s, ratio to Pre-LN, parameters, MFU and peak memory of each block, measured side by side."""
+    df = bench(
+        split_list(blocks), depth=depth, width=width, heads=heads, seq=seq, batch=batch, tokens=tokens,
+        vocab=vocab, dtype=dtype, device=device, mode=mode, repeats=repeats, warmup=warmup, compile=compile,
+        explicit=explicit, memory=memory, threads=threads,
+    )
+    console.print(bench_table(df))
+    pdf = None
+    if probes:
+        t = int(df.seq.min())  # at the shortest sequence of the run
+        pdf = probe_overhead(
+            split_list(blocks), depth=depth, width=width, heads=heads, seq=t,
+            batch=batch or max(1, tokens // t), vocab=vocab, dtype=dtype, device=device,
+            repeats=repeats, warmup=warmup, threads=threads,
+        )
+        console.print(probe_table(pdf, PROBE_BUDGET))
+    if json_path is not None:
+        console.print(f"wrote {save_json(df, json_path, pdf)}")
+    if out is not None:
+        from sigprop.plots.bench import plot_bench
+
+        for p in plot_bench(df, out / "bench"):
+            console.print(f"wrote {p}")
