@@ -12,7 +12,9 @@ from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, build_m
 from sigprop.data import load_data
 from sigprop.errors import SigpropError
 from sigprop.probes import gains, measure, probe
+from sigprop.runs import load_runs
 from sigprop.theory import propagate
+from sigprop.train import train
 
 BLOCKS = PRESETS
 
@@ -30,9 +32,11 @@ __all__ = [
     "gains",
     "get_spec",
     "load_data",
+    "load_runs",
     "measure",
     "param_groups",
     "probe",
     "propagate",
+    "train",
 ]
 __version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""Training figures: eval loss vs step and vs wall-clock time (paper Figs. 5, 26), and probes over training
+(cos_mean per layer, shaped-attention gains alpha/beta/gamma, beta_ff: paper Figs. 17-20)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, paper_style, savefig, scale_note
+
+
+def smooth(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
+    """Bias-corrected exponential moving average (how training-loss curves are usually shown)."""
+    out, m = np.empty(len(values)), 0.0
+    for i, v in enumerate(values):
+        m = (1 - alpha) * m + alpha * v
+        out[i] = m / (1 - (1 - alpha) ** (i + 1))
+    return out
+
+
+def _blocks(runs) -> list[tuple[str, str]]:
+    """(run, block) pairs in the order the runs were given."""
+    cfg = runs.configs
+    return list(zip(cfg["run"], cfg["block"]))
+
+
+def plot_loss_curves(runs, path: str | Path, note: str | None = None) -> list[Path]:
+    """Two panels: loss vs step and loss vs training time; eval loss with markers, smoothed train loss faint."""
+    m = runs.metrics
+    with paper_style():
+        fig, axes = plt.subplots(1, 2, figsize=(TEXTWIDTH, 2.5), sharey=True)
+        for i, (run, block) in enumerate(_blocks(runs)):
+            st = block_style(block, i)
+            r = m[m["run"] == run].sort_values("step")
+            if r.empty:
+                continue
+            ev = r.dropna(subset=["eval_loss"]) if "eval_loss" in r else r.iloc[:0]
+            for ax, x in ((axes[0], "step"), (axes[1], "time")):
+                xs = r[x] / (60 if x == "time" else 1)
+                ax.plot(xs, smooth(r["loss"].to_numpy()), color=st["color"], alpha=0.35, lw=0.8)
+                if not ev.empty:
+                    ax.plot(ev[x] / (60 if x == "time" else 1), ev["eval_loss"], color=st["color"], marker=st["marker"],
+                            label=st["label"], markevery=max(1, len(ev) // 8))
+        axes[0].set_xlabel("training step")
+        axes[1].set_xlabel("training time (minutes)")
+        axes[0].set_ylabel("eval loss (nats/token)")
+        top = _ylim_top(m)
+        if top is not None:
+            axes[0].set_ylim(top=top)
+        axes[0].set_title("loss per step")
+        axes[1].set_title("loss per second")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.tight_layout()
+        fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), bbox_to_anchor=(0.5, 0.98))
+        if note:
+            scale_note(fig, note)
+        return savefig(fig, path)
+
+
+def _ylim_top(m: pd.DataFrame) -> float | None:
+    """Cut the first steps' very high loss so the interesting range is visible."""
+    if "eval_loss" not in m or m["eval_loss"].dropna().empty:
+        return None
+    ev = m.dropna(subset=["eval_loss"])
+    return float(ev.groupby("run")["eval_loss"].quantile(0.1).max() + 0.5)
+
+
+PROBE_PANELS = (("probe", "cos_mean", "cos_mean of X_l"), ("gain", "alpha", r"$\alpha_h$ (on $I$)"),
+                ("gain", "beta", r"$\beta_h$ (on softmax)"), ("gain", "gamma", r"$\gamma_h$ (on $C$)"),
+                ("gain", "beta_ff", r"$\beta_{FF}$"))
+
+
+def plot_training_probes(runs, path: str | Path, note: str | None = None) -> list[Path]:
+    """One row per block: cos_mean per layer over steps, shaped-attention gains (mean over heads) and beta_ff.
+
+    Lines are layers (dark = first, light = last); a panel is left out when no run records that quantity."""
+    p = runs.probes
+    pairs = _blocks(runs)
+    panels = [pn for pn in PROBE_PANELS if ((p["source"] == pn[0]) & (p["metric"] == pn[1])).any()]
+    if not panels or p.empty:
+        return []
+    with paper_style():
+        fig, axes = plt.subplots(len(pairs), len(panels), figsize=(TEXTWIDTH, 1.35 * len(pairs) + 0.4), squeeze=False, sharex=True)
+        for r, (run, block) in enumerate(pairs):
+            q = p[p["run"] == run]
+            for c, (source, metric, title) in enumerate(panels):
+                ax = axes[r, c]
+                d = q[(q["source"] == source) & (q["metric"] == metric)]
+                if source == "probe":
+                    d = d[d["module"] != "embed"] if "module" in d else d
+                layers = sorted(d["layer"].unique())
+                cmap = plt.get_cmap("viridis")
+                for j, layer in enumerate(layers):
+                    s = d[d["layer"] == layer].groupby("step")["value"].mean()
+                    ax.plot(s.index, s.values, color=cmap(j / max(1, len(layers) - 1)), lw=0.9)
+                if r == 0:
+                    ax.set_title(title)
+                if c == 0:
+                    ax.set_ylabel(block_style(block, r)["label"])
+                if r == len(pairs) - 1:
+                    ax.set_xlabel("step")
+                if d.empty:
+                    ax.text(0.5, 0.5, "fixed / n.a.", ha="center", va="center", transform=ax.transAxes, color="0.5")
+        if note:
+            scale_note(fig, note + "; lines = layers (dark: first, light: last)")
+        fig.tight_layout()
+        return savefig(fig, path)
+
+
+__all__ = ["COLUMN", "plot_loss_curves", "plot_training_probes", "smooth"]

@@ -1,0 +1,251 @@
+"""The run directory: everything one training run writes, and `load_runs` to read many of them as DataFrames.
+
+    runs/sas-p/
+      config.json        resolved block knobs + model config + train config + data fingerprint
+      env.json           python / torch versions, device, threads, hostname, git commit
+      metrics.jsonl      one JSON line per step (step, time, tokens, lr, loss, grad_norm[, eval_loss]), flushed
+      probes.jsonl       one JSON line per probe row (step, source, layer, module, metric, head, value), flushed
+      checkpoints/last.pt  model + optimiser + RNG + step, written atomically (temp file + os.replace)
+      summary.json       final numbers (also written when a run stops early, with its status)
+
+Records are append-only. A run killed between checkpoints replays the same steps after --resume, so
+readers keep the last record of each step.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from sigprop.errors import SigpropError
+
+CONFIG, ENV, METRICS, PROBES, SUMMARY = "config.json", "env.json", "metrics.jsonl", "probes.jsonl", "summary.json"
+CHECKPOINT = Path("checkpoints") / "last.pt"
+
+
+def _json_default(o: object) -> object:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple, Path)):
+        return list(o) if not isinstance(o, Path) else str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _clean(o: object) -> object:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def dumps(obj: object, indent: int | None = None) -> str:
+    return json.dumps(_clean(obj), default=_json_default, indent=indent, allow_nan=False)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, obj: object) -> None:
+    atomic_write_bytes(path, (dumps(obj, indent=2) + "\n").encode())
+
+
+def read_json(path: str | Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise SigpropError(f"cannot read {path}: {e}") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """All complete JSON lines of a file (a torn last line from a crash is skipped)."""
+    rows = []
+    p = Path(path)
+    if not p.exists():
+        return rows
+    with open(p) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+    return rows
+
+
+class RunDir:
+    """One run's folder. `RunDir.open(path, resume=..., overwrite=...)` enforces "never overwrite silently"."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def open(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> RunDir:
+        """A fresh run dir, or an existing one to resume. Starting into a non-empty dir needs a flag."""
+        run = cls(path)
+        if resume and overwrite:
+            raise SigpropError("--resume and --overwrite exclude each other; accepted: one of them")
+        exists = run.path.exists() and any(run.path.iterdir())
+        if run.path.exists() and not run.path.is_dir():
+            raise SigpropError(f"run directory {str(run.path)!r} is a file; accepted: a directory path")
+        if resume:
+            if not exists or not (run.path / CONFIG).exists():
+                raise SigpropError(f"nothing to resume in {str(run.path)!r} (no {CONFIG}); start it without --resume")
+            return run
+        if exists:
+            if not overwrite:
+                raise SigpropError(
+                    f"run directory {str(run.path)!r} is not empty; pass --resume to continue it or --overwrite to replace it"
+                )
+            run.clear()
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    def clear(self) -> None:
+        """Remove the files a run writes (only those: anything else in the folder is left alone)."""
+        for name in (CONFIG, ENV, METRICS, PROBES, SUMMARY):
+            (self.path / name).unlink(missing_ok=True)
+        ck = self.path / CHECKPOINT
+        ck.unlink(missing_ok=True)
+        for leftover in list(self.path.glob("**/.*.tmp")):
+            leftover.unlink(missing_ok=True)
+        if ck.parent.exists() and not any(ck.parent.iterdir()):
+            ck.parent.rmdir()
+        others = [p.name for p in self.path.iterdir()] if self.path.exists() else []
+        if others:
+            raise SigpropError(
+                f"--overwrite would delete files sigprop did not write in {str(self.path)!r} ({', '.join(sorted(others)[:3])}); "
+                "accepted: a run directory or an empty one"
+            )
+
+    # -- files ------------------------------------------------------------------------------------
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def write_json(self, name: str, obj: object) -> None:
+        atomic_write_json(self.path / name, obj)
+
+    def read_json(self, name: str) -> dict:
+        return read_json(self.path / name)
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def append(self, name: str, rows: list[dict] | dict) -> None:
+        """Append JSON lines and flush them to disk at once (append-only log)."""
+        rows = [rows] if isinstance(rows, dict) else rows
+        if not rows:
+            return
+        with open(self.path / name, "a") as f:
+            f.write("".join(dumps(r) + "\n" for r in rows))
+            f.flush()
+
+    def metrics(self) -> pd.DataFrame:
+        return _dedupe(pd.DataFrame(read_jsonl(self.path / METRICS)), ["step"])
+
+    def probes(self) -> pd.DataFrame:
+        return _dedupe(pd.DataFrame(read_jsonl(self.path / PROBES)), PROBE_KEY)
+
+    def summary(self) -> dict | None:
+        return self.read_json(SUMMARY) if self.has(SUMMARY) else None
+
+
+PROBE_KEY = ["step", "source", "layer", "module", "metric", "head"]
+
+
+def _dedupe(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Keep the last record of each key (steps replayed after a crash + --resume)."""
+    if frame.empty:
+        return frame
+    key = [k for k in key if k in frame.columns]
+    return frame.drop_duplicates(subset=key, keep="last").sort_values(key, kind="stable").reset_index(drop=True)
+
+
+def _flatten(prefix: str, obj: dict) -> dict:
+    out = {}
+    for k, v in obj.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(key + ".", v))
+        else:
+            out[key] = v if not isinstance(v, list) else ",".join(map(str, v))
+    return out
+
+
+@dataclass
+class Runs:
+    """Tidy frames of many runs; every frame has a `run` column (the folder name)."""
+
+    metrics: pd.DataFrame
+    probes: pd.DataFrame
+    configs: pd.DataFrame
+    summaries: pd.DataFrame
+    paths: dict[str, Path]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __repr__(self) -> str:
+        return f"Runs({', '.join(self.paths)}: {len(self.metrics)} metric rows, {len(self.probes)} probe rows)"
+
+
+def load_runs(*patterns: str | Path) -> Runs:
+    """`load_runs("runs/*")`: every run dir matching the glob(s) -> Runs(metrics, probes, configs, summaries)."""
+    paths: dict[str, Path] = {}
+    for pattern in patterns or ("runs/*",):
+        hits = sorted(glob.glob(str(pattern)))
+        for h in hits:
+            p = Path(h)
+            if (p / CONFIG).exists():
+                name = p.name if p.name not in paths else str(p)
+                paths[name] = p
+    if not paths:
+        raise SigpropError(f"no run directories (with {CONFIG}) match {', '.join(map(str, patterns or ('runs/*',)))}")
+    metrics, probes, configs, summaries = [], [], [], []
+    for name, p in paths.items():
+        run = RunDir(p)
+        cfg = run.read_json(CONFIG)
+        configs.append({"run": name, **_flatten("", cfg)})
+        for frame, bucket in ((run.metrics(), metrics), (run.probes(), probes)):
+            if not frame.empty:
+                bucket.append(frame.assign(run=name, block=cfg.get("block")))
+        s = run.summary()
+        if s is not None:
+            summaries.append({"run": name, **s})
+
+    def cat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+        if not frames:
+            return pd.DataFrame(columns=["run"])
+        out = pd.concat(frames, ignore_index=True)
+        return out[["run", *[c for c in out.columns if c != "run"]]]
+
+    return Runs(cat(metrics), cat(probes), pd.DataFrame(configs), pd.DataFrame(summaries), paths)

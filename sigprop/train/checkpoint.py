@@ -1,0 +1,96 @@
+"""Checkpoints: model, optimiser, step and every RNG state in one file, written atomically.
+
+The learning-rate schedule is a pure function of the step and the data order a pure function of
+(split, step, seed), so (model, optimiser, step) is all the state a bit-for-bit resume needs; RNG
+states are saved too so anything random added later (dropout, MLM masks) resumes exactly as well.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sigprop.errors import SigpropError
+from sigprop.runs import atomic_write_bytes
+
+FORMAT = "sigprop-checkpoint-1"
+
+
+def rng_state() -> dict:
+    """torch (CPU and CUDA), numpy and python RNG states in a form torch.load(weights_only=True) accepts."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate(_tuplify(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x: object) -> object:
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict, extra: dict | None = None) -> None:
+    """Write the training state after `step` completed updates (temp file + os.replace: never half written)."""
+    buf = io.BytesIO()
+    torch.save(
+        {
+            "format": FORMAT,
+            "step": int(step),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(),
+            "config": config,
+            "extra": extra or {},
+        },
+        buf,
+    )
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint; a missing, corrupt or foreign file is a one-line SigpropError."""
+    path = Path(path)
+    if not path.exists():
+        raise SigpropError(f"no checkpoint at {str(path)!r}; start the run without --resume (or with --overwrite)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SigpropError(f"corrupt checkpoint {str(path)!r} ({reason[:120]}); restart the run with --overwrite") from None
+    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
+        raise SigpropError(f"{str(path)!r} is not a sigprop checkpoint (format {FORMAT!r} expected); restart the run with --overwrite")
+    return ck
+
+
+def restore(ck: dict, model: nn.Module, optimizer: torch.optim.Optimizer, path: str | Path = "checkpoint") -> int:
+    """Load model and optimiser state (and RNG) from a checkpoint; returns the step to continue from."""
+    try:
+        model.load_state_dict(ck["model"], strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(s.strip() for s in first[:2])[:200]
+        raise SigpropError(f"checkpoint {str(path)!r} does not fit this model ({detail}); restart with --overwrite") from None
+    try:
+        optimizer.load_state_dict(ck["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise SigpropError(f"checkpoint {str(path)!r} has an incompatible optimiser state ({e}); restart with --overwrite") from None
+    set_rng_state(ck["rng"])
+    return int(ck["step"])

@@ -1,0 +1,149 @@
+"""TrainConfig: every training setting in one frozen dataclass, and the named scales ci / cpu / paper.
+
+A scale is a TrainConfig; any field can be overridden by name (`--steps 200`, `train(..., lr=3e-4)`).
+The paper's settings (paper.md §3.1): AdamW (0.9, 0.999), eps 1e-8, peak lr 1e-3, 5% linear warm-up then
+linear decay, weight decay 0.1 on matrices and embeddings only, grad clip 1.0, batch 128 x T=128.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from sigprop.errors import SigpropError, check_choice, check_positive, choice_error
+
+SCHEDULES = ("linear", "constant", "cosine")
+PRECISIONS = ("fp32", "bf16", "auto")
+KINDS = ("decoder", "encoder")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Model size, data, optimiser, schedule and cadence of one training run."""
+
+    scale: str = "custom"
+    # --- model around the blocks ---
+    depth: int = 6
+    width: int = 256
+    heads: int = 4
+    kind: str = "decoder"  # decoder: causal LM | encoder: MLM (BERT)
+    # --- data (sigprop.data.load_data) ---
+    source: str = "code"
+    vocab_size: int = 8192
+    seq_len: int = 128
+    max_bytes: int | None = None  # cap on corpus bytes (the ci scale builds a tiny corpus)
+    mlm_p: float = 0.25  # MLM mask probability (paper's Crammed BERT)
+    # --- optimisation ---
+    steps: int = 600
+    batch_size: int = 32  # global batch (sequences per optimiser step)
+    grad_accum: int = 1  # micro-batches per step (per process)
+    lr: float = 1e-3
+    min_lr: float = 0.0  # end of the linear decay
+    warmup: float = 0.05  # fraction of steps (or an integer number of steps if >= 1)
+    schedule: str = "linear"
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0  # 0 = no clipping
+    qk_lr_mult: float = 1.0  # learning-rate multiplier for W^Q and W^K (plateau study)
+    seed: int = 0
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 where it is faster: CUDA, or CPU at width >= 256)
+    # --- cadence ---
+    eval_every: int = 50
+    eval_batches: int = 8  # batches of `batch_size` validation rows, the same ones at every eval
+    probe_every: int = 25  # 0 = no probes during training
+    probe_batch: int = 8
+    ckpt_every: int = 100
+    # --- runtime only (may change on --resume) ---
+    device: str = "auto"
+    compile: bool = False
+    threads: int = 0  # torch CPU threads for this process (0 = torch's default)
+
+    def __post_init__(self) -> None:
+        for name in ("depth", "width", "heads", "vocab_size", "seq_len", "steps", "batch_size", "grad_accum",
+                     "eval_batches", "probe_batch", "ckpt_every", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise SigpropError(f"{name} must be an integer, got {v!r}")
+            check_positive(name, v)
+        if not isinstance(self.threads, int) or self.threads < 0:
+            raise SigpropError(f"threads must be an integer >= 0 (0 = torch's default), got {self.threads!r}")
+        if not isinstance(self.probe_every, int) or self.probe_every < 0:
+            raise SigpropError(f"probe_every must be an integer >= 0 (0 = off), got {self.probe_every!r}")
+        for name in ("lr", "qk_lr_mult", "eps"):
+            check_positive(name, getattr(self, name))
+        for name in ("min_lr", "weight_decay", "grad_clip", "warmup"):
+            if getattr(self, name) < 0:
+                raise SigpropError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if not 0 < self.mlm_p < 1:
+            raise SigpropError(f"mlm_p must be in (0, 1), got {self.mlm_p!r}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise SigpropError(f"beta1, beta2 must be in [0, 1), got {self.beta1!r}, {self.beta2!r}")
+        if self.width % self.heads:
+            raise SigpropError(f"width {self.width} is not divisible by heads {self.heads}")
+        check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("model kind", self.kind, KINDS)
+        if self.batch_size % self.grad_accum:
+            raise SigpropError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+
+    @property
+    def warmup_steps(self) -> int:
+        return int(self.warmup) if self.warmup >= 1 else int(round(self.warmup * self.steps))
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def replace(self, **overrides: object) -> TrainConfig:
+        """A copy with some fields changed; an unknown field is a one-line error."""
+        names = field_names()
+        for k in overrides:
+            if k not in names:
+                raise choice_error("training option", k, names)
+        return dataclasses.replace(self, **overrides)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+#: Fields that may differ when a run is resumed (they do not change the numbers on CPU).
+RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "ckpt_every")
+
+
+def field_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+SCALES: dict[str, TrainConfig] = {
+    # seconds: the test suite's scale (tiny corpus, tiny model, fp32 so results are exact, 1 thread: a 64-wide
+    # model gains nothing from more and must not fight other processes for cores)
+    "ci": TrainConfig(
+        scale="ci", depth=2, width=64, heads=2, vocab_size=512, seq_len=32, max_bytes=1_000_000,
+        steps=20, batch_size=8, eval_every=10, eval_batches=2, probe_every=10, probe_batch=4,
+        ckpt_every=10, precision="fp32", warmup=0.1, threads=1,
+    ),
+    # minutes on 2 CPU cores: big enough for the paper's ordering to show (see the README/closing note)
+    "cpu": TrainConfig(
+        scale="cpu", depth=6, width=256, heads=4, vocab_size=8192, seq_len=128, steps=600, batch_size=32,
+        eval_every=50, eval_batches=8, probe_every=25, probe_batch=8, ckpt_every=100,
+    ),
+    # the paper's CodeParrot setting (paper.md §3.1); needs a GPU
+    "paper": TrainConfig(
+        scale="paper", depth=18, width=768, heads=12, vocab_size=50000, seq_len=128, steps=40000,
+        batch_size=128, grad_accum=4, eval_every=500, eval_batches=16, probe_every=500, probe_batch=16,
+        ckpt_every=1000,
+    ),
+}
+
+
+def get_config(scale: str | TrainConfig = "cpu", **overrides: object) -> TrainConfig:
+    """A named scale (or a config) with overrides applied; `None` overrides are ignored."""
+    if isinstance(scale, TrainConfig):
+        base = scale
+    else:
+        if scale not in SCALES:
+            raise choice_error("scale", scale, SCALES)
+        base = SCALES[scale]
+    return base.replace(**{k: v for k, v in overrides.items() if v is not None})

@@ -1,0 +1,480 @@
+"""The training loop: AdamW with the paper's groups, warm-up + linear decay, clipping, accumulation,
+bf16 autocast, optional torch.compile and DDP, eval and probes on a cadence, and a run directory that
+is never lost (atomic checkpoints, clean stop on Ctrl-C/SIGTERM, NaN stops with the last good state).
+
+    run = train("sas-p", scale="cpu", out="runs/sas-p", steps=300)
+    run.metrics()      # DataFrame: step, time, tokens, lr, loss, grad_norm, eval_loss
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from sigprop.blocks import BlockSpec, ModelConfig, Transformer, build_model, get_spec
+from sigprop.errors import SigpropError
+from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir
+from sigprop.train import distributed as ddp
+from sigprop.train.checkpoint import load_checkpoint, restore, save_checkpoint
+from sigprop.train.config import RUNTIME_FIELDS, TrainConfig, get_config
+from sigprop.train.schedule import lr_at
+
+#: The fixed validation batches used for eval loss use this seed offset (distinct from the probe rows).
+EVAL_SEED = 1_000
+
+
+class TrainingDiverged(SigpropError):
+    """Loss or gradient norm became NaN/inf: the run stops and its last good checkpoint is kept."""
+
+
+@dataclass
+class Run:
+    """A finished (or stopped) run: its folder, status and summary; metrics and probes read from disk."""
+
+    path: Path
+    status: str  # done | interrupted
+    step: int
+    summary: dict = field(default_factory=dict)
+
+    def metrics(self) -> pd.DataFrame:
+        return RunDir(self.path).metrics()
+
+    def probes(self) -> pd.DataFrame:
+        return RunDir(self.path).probes()
+
+    @property
+    def final_eval_loss(self) -> float | None:
+        return self.summary.get("final_eval_loss")
+
+
+# ------------------------------------------------------------------------------------------------
+# Pieces (pure where possible)
+# ------------------------------------------------------------------------------------------------
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast: on CUDA, and on CPU at width >= 256 where it is measured faster (README, closing note)."""
+    if cfg.precision != "auto":
+        return cfg.precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cfg.width >= 256 and cpu_bf16_supported()
+
+
+def cpu_bf16_supported() -> bool:
+    """CPUs with native bf16 (AVX512-BF16 / AMX) make autocast pay off; elsewhere it is emulated and slow."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def optimizer_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The paper's AdamW groups (decay on matrices/embeddings, none on gains/norms/biases), with W^Q, W^K
+    in their own groups when `qk_lr_mult` != 1. Each group carries `lr_mult` for the schedule."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        qk = cfg.qk_lr_mult != 1.0 and (name.endswith("attn.w_q.weight") or name.endswith("attn.w_k.weight"))
+        groups.setdefault((p.ndim >= 2, qk), []).append(p)
+    return [
+        {"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": cfg.qk_lr_mult if qk else 1.0}
+        for (decay, qk), ps in sorted(groups.items())
+    ]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    return torch.optim.AdamW(optimizer_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+
+
+def batch_for_step(data, cfg: TrainConfig, split: str, step: int, mask: dict | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of the whole global batch of `step`: LM shifts by one; MLM masks 25% of tokens.
+    The MLM mask is a pure function of (seed, split, step), so resumed and multi-process runs see the same."""
+    rows = data.batch(split, cfg.batch_size, step, seed=seed)
+    if cfg.kind == "decoder":
+        return rows[:, :-1], rows[:, 1:]
+    from sigprop.data import mlm_mask
+
+    g = torch.Generator().manual_seed(hash_seed(seed, split, step))
+    return mlm_mask(rows[:, :-1], mask["mask"], data.vocab_size, p=cfg.mlm_p, generator=g, special_ids=mask["special_ids"])
+
+
+def hash_seed(seed: int, split: str, step: int) -> int:
+    return (seed * 1_000_003 + (0 if split == "train" else 7_919) * 104_729 + step) % (2**63 - 1)
+
+
+def micro_batches(x: torch.Tensor, y: torch.Tensor, rank: int, world: int, accum: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """This rank's share of the global batch, cut into `accum` micro-batches (rank-major, so N processes
+    together see exactly the rows one process sees)."""
+    B = x.shape[0]
+    if B % (world * accum):
+        raise SigpropError(f"batch_size {B} is not divisible by processes x grad_accum = {world} x {accum}")
+    per = B // world
+    xs, ys = x[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per]
+    return list(zip(xs.chunk(accum), ys.chunk(accum)))
+
+
+def count_targets(y: torch.Tensor) -> int:
+    return int((y != -100).sum())
+
+
+def env_info(device: torch.device, world: int) -> dict:
+    """Versions, device, threads, host and git commit: enough to say where a number came from."""
+    info = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
+        "threads": torch.get_num_threads(),
+        "world_size": world,
+        "hostname": socket.gethostname(),
+        "cpu_bf16": cpu_bf16_supported(),
+        "git_commit": git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    return info
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag instead of killing the process: the loop finishes its step, checkpoints, exits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    @property
+    def set(self) -> bool:
+        return self.signal is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# Config resolution (new run or resume)
+# ------------------------------------------------------------------------------------------------
+
+
+def spec_record(spec: BlockSpec) -> dict:
+    return {"name": spec.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in spec.knobs().items()}}
+
+
+def spec_from_record(rec: dict) -> BlockSpec:
+    knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in rec.items()}
+    return BlockSpec(**knobs)
+
+
+def resolve(block: str | BlockSpec | None, scale: str | TrainConfig | None, sets, overrides: dict, stored: dict | None) -> tuple[BlockSpec, TrainConfig]:
+    """The spec and config of this run. On resume the stored ones are the base; anything given must agree."""
+    if stored is None:
+        spec = get_spec(block if block is not None else "pre-ln", sets)
+        return spec, get_config(scale if scale is not None else "cpu", **overrides)
+    old_spec = spec_from_record(stored["spec"])
+    old_cfg = TrainConfig(**stored["train"])
+    spec = get_spec(block, sets) if block is not None else old_spec.with_sets(sets)
+    cfg = get_config(scale, **overrides) if scale is not None else old_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    if spec.knobs() != old_spec.knobs():
+        diff = ", ".join(f"{k}={v!r} (run has {old_spec.knobs()[k]!r})" for k, v in spec.diff(old_spec).items())
+        raise SigpropError(f"cannot resume: the block differs from the stored run ({diff}); accepted: the same block, or --overwrite")
+    a, b = cfg.to_dict(), old_cfg.to_dict()
+    bad = [k for k in a if k not in RUNTIME_FIELDS and k != "scale" and a[k] != b[k]]
+    if bad:
+        diff = ", ".join(f"{k}={a[k]!r} (run has {b[k]!r})" for k in bad)
+        raise SigpropError(f"cannot resume: {diff}; accepted: the run's own settings, or --overwrite")
+    return spec, cfg.replace(scale=old_cfg.scale)
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop
+# ------------------------------------------------------------------------------------------------
+
+
+def train(
+    block: str | BlockSpec | None = "pre-ln",
+    scale: str | TrainConfig | None = "cpu",
+    out: str | Path | None = None,
+    *,
+    sets: list[str] | tuple[str, ...] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    quiet: bool = False,
+    data=None,
+    cache_dir: str | Path | None = None,
+    callback: Callable[[int, dict], None] | None = None,
+    **overrides: object,
+) -> Run:
+    """Train `block` at `scale` (any TrainConfig field overrides it) into the run directory `out`.
+
+    resume=True continues `out` from its checkpoint (bit-for-bit on CPU); overwrite=True replaces it.
+    Under torchrun every rank calls this; only rank 0 writes `out` and prints. `callback(step, record)`
+    is called after every optimiser step (tests use it to interrupt a run).
+    """
+    out = Path(out) if out is not None else Path("runs") / (block.name if isinstance(block, BlockSpec) else str(block or "run"))
+    stored = RunDir(out).read_json(CONFIG) if resume and (out / CONFIG).exists() else None
+    spec, cfg = resolve(block, scale, sets, overrides, stored)
+    dist = ddp.setup(cfg.device)
+    threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _train(spec, cfg, out, dist, resume, overwrite, quiet, data, cache_dir, callback)
+    finally:
+        torch.set_num_threads(threads)
+        ddp.teardown(dist)
+
+
+def _open_run_dir(out: Path, resume: bool, overwrite: bool, dist: ddp.Dist) -> RunDir:
+    """Rank 0 checks and prepares the folder; the other ranks learn whether that worked."""
+    err = None
+    if dist.main:
+        try:
+            run = RunDir.open(out, resume=resume, overwrite=overwrite)
+        except SigpropError as e:
+            err = e
+    ok = ddp.broadcast_float(0.0 if err else 1.0, dist)
+    if err:
+        raise err
+    if not ok:
+        raise SigpropError(f"rank 0 could not open the run directory {str(out)!r}")
+    return RunDir(out)
+
+
+def _load_data(cfg: TrainConfig, quiet: bool, dist: ddp.Dist, cache_dir):
+    """Rank 0 builds the token cache first; the others then open it (no racing builds)."""
+    from sigprop.data import load_data
+
+    def load(progress: bool):
+        return load_data(cfg.source, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, cache_dir=cache_dir, progress=progress, max_bytes=cfg.max_bytes)
+
+    if not dist.enabled:
+        return load(not quiet)
+    data = load(not quiet) if dist.main else None
+    ddp.broadcast_float(1.0, dist)  # barrier
+    return data if data is not None else load(False)
+
+
+def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite, quiet, data, cache_dir, callback) -> Run:
+    run = _open_run_dir(out, resume, overwrite, dist)
+    data = data if data is not None else _load_data(cfg, quiet, dist, cache_dir)
+    if data.seq_len != cfg.seq_len:
+        raise SigpropError(f"data has seq_len {data.seq_len} but the run asks for {cfg.seq_len}; accepted: data built with seq_len={cfg.seq_len}")
+    mcfg = ModelConfig(depth=cfg.depth, width=cfg.width, heads=cfg.heads, vocab_size=data.vocab_size, context=cfg.seq_len, kind=cfg.kind)
+    model = build_model(spec, mcfg, seed=cfg.seed).to(dist.device)
+    optimizer = make_optimizer(model, cfg)
+    record = {"block": spec.name, "spec": spec_record(spec), "model": mcfg.__dict__, "train": cfg.to_dict(), "data": data.fingerprint}
+
+    step, clock = 0, {"time": 0.0, "wall": 0.0, "tokens": 0, "probe_time": 0.0, "eval_time": 0.0}
+    last_eval: float | None = None
+    losses: list[float] = []  # train losses of this session (plus the checkpoint's recent ones) for the summary
+    if resume:
+        ck = load_checkpoint(run.checkpoint) if run.checkpoint.exists() else None
+        if ck is not None:
+            if ck["config"].get("data", {}).get("sha256") != data.fingerprint.get("sha256"):
+                raise SigpropError(f"cannot resume {str(out)!r}: the data differs from the run's (fingerprint mismatch); accepted: the same data, or --overwrite")
+            step = restore(ck, model, optimizer, run.checkpoint)
+            clock.update({k: v for k, v in ck["extra"].get("clock", {}).items() if k in clock})
+            last_eval, losses = ck["extra"].get("last_eval"), list(ck["extra"].get("losses", []))
+    env = env_info(dist.device, dist.world_size)
+    if dist.main:
+        if not resume or not run.has(CONFIG):
+            run.write_json(CONFIG, record)
+        sessions = (run.read_json(ENV).get("sessions", []) if resume and run.has(ENV) else []) + [{"started": env["started"], "from_step": step}]
+        run.write_json(ENV, {**env, "sessions": sessions})
+        if run.has(SUMMARY):
+            (run.path / SUMMARY).unlink()
+
+    bf16 = use_bf16(cfg, dist.device)
+    autocast = lambda: torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+    net: nn.Module = model
+    if cfg.compile:
+        net = torch.compile(net)
+    if dist.enabled:
+        net = DistributedDataParallel(net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
+    mask = {"mask": data.special["mask"], "special_ids": tuple(data.special.values())} if cfg.kind == "encoder" else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    probe_idx = data.probe_batch(cfg.probe_batch, seed=cfg.seed).to(dist.device)[:, :-1] if cfg.probe_every else None
+
+    def evaluate() -> float:
+        t0 = time.perf_counter()
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad(), autocast():
+            for i in range(cfg.eval_batches):
+                x, y = batch_for_step(data, cfg, "val", i, mask, cfg.seed + EVAL_SEED)
+                _, loss = model(x.to(dist.device), y.to(dist.device))
+                n = count_targets(y)
+                total, count = total + float(loss) * n, count + n
+        model.train()
+        clock["eval_time"] += time.perf_counter() - t0
+        return total / max(count, 1)
+
+    def run_probes(at: int) -> None:
+        from sigprop.probes import gains, measure
+
+        t0 = time.perf_counter()
+        m = measure(model, probe_idx).metrics.assign(step=at, source="probe")
+        g = gains(model).assign(step=at, source="gain", module="block")
+        rows = pd.concat([m, g], ignore_index=True)
+        rows = rows[["step", "source", "layer", "module", "metric", "head", "value"]]
+        run.append(PROBES, rows.to_dict(orient="records"))
+        clock["probe_time"] += time.perf_counter() - t0
+
+    def checkpoint(at: int) -> None:
+        if dist.main:
+            save_checkpoint(run.checkpoint, model, optimizer, at, record, {"clock": dict(clock), "last_eval": last_eval, "losses": losses[-20:]})
+
+    def finish(status: str, at: int, last_eval: float | None) -> Run:
+        summary = {
+            "block": spec.name, "status": status, "step": at, "steps": cfg.steps, "params": model.num_params(),
+            "final_eval_loss": last_eval, "final_train_loss": recent_loss(), "tokens": clock["tokens"],
+            "train_time_s": clock["time"], "wall_time_s": clock["wall"],
+            "tokens_per_s": clock["tokens"] / clock["time"] if clock["time"] else None,
+            "probe_time_frac": clock["probe_time"] / clock["wall"] if clock["wall"] else None,
+            "eval_time_frac": clock["eval_time"] / clock["wall"] if clock["wall"] else None,
+            "precision": "bf16" if bf16 else "fp32", "world_size": dist.world_size, "scale": cfg.scale,
+        }
+        if dist.main:
+            run.write_json(SUMMARY, summary)
+        return Run(out, status, at, summary)
+
+    def recent_loss() -> float | None:
+        tail = losses[-max(1, min(20, len(losses))):]
+        return sum(tail) / len(tail) if tail else None
+
+    wall0 = time.perf_counter()
+    if dist.main and step == 0 and cfg.probe_every:
+        run_probes(0)
+    model.train()
+    bar = _progress(cfg, step, quiet or not dist.main)
+    with StopFlag() as stop, bar:
+        task = bar.add_task("train", total=cfg.steps, completed=step, loss=float("nan"), eval=float("nan"), tps=0.0)
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            lr = lr_at(step, lr=cfg.lr, steps=cfg.steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr=cfg.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group["lr_mult"]
+            x, y = batch_for_step(data, cfg, "train", step, mask, cfg.seed)
+            n_global = count_targets(y)
+            micro = micro_batches(x, y, dist.rank, dist.world_size, cfg.grad_accum)
+            loss_sum = 0.0
+            for i, (xm, ym) in enumerate(micro):
+                sync = i == len(micro) - 1 or not dist.enabled
+                with (contextlib.nullcontext() if sync else net.no_sync()), autocast():
+                    _, loss = net(xm.to(dist.device), ym.to(dist.device))
+                # DDP averages gradients over ranks, so weight by world * (targets here / targets in the global batch):
+                # the gradient is then exactly that of the global batch's mean loss.
+                w = count_targets(ym) / max(n_global, 1)
+                (loss * (w * dist.world_size)).backward()
+                loss_sum += float(loss.detach()) * w
+            clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            loss_all, stop_votes = ddp.all_sum([loss_sum, 1.0 if stop.set else 0.0], dist)
+            if not (math.isfinite(loss_all) and math.isfinite(grad_norm)):
+                optimizer.zero_grad(set_to_none=True)
+                clock["wall"] += time.perf_counter() - wall0
+                finish("diverged", step, last_eval)
+                where = f"{run.checkpoint} (step {load_checkpoint(run.checkpoint)['step']})" if run.checkpoint.exists() else "none written yet"
+                raise TrainingDiverged(
+                    f"{'loss' if not math.isfinite(loss_all) else 'gradient norm'} is {loss_all if not math.isfinite(loss_all) else grad_norm} "
+                    f"at step {step + 1}; run stopped, last good checkpoint kept: {where}"
+                )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            dt = time.perf_counter() - t0
+            clock["time"] += dt
+            clock["tokens"] += cfg.tokens_per_step
+            losses.append(loss_all)
+            rec = {"step": step, "time": clock["time"], "tokens": clock["tokens"], "lr": lr, "loss": loss_all, "grad_norm": grad_norm}
+            if dist.main and (step % cfg.eval_every == 0 or step == cfg.steps):
+                last_eval = rec["eval_loss"] = evaluate()
+            if dist.main and cfg.probe_every and (step % cfg.probe_every == 0 or step == cfg.steps):
+                run_probes(step)
+            now = time.perf_counter()
+            clock["wall"] += now - wall0
+            wall0 = now
+            rec["wall"] = clock["wall"]
+            if dist.main:
+                run.append(METRICS, rec)
+            bar.update(task, completed=step, loss=loss_all, eval=last_eval if last_eval is not None else float("nan"),
+                       tps=clock["tokens"] / clock["time"])
+            if callback is not None:
+                callback(step, rec)
+            if stop_votes > 0 or stop.set:
+                checkpoint(step)
+                if dist.main:
+                    name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
+                    msg = f"stopped by {name} at step {step}/{cfg.steps}; checkpoint saved. Resume with: sigprop train --out {out} --resume"
+                    print(msg, file=sys.stderr, flush=True)
+                return finish("interrupted", step, last_eval)
+            if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                checkpoint(step)
+    return finish("done", step, last_eval)
+
+
+def _progress(cfg: TrainConfig, step: int, quiet: bool):
+    """rich bar: step, loss, eval loss, tokens/s, ETA; a no-op stand-in when quiet."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("eval {task.fields[eval]:.3f}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        disable=quiet,
+        transient=False,
+    )
