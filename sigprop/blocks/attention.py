@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import skip_init
 
 from sigprop.blocks.spec import BlockSpec
 
@@ -77,6 +78,16 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, is_c
     return y.to(low)
 
 
+def normal_linear(fan_in: int, fan_out: int, std: float) -> nn.Linear:
+    """A bias-free Linear drawn once from N(0, std^2) (zeros when std = 0), skipping nn.Linear's own init."""
+    lin = skip_init(nn.Linear, fan_in, fan_out, bias=False, device=torch.get_default_device())
+    if std > 0:
+        nn.init.normal_(lin.weight, std=std)
+    else:
+        nn.init.zeros_(lin.weight)
+    return lin
+
+
 class DenseMatrix(nn.Module):
     """A trainable d x d matrix, initialised normal(init_std) or orthogonal."""
 
@@ -136,11 +147,8 @@ class Attention(nn.Module):
         super().__init__()
         self.spec, self.width, self.heads, self.causal = spec, width, heads, causal
         self.head_dim = width // heads
-        self.w_q = nn.Linear(width, width, bias=False)
-        self.w_k = nn.Linear(width, width, bias=False)
-        q_std = spec.init_std if spec.query_init is None else spec.query_init
-        nn.init.normal_(self.w_q.weight, std=q_std) if q_std > 0 else nn.init.zeros_(self.w_q.weight)
-        nn.init.normal_(self.w_k.weight, std=spec.init_std)
+        self.w_q = normal_linear(width, width, spec.init_std if spec.query_init is None else spec.query_init)
+        self.w_k = normal_linear(width, width, spec.init_std)
 
         if layer == 0 and spec.first_layer_value and spec.value == "identity":
             # SAS footnote 6: the first block keeps W^V = alpha_v I + beta_v dW with trainable gains 1, 1.

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sigprop.blocks.attention import Attention, HookPoint, gain
+from sigprop.blocks.attention import Attention, HookPoint, gain, normal_linear
 from sigprop.blocks.spec import BlockSpec
 
 
@@ -24,10 +24,8 @@ class MLP(nn.Module):
     def __init__(self, spec: BlockSpec, width: int):
         super().__init__()
         hidden = int(round(spec.mlp_mult * width))
-        self.w_in = nn.Linear(width, hidden, bias=False)
-        self.w_out = nn.Linear(hidden, width, bias=False)
-        for w in (self.w_in.weight, self.w_out.weight):
-            nn.init.normal_(w, std=spec.init_std)
+        self.w_in = normal_linear(width, hidden, spec.init_std)
+        self.w_out = normal_linear(hidden, width, spec.init_std)
         self.activation, self.slope = spec.activation, spec.leaky_slope
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,9 +103,3 @@ class Block(nn.Module):
         x = self.hook_mid(self._sum(self._scale("alpha_sa", x), a))
         m = self.hook_mlp_out(self._scale("beta_ff", self.mlp(self.ln_2(x))))
         return self._sum(self._scale("alpha_ff", x), m)
-
-    def gains(self) -> dict[str, float]:
-        """Current branch gains (trained or fixed), for logging."""
-        names = ("alpha_comb" if self.spec.parallel else "alpha_sa", "beta_sa", "beta_ff")
-        names += () if self.spec.parallel else ("alpha_ff",)
-        return {n: float(getattr(self, n)) for n in names}

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sigprop.blocks.attention import normal_linear
 from sigprop.blocks.block import Block, make_norm
 from sigprop.blocks.spec import BlockSpec, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
@@ -75,8 +76,7 @@ class Transformer(nn.Module):
         # The official code keeps a LayerNorm before the head when blocks have no norm.
         self.ln_f = make_norm(spec.norm if spec.norm != "none" else "layer", cfg.width, spec.norm_eps)
         if cfg.kind == "encoder":  # BERT-style MLM transform before the tied decoder
-            self.mlm_dense = nn.Linear(cfg.width, cfg.width, bias=False)
-            nn.init.normal_(self.mlm_dense.weight, std=spec.init_std)
+            self.mlm_dense = normal_linear(cfg.width, cfg.width, spec.init_std)
             self.mlm_norm = make_norm(spec.norm if spec.norm != "none" else "layer", cfg.width, spec.norm_eps)
 
     def features(self, idx: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
