@@ -1,0 +1,206 @@
+"""The paper's figure types, drawn from `load_runs` frames in the house style (recipes call these).
+
+- `plot_loss`: loss vs step / wall-clock for chosen runs, each with its own label, colour and line style
+  (Figs. 2, 6, 8, 12, 13, 25);
+- `plot_final_vs_knob`: final eval loss vs a swept knob, one curve per group, reference lines (Figs. 3, 14);
+- `plot_gain_trajectories`: a gain per layer over training, mean ± std over heads (Figs. 4, 17-20);
+- `plot_cos_heatmap`: token cos_mean per layer x training step, one panel per run (sigprop's own).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, paper_style, savefig, scale_note
+from sigprop.plots.training import smooth
+
+Y_LABELS = {"loss": "train loss (smoothed)", "eval_loss": "eval loss (nats/token)"}
+X_LABELS = {"step": "training step", "time": "training time (minutes)", "tokens": "tokens seen"}
+
+
+@dataclass(frozen=True)
+class Line:
+    """How one run is drawn: which run (the `run` column), its legend label, colour, marker and line style."""
+
+    run: str
+    label: str
+    color: str
+    marker: str = "o"
+    ls: str = "-"
+
+    @classmethod
+    def of(cls, run: str, block: str, label: str | None = None, ls: str = "-", index: int = 0) -> Line:
+        st = block_style(block, index)
+        return cls(run, label or st["label"], st["color"], st["marker"], ls)
+
+
+def _note(fig, text: str) -> None:
+    """The scale stamp, wrapped to the figure's width (about 24 characters per inch at the stamp's size)."""
+    if text:
+        scale_note(fig, "\n".join(textwrap.wrap(text, width=int(fig.get_figwidth() * 24))))
+
+
+def _x(frame: pd.DataFrame, x: str) -> pd.Series:
+    return frame[x] / 60 if x == "time" else frame[x]
+
+
+def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: str = "",
+              panels: tuple[tuple[str, str], ...] = (("step", "eval_loss"),), zoom: float | None = None,
+              titles: tuple[str, ...] | None = None) -> list[Path]:
+    """One panel per (x, y): x in step | time | tokens, y in loss (train, smoothed) | eval_loss (markers).
+
+    `zoom` adds a last panel with the final `zoom` fraction of steps of the first panel (paper Fig. 12)."""
+    n = len(panels) + (1 if zoom else 0)
+    with paper_style():
+        fig, axes = plt.subplots(1, n, figsize=(TEXTWIDTH if n > 1 else COLUMN + 0.6, 2.4), squeeze=False)
+        axes = axes[0]
+        specs = list(panels) + ([panels[0]] if zoom else [])
+        for k, (ax, (x, y)) in enumerate(zip(axes, specs)):
+            drawn = []
+            for ln in lines:
+                r = metrics[metrics["run"] == ln.run].sort_values("step")
+                if y == "eval_loss":
+                    r = r.dropna(subset=["eval_loss"]) if "eval_loss" in r else r.iloc[:0]
+                if r.empty:
+                    continue
+                ys = smooth(r["loss"].to_numpy()) if y == "loss" else r[y].to_numpy()
+                xs = _x(r, x).to_numpy()
+                if zoom and k == len(specs) - 1:
+                    keep = xs >= xs.max() * (1 - zoom)
+                    xs, ys = xs[keep], ys[keep]
+                drawn.append((xs, ys))
+                ax.plot(xs, ys, color=ln.color, ls=ln.ls, label=ln.label,
+                        marker=ln.marker if y == "eval_loss" else None, markevery=max(1, len(xs) // 8))
+            ax.set_xlabel(X_LABELS.get(x, x))
+            ax.set_ylabel(Y_LABELS.get(y, y))
+            if titles and k < len(titles):
+                ax.set_title(titles[k])
+            elif zoom and k == len(specs) - 1:
+                ax.set_title(f"last {zoom:.0%} of training")
+            if not (zoom and k == len(specs) - 1):
+                _cut_top(ax, drawn)
+        axes[0].legend(loc="upper right", ncol=1 if len(lines) <= 6 else 2)
+        _note(fig, note)
+        fig.tight_layout()
+        return savefig(fig, path)
+
+
+def _cut_top(ax, drawn: list[tuple[np.ndarray, np.ndarray]], after: float = 0.1) -> None:
+    """Hide the first steps' very high loss: the top is the highest curve once `after` of the x-range has passed."""
+    finite = [(x, y) for x, y in drawn if len(x) and np.isfinite(y).any()]
+    if not finite:
+        return
+    lo = min(np.nanmin(y[np.isfinite(y)]) for _, y in finite)
+    hi = max(np.nanmax(np.where(x >= x.max() * after, y, -np.inf)) for x, y in finite)
+    if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+
+
+def plot_final_vs_knob(table: pd.DataFrame, x: str, path: str | Path, note: str = "", group: str | None = None,
+                       styles: dict[str, dict] | None = None, refs: list[tuple[str, float, str]] = (),
+                       xlabel: str | None = None, ylabel: str = "final eval loss", logx: bool = False) -> list[Path]:
+    """Final eval loss (column `final_eval_loss`) vs knob `x`, one curve per `group` value.
+
+    styles: group value -> {label, color, marker}; refs: horizontal lines (label, value, colour); a diverged
+    run (NaN loss) is drawn as a cross at the top of the axes."""
+    with paper_style():
+        fig, ax = plt.subplots(figsize=(COLUMN + 0.6, 2.5))
+        groups = [None] if group is None else list(dict.fromkeys(table[group]))
+        finite = table.final_eval_loss.astype(float)
+        top = float(np.nanmax(list(finite) + [v for _, v, _ in refs])) if np.isfinite(finite).any() or refs else 1.0
+        for i, g in enumerate(groups):
+            d = table if g is None else table[table[group] == g]
+            d = d.sort_values(x)
+            st = (styles or {}).get(g, block_style(str(g), i) if g is not None else {"label": None, "color": "0.2", "marker": "o"})
+            yv = d.final_eval_loss.astype(float).to_numpy()
+            ax.plot(d[x], yv, color=st["color"], marker=st["marker"], label=st["label"])
+            bad = ~np.isfinite(yv)
+            if bad.any():
+                ax.scatter(d[x].to_numpy()[bad], np.full(bad.sum(), top), marker="x", color=st["color"], zorder=5)
+        for label, value, color in refs:
+            if value is not None and math.isfinite(value):
+                ax.axhline(value, color=color, ls="--", lw=1.0, label=label)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel or x)
+        ax.set_ylabel(ylabel)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best")
+        _note(fig, note)
+        fig.tight_layout()
+        return savefig(fig, path)
+
+
+def gain_frame(probes: pd.DataFrame, run: str, metric: str) -> pd.DataFrame:
+    """Per (layer, step): mean and std over heads of one gain of one run (std 0 for a per-block gain)."""
+    d = probes[(probes["run"] == run) & (probes["source"] == "gain") & (probes["metric"] == metric)]
+    return d.groupby(["layer", "step"])["value"].agg(mean="mean", std=lambda v: float(np.std(v))).reset_index()
+
+
+def plot_gain_trajectories(probes: pd.DataFrame, run: str, metrics: list[tuple[str, str]], path: str | Path,
+                           note: str = "", ref: dict[str, float] | None = None) -> list[Path]:
+    """One panel per (metric, title): the gain per layer against training step, mean ± std over heads
+    (shaded) as in paper Figs. 17-19; colour runs from the first (light) to the last (dark) layer.
+    `ref` draws a dotted horizontal line per metric (e.g. the 0.05 threshold of Fig. 4)."""
+    panels = [(m, t) for m, t in metrics if not gain_frame(probes, run, m).empty]
+    if not panels:
+        return []
+    with paper_style():
+        fig, axes = plt.subplots(1, len(panels), figsize=(min(TEXTWIDTH, 2.3 * len(panels) + 0.6), 2.3), squeeze=False)
+        cmap = plt.get_cmap("viridis")
+        shaded = False
+        for ax, (metric, title) in zip(axes[0], panels):
+            g = gain_frame(probes, run, metric)
+            layers = sorted(g.layer.unique())
+            for j, layer in enumerate(layers):
+                d = g[g.layer == layer].sort_values("step")
+                c = cmap(j / max(1, len(layers) - 1))
+                ax.plot(d.step, d["mean"], color=c, lw=1.0, label=f"layer {layer}")
+                if (d["std"] > 0).any():
+                    shaded = True
+                    ax.fill_between(d.step, d["mean"] - d["std"], d["mean"] + d["std"], color=c, alpha=0.15, lw=0)
+            if ref and metric in ref:
+                ax.axhline(ref[metric], color="0.3", ls=":", lw=0.8)
+            ax.set_title(title)
+            ax.set_xlabel("training step")
+        axes[0][0].legend(loc="best", ncol=1 if len(layers) <= 6 else 2, fontsize=6)
+        _note(fig, note + ("; shaded: ± std over heads" if shaded else ""))
+        fig.tight_layout()
+        return savefig(fig, path)
+
+
+def plot_cos_heatmap(probes: pd.DataFrame, lines: list[Line], path: str | Path, note: str = "") -> list[Path]:
+    """One heatmap per run: mean token cosine (cos_mean) for every layer (rows, 0 = embedding) at every
+    probed training step (columns). Bright = tokens aligned (rank collapse)."""
+    with paper_style():
+        fig, axes = plt.subplots(1, len(lines), figsize=(min(TEXTWIDTH, 2.2 * len(lines) + 0.8), 2.4), squeeze=False,
+                                 sharey=True, layout="constrained")
+        im = None
+        for ax, ln in zip(axes[0], lines):
+            d = probes[(probes["run"] == ln.run) & (probes["source"] == "probe") & (probes["metric"] == "cos_mean")]
+            grid = d.pivot_table(index="layer", columns="step", values="value", aggfunc="mean").sort_index()
+            if grid.empty:
+                ax.text(0.5, 0.5, "no probes", ha="center", va="center", transform=ax.transAxes)
+                continue
+            steps = grid.columns.to_numpy()
+            im = ax.imshow(grid.to_numpy(), aspect="auto", origin="lower", vmin=0, vmax=1, cmap="magma",
+                           interpolation="nearest", extent=(steps.min(), steps.max(), grid.index.min() - 0.5, grid.index.max() + 0.5))
+            ax.set_title(ln.label)
+            ax.set_xlabel("training step")
+            ax.set_yticks(grid.index.to_numpy())
+            ax.grid(False)
+        axes[0][0].set_ylabel("layer (0 = embedding)")
+        if im is not None:
+            fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85, label="cos_mean (token alignment)")
+        _note(fig, note)
+        return savefig(fig, path)
+
+
+__all__ = ["Line", "gain_frame", "plot_cos_heatmap", "plot_final_vs_knob", "plot_gain_trajectories", "plot_loss"]

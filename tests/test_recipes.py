@@ -1,0 +1,234 @@
+"""Recipes at the ci scale: `reproduce --list`, every recipe from real runs (non-empty PNG/PDF + result.json),
+reuse of finished runs (no retraining) and resumption of unfinished ones, one-line errors for bad input,
+and the plotting layer on real run frames."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from sigprop.cli import app
+from sigprop.errors import SigpropError
+from sigprop.recipes import RECIPES, get_recipe, reproduce
+from sigprop.recipes.base import CI, run_id
+from sigprop.runs import RunDir, load_runs
+
+CLI = CliRunner()
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """One tiny corpus cache (the ci scale's 1 MB, V=512, T=32) shared by every test here."""
+    from sigprop.data import load_data
+
+    root = tmp_path_factory.mktemp("recipe-cache")
+    load_data("code", vocab_size=CI.vocab_size, seq_len=CI.seq_len, cache_dir=root, progress=False, max_bytes=CI.max_bytes)
+    return root
+
+
+@pytest.fixture(scope="session")
+def pool(tmp_path_factory) -> Path:
+    """One runs folder shared by all recipes, as in the gallery: recipes that need the same run share it."""
+    return tmp_path_factory.mktemp("recipe-runs")
+
+
+@pytest.fixture(scope="session")
+def results(tmp_path_factory, cache, pool) -> dict:
+    """Every recipe once at the ci scale (module-level so the whole suite pays for it once)."""
+    out = tmp_path_factory.mktemp("recipe-out")
+    return {name: reproduce(name, "ci", out / name, runs_dir=pool, cache_dir=cache, quiet=True) for name in RECIPES}
+
+
+def test_list_shows_every_recipe_with_paper_counterpart_and_runtime(monkeypatch):
+    from sigprop.cli.app import console
+
+    monkeypatch.setattr(console, "width", 250)  # one line per recipe, so each runtime appears unwrapped
+    res = CLI.invoke(app, ["reproduce", "--list"])
+    assert res.exit_code == 0, res.output
+    for r in RECIPES.values():
+        assert r.name in res.output and r.paper in res.output
+        assert r.runtime["cpu"] in res.output
+    assert {"fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig12", "fig13", "fig14", "fig17", "fig25", "table1",
+            "rank-collapse", "cos-training"} <= set(RECIPES)
+
+
+@pytest.mark.parametrize("name", list(RECIPES))
+def test_every_recipe_runs_at_ci_scale(results, name):
+    res = results[name]
+    pngs = [f for f in res.files if f.suffix == ".png"]
+    pdfs = [f for f in res.files if f.suffix == ".pdf"]
+    assert pngs and len(pngs) == len(pdfs)
+    for f in pngs + pdfs:
+        assert f.stat().st_size > 5_000, f  # a real figure, not an empty canvas
+    r = json.loads((res.out / "result.json").read_text())
+    recipe = RECIPES[name]
+    assert r["recipe"] == name and r["paper"] == recipe.paper and r["scale"] == "ci"
+    tested = {c["claim"] for c in r["claims"]}
+    assert tested <= set(recipe.claims) and (tested or not recipe.claims)  # ci may run a subset of the blocks
+    for c in r["claims"]:
+        assert c["verdict"] in ("reproduced", "not reproduced") and c["evidence"]
+    plans = recipe.plans("ci")
+    assert [run["slug"] for run in r["runs"]] == [p.slug for p in plans]
+    for run, p in zip(r["runs"], plans):  # real runs: finished, with a positive loss from their own summary
+        assert run["status"] in ("done", "diverged")
+        if run["status"] == "done":
+            assert run["final_eval_loss"] > 0 and run["step"] == run["steps"] == p.config(CI).steps
+
+
+def test_result_numbers_come_from_the_runs(results, pool):
+    """fig3's deciding numbers are exactly the runs' final eval losses (nothing hard-coded)."""
+    r = results["fig3"].result
+    runs = load_runs(*[str(pool / run["run"]) for run in r["runs"]])
+    s = runs.summaries.set_index("run")
+    by_slug = {run["slug"]: run["run"] for run in r["runs"]}
+    assert r["numbers"]["pre-ln"] == pytest.approx(s.loc[by_slug["pre-ln"], "final_eval_loss"])
+    for init in ("identity", "orthogonal"):
+        for beta, loss in r["numbers"]["final_eval_loss"][init].items():
+            run = by_slug[f"reparam-{init[:4]}-b{beta}"]
+            last_eval = runs.metrics[runs.metrics.run == run].dropna(subset=["eval_loss"]).eval_loss.iloc[-1]
+            assert loss == pytest.approx(last_eval)
+    # identity beta=0 and orthogonal beta=0 are different models (different W_init), so different losses
+    assert r["numbers"]["final_eval_loss"]["identity"]["0"] != r["numbers"]["final_eval_loss"]["orthogonal"]["0"]
+
+
+def test_gain_trajectories_have_several_points_per_layer(results, pool):
+    r = results["fig4"].result
+    run = next(x["run"] for x in r["runs"] if x["slug"] == "sas-trainable-vp")
+    p = RunDir(pool / run).probes()
+    ratio = p[(p.source == "gain") & (p.metric == "beta_v/alpha_v")]
+    assert ratio.groupby("layer").step.nunique().min() >= 2
+    assert ratio[ratio.step == 0].value.tolist() == pytest.approx([0.2] * CI.depth)  # the Fig. 4 init
+    assert set(r["numbers"]["final_ratio"]["beta_p/alpha_p"]) == set(range(1, CI.depth + 1))
+
+
+def test_shared_runs_are_trained_once(results):
+    """pre-ln is needed by fig2, fig3, fig5, ...: exactly one recipe trained it, the others reused it."""
+    pre = {name: res for name, res in results.items() if any(x["slug"] == "pre-ln" for x in res.result["runs"])}
+    assert len(pre) >= 3
+    folders = {next(x["run"] for x in res.result["runs"] if x["slug"] == "pre-ln") for res in pre.values()}
+    assert len(folders) == 1
+    trained = [name for name, res in pre.items() if folders & set(res.trained)]
+    assert len(trained) == 1
+
+
+def test_second_invocation_reuses_runs_without_training(results, pool, cache, tmp_path, monkeypatch):
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    # the package module itself (sigprop/__init__ re-exports the function `train`, which shadows the attribute)
+    monkeypatch.setattr(sys.modules["sigprop.train"], "train", no_training)
+    before = {p: p.stat().st_mtime_ns for p in pool.glob("*/metrics.jsonl")}
+    again = reproduce("fig13", "ci", tmp_path / "fig13", runs_dir=pool, cache_dir=cache, quiet=True)
+    assert again.trained == [] and len(again.reused) == len(RECIPES["fig13"].plans("ci"))
+    assert {p: p.stat().st_mtime_ns for p in pool.glob("*/metrics.jsonl")} == before
+    assert again.result["numbers"] == results["fig13"].result["numbers"]
+
+
+def test_an_interrupted_run_is_resumed_not_restarted(cache, tmp_path):
+    """A run stopped half-way (checkpoint at step 5) continues from there on the next reproduce."""
+    from sigprop.train import train
+
+    plan = RECIPES["fig17"].plans("ci")[0]
+    cfg = plan.config(CI)
+    folder = tmp_path / "runs" / f"{plan.slug}-{run_id(plan.spec, cfg)}"
+    half = train(plan.spec, cfg.replace(steps=5), folder, cache_dir=cache, quiet=True)
+    assert half.status == "done"
+    # make it look like the 10-step run stopped at step 5: same settings, status interrupted
+    stored = RunDir(folder).read_json("config.json")
+    stored["train"]["steps"] = cfg.steps
+    RunDir(folder).write_json("config.json", stored)
+    RunDir(folder).write_json("summary.json", {**half.summary, "status": "interrupted", "steps": cfg.steps})
+    res = reproduce("fig17", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", cache_dir=cache, quiet=True)
+    assert res.trained == [folder.name]
+    m = RunDir(folder).metrics()
+    assert m.step.tolist() == list(range(1, cfg.steps + 1))
+    env = RunDir(folder).read_json("env.json")
+    assert [s["from_step"] for s in env["sessions"]] == [0, 5]  # resumed at step 5, not restarted
+
+
+def test_run_identity_hash_tracks_knobs_and_settings_not_runtime():
+    p = RECIPES["fig3"].plans("ci")
+    ids = {run_id(x.spec, x.config(CI)) for x in p}
+    assert len(ids) == len(p)  # every run of the sweep is a different experiment
+    spec = p[0].spec
+    assert run_id(spec, CI) == run_id(spec, CI.replace(threads=1, eval_every=3))  # runtime-only fields
+    assert run_id(spec, CI) != run_id(spec, CI.replace(lr=3e-4))
+    assert run_id(spec, CI) != run_id(spec.replace(beta_ff=0.3), CI)
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["reproduce", "fig99", "--scale", "ci"], "unknown recipe 'fig99'; accepted: fig2, fig3"),
+        (["reproduce", "fig3", "--scale", "huge"], "unknown scale 'huge'; accepted: ci, cpu, paper"),
+        (["reproduce"], "no recipe given; accepted: --list, all, fig2"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(args, needle, tmp_path, monkeypatch, capsys):
+    from sigprop.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["sigprop", *args])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_bad_recipe_from_the_shell_is_one_line(tmp_path):
+    import subprocess
+
+    res = subprocess.run([sys.executable, "-m", "sigprop", "reproduce", "fig99"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "unknown recipe 'fig99'" in res.stderr, res.stderr
+
+
+def test_recipe_lookup_and_api_errors():
+    assert get_recipe("Fig. 3").name == "fig3" and get_recipe("fig03").name == "fig3"
+    assert get_recipe("cos_training").name == "cos-training"
+    with pytest.raises(SigpropError, match="unknown recipe 'fig1'"):
+        get_recipe("fig1")
+    with pytest.raises(SigpropError, match="unknown scale 'gpu'"):
+        reproduce("fig2", "gpu")
+
+
+def test_diverged_run_is_reported_not_retrained(cache, tmp_path, monkeypatch):
+    """A run that diverges (lr 1000, no clipping) is recorded as diverged, drawn as such, and not retrained next time."""
+    from sigprop.recipes.base import Recipe, plan
+
+    def make(ctx):
+        from sigprop.plots.paper import plot_final_vs_knob
+
+        t = ctx.table().assign(x=[1.0])
+        plot_final_vs_knob(t, "x", ctx.out / "f", ctx.note())
+        return {"numbers": {"status": t.status.tolist()}, "claims": []}
+
+    r = Recipe("boom", "Fig. 0", "a diverging run", (), lambda s: [plan("sas-p-nonorm", lr=1e3, grad_clip=0.0, warmup=0.0)], make, {})
+    monkeypatch.setitem(RECIPES, "boom", r)
+    res = reproduce("boom", "ci", tmp_path / "o", runs_dir=tmp_path / "r", cache_dir=cache, quiet=True)
+    assert res.result["numbers"]["status"] == ["diverged"]
+    assert res.result["runs"][0]["final_eval_loss"] != res.result["runs"][0]["final_eval_loss"]  # NaN
+    again = reproduce("boom", "ci", tmp_path / "o", runs_dir=tmp_path / "r", cache_dir=cache, quiet=True)
+    assert again.trained == [] and again.reused == res.trained
+
+
+def test_plot_functions_on_real_frames(results, pool, tmp_path):
+    from sigprop.plots.paper import Line, gain_frame, plot_cos_heatmap, plot_loss
+
+    r = results["cos-training"].result
+    runs = load_runs(*[str(pool / x["run"]) for x in r["runs"]])
+    lines = [Line.of(x["run"], x["block"]) for x in r["runs"]]
+    files = plot_loss(runs.metrics, lines, tmp_path / "loss", "note", panels=(("step", "loss"), ("time", "eval_loss")), zoom=0.5)
+    assert [f.suffix for f in files] == [".png", ".pdf"] and all(f.stat().st_size > 5_000 for f in files)
+    assert plot_cos_heatmap(runs.probes, lines, tmp_path / "heat", "note")
+    sas_p = next(x["run"] for x in r["runs"] if x["block"] == "sas-p")
+    g = gain_frame(runs.probes, sas_p, "alpha")
+    assert set(g.columns) == {"layer", "step", "mean", "std"} and (g["std"] >= 0).all()
+    assert g[g.step == 0]["mean"].tolist() == pytest.approx([1.0] * CI.depth)  # shaped attention init alpha = 1
+    assert isinstance(g, pd.DataFrame) and g.groupby("layer").step.nunique().min() >= 2
