@@ -65,9 +65,14 @@ def test_theory_matches_measurement_at_width_1024(block):
     assert np.abs(meas_n[1:] / pred_n[1:] - 1).max() < 0.12
 
 
-@pytest.mark.parametrize("block", ["pre-ln", "skipless", "parallel"])
+@pytest.mark.parametrize("block", ["pre-ln", "parallel"])
 def test_theory_gap_shrinks_with_width(block):
-    gaps = {w: np.abs(np.subtract(*measured_and_predicted(block, width=w)[:2])).mean() for w in (64, 1024)}
+    """Finite-width fluctuations shrink like 1/sqrt(d): the seed-averaged gap drops from width 64 to 1024.
+    (Naive skipless is left out: it collapses to cos_mean = 1 at every width, so its gap is at the noise floor.)"""
+    def gap(w: int) -> float:
+        return float(np.mean([np.abs(np.subtract(*measured_and_predicted(block, width=w, seed=s)[:2])).mean() for s in range(3)]))
+
+    gaps = {w: gap(w) for w in (64, 1024)}
     assert gaps[1024] < 0.5 * gaps[64], gaps
 
 
