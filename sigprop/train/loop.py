@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import platform
 import signal
 import socket
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sigprop.blocks import BlockSpec, ModelConfig, Transformer, build_model, get_spec
+from sigprop.blocks import BlockSpec, ModelConfig, build_model, get_spec
 from sigprop.errors import SigpropError
 from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir
 from sigprop.train import distributed as ddp
@@ -278,7 +277,7 @@ def _open_run_dir(out: Path, resume: bool, overwrite: bool, dist: ddp.Dist) -> R
     err = None
     if dist.main:
         try:
-            run = RunDir.open(out, resume=resume, overwrite=overwrite)
+            RunDir.open(out, resume=resume, overwrite=overwrite)  # checks and prepares the folder
         except SigpropError as e:
             err = e
     ok = ddp.broadcast_float(0.0 if err else 1.0, dist)
