@@ -16,7 +16,7 @@ def markdown(path: str) -> str:
     s = df.attrs["settings"]
     head = (
         f"**{path}**: L={s['depth']}, d={s['width']}, H={s['heads']}, V={s['vocab']}, T={','.join(map(str, s['seqs']))}, "
-        f"{s['dtype']}, {s['device']}, {s.get('threads', '?')} thread(s), median of {s['repeats']} interleaved repeats, "
+        f"{s['dtype']}, {s['device']}, {s.get('threads', '?')} thread(s){', malloc tuned' if s.get('malloc_tuned') else ''}, median of {s['repeats']} interleaved repeats, "
         f"matmul peak {df.attrs['peak_flops'] / 1e9:.0f} GFLOP/s\n\n"
     )
     cols = "| block | mode | T | params | vs Pre-LN | tokens/s | ratio | paired ratio | FLOP ideal | MFU | peak MB | step KB/token |"

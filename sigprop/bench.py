@@ -35,6 +35,7 @@ from torch import nn
 from sigprop.blocks.attention import Attention, DenseMatrix, ReparamMatrix
 from sigprop.blocks.model import ModelConfig, Transformer, build_model, param_groups
 from sigprop.blocks.spec import get_spec
+from sigprop.cpu import tune_malloc as cpu_tune_malloc
 from sigprop.errors import SigpropError, check_choice, check_positive
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -268,6 +269,7 @@ class BenchSettings:
     baseline: str
     matmul_n: int
     threads: int
+    malloc_tuned: bool = False  # glibc kept freed memory for reuse (sigprop.cpu.tune_malloc)
 
 
 @contextmanager
@@ -359,6 +361,7 @@ def bench(
     baseline: str = "pre-ln",
     matmul_n: int | None = None,
     threads: int | None = None,
+    tune_malloc: bool = True,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Benchmark blocks side by side: one row per (block, attention path, mode, seq).
@@ -367,7 +370,8 @@ def bench(
     per token at a fixed step size. The `baseline` block (added if missing) gives the `ratio` column
     (tokens/s over the baseline's, same mode/seq) and `params_vs_base`. `explicit=True` also times
     shaped attention through its explicit T x T path. `threads` sets torch's intra-op threads for the run
-    (restored after; 1 is the fair choice when other jobs share the cores). Returns a DataFrame; `df.attrs` holds the
+    (restored after; 1 is the fair choice when other jobs share the cores). `tune_malloc` (CPU) keeps freed
+    memory in glibc's heap (`sigprop.cpu.tune_malloc`, process-wide) as `sp.train` does. Returns a DataFrame; `df.attrs` holds the
     settings and the measured matmul peak.
     """
     names = [get_spec(b).name for b in _as_list(blocks)]  # validates every name
@@ -398,7 +402,7 @@ def bench(
     s = BenchSettings(
         tuple(names), depth, width, heads, tuple(seqs), batch, tokens, vocab, kind, dtype, device,
         tuple(dict.fromkeys(modes)), repeats, warmup, compile, explicit, memory, baseline, n,
-        threads or torch.get_num_threads(),
+        threads or torch.get_num_threads(), dev.type == "cpu" and tune_malloc and cpu_tune_malloc(),
     )
     with _num_threads(threads):
         return _run(s, dev, progress)

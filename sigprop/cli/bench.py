@@ -22,7 +22,7 @@ def bench_table(df: pd.DataFrame) -> Table:
     peak = df.attrs.get("peak_flops") or float("nan")
     title = (
         f"sigprop bench: L={s.get('depth')}, d={s.get('width')}, H={s.get('heads')}, V={s.get('vocab')}, "
-        f"{s.get('dtype')} on {s.get('device')} ({s.get('threads')} threads){' compiled' if s.get('compile') else ''}; "
+        f"{s.get('dtype')} on {s.get('device')} ({s.get('threads')} threads){' compiled' if s.get('compile') else ''}{', malloc tuned' if s.get('malloc_tuned') else ''}; "
         f"median of {s.get('repeats')} interleaved repeats (paired: median of per-repeat ratios); matmul peak {peak / 1e12:.2f} TFLOP/s"
     )
     table = Table(title=title)
@@ -66,6 +66,7 @@ def bench_cmd(
     explicit: bool = typer.Option(False, "--explicit", help="Also time shaped attention on its explicit T x T path."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory (one extra step per row)."),
     threads: int = typer.Option(None, help="torch intra-op threads for the run (default: torch's; 1 is fairest on a shared machine)."),
+    tune_malloc: bool = typer.Option(True, "--tune-malloc/--no-tune-malloc", help="CPU: keep freed memory in glibc's heap (no page faults on big activations each step), as `sigprop train` does."),
     probes: bool = typer.Option(False, "--probes", help="Also measure the probe-pass overhead per training step."),
     json_path: Path = typer.Option(None, "--json", help="Write the results as JSON to this file."),
     out: Path = typer.Option(None, "--out", help="Write the bar figure (PNG + PDF) into this folder."),
@@ -74,7 +75,7 @@ def bench_cmd(
     df = bench(
         split_list(blocks), depth=depth, width=width, heads=heads, seq=seq, batch=batch, tokens=tokens,
         vocab=vocab, dtype=dtype, device=device, mode=mode, repeats=repeats, warmup=warmup, compile=compile,
-        explicit=explicit, memory=memory, threads=threads,
+        explicit=explicit, memory=memory, threads=threads, tune_malloc=tune_malloc,
     )
     console.print(bench_table(df))
     pdf = None

@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from sigprop.blocks import BlockSpec, ModelConfig, build_model, get_spec
+from sigprop.cpu import tune_malloc
 from sigprop.errors import SigpropError
 from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir
 from sigprop.train import distributed as ddp
@@ -304,6 +305,7 @@ def _load_data(cfg: TrainConfig, quiet: bool, dist: ddp.Dist, cache_dir):
 
 def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite, quiet, data, cache_dir, callback) -> Run:
     run = _open_run_dir(out, resume, overwrite, dist)
+    malloc_tuned = dist.device.type == "cpu" and tune_malloc()  # ~10% per CPU step: no page faults on big activations
     data = data if data is not None else _load_data(cfg, quiet, dist, cache_dir)
     if data.seq_len != cfg.seq_len:
         raise SigpropError(f"data has seq_len {data.seq_len} but the run asks for {cfg.seq_len}; accepted: data built with seq_len={cfg.seq_len}")
@@ -323,7 +325,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             step = restore(ck, model, optimizer, run.checkpoint)
             clock.update({k: v for k, v in ck["extra"].get("clock", {}).items() if k in clock})
             last_eval, losses = ck["extra"].get("last_eval"), list(ck["extra"].get("losses", []))
-    env = env_info(dist.device, dist.world_size)
+    env = {**env_info(dist.device, dist.world_size), "malloc_tuned": malloc_tuned}
     if dist.main:
         if not resume or not run.has(CONFIG):
             run.write_json(CONFIG, record)
