@@ -1,6 +1,7 @@
 """Markdown tables for benchmarks/README.md from the JSON files that `sigprop bench --json` wrote.
 
     .venv/bin/python benchmarks/summary.py benchmarks/results/cpu_scale_fp32.json [...]
+    .venv/bin/python benchmarks/summary.py --side-by-side FILE.json [...]   # paired ratios, one column per run and mode
 """
 
 from __future__ import annotations
@@ -8,6 +9,11 @@ from __future__ import annotations
 import sys
 
 from sigprop.bench import load_json
+
+
+def _num(x, fmt: str) -> str:
+    """A number, or '-' where it was not measured (None / NaN in the JSON)."""
+    return "-" if x is None or x != x else format(x, fmt)
 
 
 def markdown(path: str) -> str:
@@ -25,11 +31,36 @@ def markdown(path: str) -> str:
         paired = f"{r.ratio_paired:.3f}" if hasattr(r, "ratio_paired") else "-"
         lines.append(
             f"| {r.label} | {r.mode} | {r.seq} | {r.params / 1e6:.2f}M | {100 * r.params_vs_base:+.1f}% | {r.tokens_per_s:,.0f} | "
-            f"{r.ratio:.3f} | {paired} | {r.ideal:.3f} | {100 * r.mfu:.0f}% | {r.mem_peak_mb:,.0f} | {r.mem_step_kb_per_token:.1f} |"
+            f"{r.ratio:.3f} | {paired} | {r.ideal:.3f} | {100 * r.mfu:.0f}% | {_num(r.mem_peak_mb, ',.0f')} | {_num(r.mem_step_kb_per_token, '.1f')} |"
         )
     return head + "\n".join(lines) + "\n"
 
 
+def side_by_side(paths: list[str]) -> str:
+    """Paired ratio to the baseline (ratio of medians in brackets): a row per block, a column per run and mode."""
+    columns, cells, labels, ideal = [], {}, {}, {}
+    for path in paths:
+        df = load_json(path)
+        s = df.attrs["settings"]
+        for mode in s["modes"]:
+            col = f"{s['depth']}×{s['width']} V={s['vocab']} {s['dtype']} {mode}"
+            columns.append(col)
+            for r in df[(df["mode"] == mode) & (df["path"] == "fast")].itertuples():
+                labels[r.block] = r.label
+                cells[r.block, col] = f"{r.ratio_paired:.2f} ({r.ratio:.2f})"
+                ideal[col] = max(ideal.get(col, 1.0), r.ideal)
+    head = "| ratio to Pre-LN, paired (of medians) | " + " | ".join(columns) + " |"
+    lines = [head, "|" + "---|" * (len(columns) + 1)]
+    for block, label in labels.items():
+        if block != "pre-ln":
+            lines.append(f"| {label} | " + " | ".join(cells.get((block, c), "-") for c in columns) + " |")
+    lines.append("| FLOP ideal (SAS, SAS-P) | " + " | ".join(f"{ideal[c]:.3f}" for c in columns) + " |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    for p in sys.argv[1:]:
-        print(markdown(p))
+    if sys.argv[1:2] == ["--side-by-side"]:
+        print(side_by_side(sys.argv[2:]))
+    else:
+        for p in sys.argv[1:]:
+            print(markdown(p))

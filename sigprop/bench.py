@@ -3,7 +3,7 @@
 How it measures (so the numbers can be trusted on a noisy shared machine):
 - every block gets its own model + AdamW, built once; each is warmed up (excluded from timing);
 - repeats are *interleaved*: repeat r times one step of every block (and one matmul-peak sample) before
-  repeat r + 1 starts, so machine drift hits all blocks alike; we report the median over repeats, and
+  repeat r + 1 starts, so machine drift hits all blocks alike (the order rotates by one case per repeat); we report the median over repeats, and
   `ratio_paired`, the median of per-repeat ratios to the baseline (cancels slow drift);
 - `ideal` is the speed-up model FLOPs alone would give (baseline FLOPs per token / the block's);
 - MFU = model FLOPs per second / a matmul peak measured in the same run, on the same device and dtype
@@ -429,7 +429,10 @@ def _run(s: BenchSettings, dev: torch.device, progress: bool) -> pd.DataFrame:
         for r in range(repeats):
             bar.update(task, description=f"bench: repeat {r + 1}/{repeats}")
             peaks.append(matmul_peak_sample(dev, DTYPES[dtype], n, peak_a))
-            for case in cases:  # interleaved: every block once per repeat
+            # Interleaved: every block once per repeat, the order rotated each repeat so that no case always
+            # runs right after the same one (e.g. after a T x T step that evicted the caches).
+            shift = r % len(cases)
+            for case in cases[shift:] + cases[:shift]:
                 case.times.append(_timed(case.step, dev))
                 bar.advance(task)
         if memory:
