@@ -5,7 +5,7 @@ softmax SDPA attention, for T = 128 ... 4096 at width 256. Time (forward + backw
 
 Same tokens per step at every T (batch = tokens // T), so memory per token is comparable across T.
 Paths are interleaved in every repeat; we report medians. Peak memory: the torch profiler's CPU
-allocator events (bytes above the level before the step; see sigprop.bench.cpu_step_peak_bytes),
+allocator events (bytes above the level before the step; see sigprop.benchmark.cpu_step_peak_bytes),
 or torch.cuda.max_memory_allocated on CUDA.
 """
 
@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from sigprop.bench import _timed, cpu_step_peak_bytes, save_json
+from sigprop.benchmark import _timed, cpu_step_peak_bytes, save_json
 from sigprop.blocks.attention import Attention
 from sigprop.blocks.spec import get_spec
 

@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
 
-from sigprop.bench import DTYPES, _adamw, _make_step
+from sigprop.benchmark import DTYPES, _adamw, _make_step
 from sigprop.blocks.model import build_model
 from sigprop.cpu import tune_malloc
 from sigprop.plots.style import block_style

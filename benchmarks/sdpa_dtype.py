@@ -14,7 +14,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from sigprop.bench import _timed
+from sigprop.benchmark import _timed
 from sigprop.blocks.attention import sdpa
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from sigprop.bench import load_json
+from sigprop.benchmark import load_json
 
 
 def _num(x, fmt: str) -> str:

@@ -7,14 +7,14 @@
 """
 
 from sigprop.analysis import Analysis, analyze
-from sigprop.bench import bench
+from sigprop.benchmark import bench
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, build_model, get_spec, param_groups
 from sigprop.data import load_data
 from sigprop.errors import SigpropError
 from sigprop.probes import gains, measure, probe
 from sigprop.runs import load_runs
 from sigprop.theory import propagate
-from sigprop.train import train
+from sigprop.training import train
 
 BLOCKS = PRESETS
 

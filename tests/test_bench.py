@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from sigprop import ModelConfig, SigpropError, build_model
-from sigprop.bench import (
+from sigprop.benchmark import (
     CADENCES,
     bench,
     default_cadence,

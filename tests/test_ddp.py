@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from sigprop.train import SCALES, train
+from sigprop.training import SCALES, train
 
 STEPS = 6
 

@@ -121,7 +121,7 @@ def test_second_invocation_reuses_runs_without_training(results, pool, cache, tm
         raise AssertionError("a finished run was trained again")
 
     # the package module itself (sigprop/__init__ re-exports the function `train`, which shadows the attribute)
-    monkeypatch.setattr(sys.modules["sigprop.train"], "train", no_training)
+    monkeypatch.setattr(sys.modules["sigprop.training"], "train", no_training)
     before = {p: p.stat().st_mtime_ns for p in pool.glob("*/metrics.jsonl")}
     again = reproduce("fig13", "ci", tmp_path / "fig13", runs_dir=pool, cache_dir=cache, quiet=True)
     assert again.trained == [] and len(again.reused) == len(RECIPES["fig13"].plans("ci"))
@@ -131,7 +131,7 @@ def test_second_invocation_reuses_runs_without_training(results, pool, cache, tm
 
 def test_an_interrupted_run_is_resumed_not_restarted(cache, tmp_path):
     """A run stopped half-way (checkpoint at step 5) continues from there on the next reproduce."""
-    from sigprop.train import train
+    from sigprop.training import train
 
     plan = RECIPES["fig17"].plans("ci")[0]
     cfg = plan.config(CI)

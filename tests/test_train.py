@@ -18,8 +18,8 @@ import torch
 from sigprop.blocks import build_model
 from sigprop.errors import SigpropError
 from sigprop.runs import load_runs
-from sigprop.train import SCALES, TrainingDiverged, get_config, lr_at, train
-from sigprop.train.loop import make_optimizer, micro_batches
+from sigprop.training import SCALES, TrainingDiverged, get_config, lr_at, train
+from sigprop.training.loop import make_optimizer, micro_batches
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -201,7 +201,7 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(tmp_path, data):
         torch.optim.AdamW.__init__ = orig
     msg = str(e.value)
     assert "\n" not in msg and "is nan at step 6" in msg and "last.pt (step 4)" in msg
-    from sigprop.train.checkpoint import load_checkpoint
+    from sigprop.training.checkpoint import load_checkpoint
 
     ck = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert ck["step"] == 4 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
@@ -278,7 +278,7 @@ def test_cli_sigint_checkpoints_and_says_how_to_resume(tmp_path, cache, data):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err and f"Resume with: sigprop train --out {out} --resume" in err
-    from sigprop.train.checkpoint import load_checkpoint
+    from sigprop.training.checkpoint import load_checkpoint
 
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["step"]
     assert load_checkpoint(out / "checkpoints" / "last.pt")["step"] == last

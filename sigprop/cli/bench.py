@@ -8,7 +8,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from sigprop.bench import DEFAULT_BLOCKS, PROBE_BUDGET, bench, probe_overhead, save_json
+from sigprop.benchmark import DEFAULT_BLOCKS, PROBE_BUDGET, bench, probe_overhead, save_json
 from sigprop.cli.app import app, console, split_list
 
 

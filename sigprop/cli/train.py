@@ -1,4 +1,4 @@
-"""`sigprop train` and `sigprop compare`: thin wrappers over sigprop.train (options -> TrainConfig overrides)."""
+"""`sigprop train` and `sigprop compare`: thin wrappers over sigprop.training (options -> TrainConfig overrides)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def train_cmd(
 
     Data-parallel: torchrun --nproc_per_node=2 -m sigprop train ... (gloo on CPU, NCCL on GPU).
     """
-    from sigprop.train import train
+    from sigprop.training import train
 
     ov = _overrides(steps=steps, lr=lr, batch=batch, grad_accum=grad_accum, warmup=warmup, schedule=schedule, seed=seed,
                     depth=depth, width=width, heads=heads, vocab=vocab, seq_len=seq_len, kind=kind, source=source,
@@ -94,7 +94,7 @@ def compare_cmd(
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
 ) -> None:
     """Train several blocks with the same data order and seed; write summary.csv and loss-vs-step/time figures."""
-    from sigprop.train.compare import compare
+    from sigprop.training.compare import compare
 
     ov = _overrides(steps=steps, lr=lr, batch=batch, warmup=warmup, schedule=schedule, seed=seed, depth=depth, width=width,
                     heads=heads, precision=precision, probe_every=probe_every, eval_every=eval_every, device=device, threads=threads)

@@ -26,8 +26,8 @@ import pandas as pd
 from sigprop.blocks import BlockSpec, get_spec
 from sigprop.errors import SigpropError, check_choice
 from sigprop.runs import CONFIG, RunDir, Runs, atomic_write_json, load_runs
-from sigprop.train import SCALES, TrainConfig
-from sigprop.train.config import RUNTIME_FIELDS
+from sigprop.training import SCALES, TrainConfig
+from sigprop.training.config import RUNTIME_FIELDS
 
 RECIPE_SCALES = ("ci", "cpu", "paper")
 #: Statuses of a run that will not change by training again (a diverged run diverges again, deterministically).
@@ -216,7 +216,7 @@ def ensure_run(p: RunPlan, cfg: TrainConfig, path: Path, data_cache: dict, cache
     """Finished -> reuse (False); started -> resume; absent -> train. Returns True if it trained.
 
     A diverged run counts as finished (it would diverge again); its summary says so and the plot shows it."""
-    from sigprop.train import TrainingDiverged, train
+    from sigprop.training import TrainingDiverged, train
 
     run = RunDir(path)
     summary = run.summary() if run.has(CONFIG) else None

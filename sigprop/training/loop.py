@@ -30,10 +30,10 @@ from sigprop.blocks import BlockSpec, ModelConfig, build_model, get_spec
 from sigprop.cpu import tune_malloc
 from sigprop.errors import SigpropError
 from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir
-from sigprop.train import distributed as ddp
-from sigprop.train.checkpoint import load_checkpoint, restore, save_checkpoint
-from sigprop.train.config import RUNTIME_FIELDS, TrainConfig, get_config
-from sigprop.train.schedule import lr_at
+from sigprop.training import distributed as ddp
+from sigprop.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from sigprop.training.config import RUNTIME_FIELDS, TrainConfig, get_config
+from sigprop.training.schedule import lr_at
 
 #: The fixed validation batches used for eval loss use this seed offset (distinct from the probe rows).
 EVAL_SEED = 1_000

@@ -13,8 +13,8 @@ import pandas as pd
 from sigprop.blocks import get_spec
 from sigprop.errors import SigpropError
 from sigprop.runs import CONFIG, RunDir, load_runs
-from sigprop.train.config import get_config
-from sigprop.train.loop import Run, train
+from sigprop.training.config import get_config
+from sigprop.training.loop import Run, train
 
 SUMMARY_COLUMNS = ["block", "params", "final_eval_loss", "tokens_per_s", "train_time_s", "wall_time_s", "steps", "status"]
 
@@ -49,7 +49,7 @@ def compare(
         summary = run_dir.summary() if run_dir.has(CONFIG) and not overwrite else None
         if summary is not None and summary.get("status") == "done" and summary.get("steps") == cfg.steps:
             # reuse only if the stored run is this exact experiment (resolve() raises otherwise)
-            from sigprop.train.loop import resolve
+            from sigprop.training.loop import resolve
 
             resolve(spec, cfg, (), {}, run_dir.read_json(CONFIG))
             runs.append(Run(path, "done", summary["step"], summary))
