@@ -19,7 +19,8 @@ def _note(df: pd.DataFrame) -> str:
     peak = df.attrs.get("peak_flops") or float("nan")
     return (
         f"L={s.get('depth')}, d={s.get('width')}, H={s.get('heads')}, V={s.get('vocab')}, {s.get('dtype')} on "
-        f"{s.get('device')}, median of {s.get('repeats')} interleaved repeats, matmul peak {peak / 1e12:.2f} TFLOP/s"
+        f"{s.get('device')} ({s.get('threads')} threads{', malloc tuned' if s.get('malloc_tuned') else ''}{', compiled' if s.get('compile') else ''}), "
+        f"median of {s.get('repeats')} interleaved repeats, matmul peak {peak / 1e12:.2f} TFLOP/s"
     )
 
 
