@@ -12,8 +12,8 @@ Blocks are profiled in interleaved rounds (every block once per round) and the p
 from __future__ import annotations
 
 import argparse
-import json
 import re
+import sys
 from contextlib import nullcontext
 
 import pandas as pd
@@ -23,8 +23,11 @@ from torch.profiler import ProfilerActivity, profile
 
 from sigprop.benchmark import DTYPES, _adamw, _make_step
 from sigprop.blocks.model import build_model
+from sigprop.blocks.spec import get_spec
 from sigprop.cpu import tune_malloc
+from sigprop.errors import SigpropError
 from sigprop.plots.style import block_style
+from sigprop.runs import atomic_write_json
 
 #: Op-name patterns -> group, first match wins (self time of aten ops; autograd wrappers add ~nothing).
 GROUPS = [
@@ -86,33 +89,39 @@ def markdown(df: pd.DataFrame, base: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--blocks", default="pre-ln,sas-p")
-    ap.add_argument("--dtype", default="bf16", choices=list(DTYPES))
-    ap.add_argument("--depth", type=int, default=6)
-    ap.add_argument("--width", type=int, default=256)
-    ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--vocab", type=int, default=8192)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", default=None)
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--blocks", default="pre-ln,sas-p", help="comma-separated presets; the first is the baseline")
+    ap.add_argument("--dtype", default="bf16", choices=list(DTYPES), help="bf16 = autocast")
+    ap.add_argument("--depth", type=int, default=6, help="number of blocks L")
+    ap.add_argument("--width", type=int, default=256, help="model width d")
+    ap.add_argument("--heads", type=int, default=4, help="attention heads H")
+    ap.add_argument("--batch", type=int, default=16, help="sequences of T = 128 per step")
+    ap.add_argument("--vocab", type=int, default=8192, help="vocabulary size")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (every block once per round)")
+    ap.add_argument("--steps", type=int, default=2, help="profiled training steps per block and round")
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    ap.add_argument("--json", default=None, help="also write the table as JSON to this file")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     tune_malloc()
-    blocks = a.blocks.split(",")
-    df = profile_blocks(blocks, a.dtype, a.depth, a.width, a.heads, a.batch, a.vocab, a.rounds, a.steps)
+    blocks = [b.strip() for b in a.blocks.split(",") if b.strip()]
+    try:
+        for b in blocks:
+            get_spec(b)
+        df = profile_blocks(blocks, a.dtype, a.depth, a.width, a.heads, a.batch, a.vocab, a.rounds, a.steps)
+    except SigpropError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     Console().print(
         f"L={a.depth}, d={a.width}, H={a.heads}, V={a.vocab}, T=128, batch {a.batch}, {a.dtype}, {a.threads} thread(s), "
         f"{a.rounds} interleaved rounds x {a.steps} steps\n"
     )
     print(markdown(df, blocks[0]))
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "ms_per_step": df.to_dict()}, f, indent=1)
+        atomic_write_json(a.json, {"args": vars(a), "ms_per_step": df.to_dict()})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

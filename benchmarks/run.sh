@@ -2,6 +2,7 @@
 # The runs behind benchmarks/README.md: CPU, 2 torch threads on the quiet 2-core machine (nothing else
 # running); with other jobs on the cores use --threads 1, the fair share. ~25 minutes in all.
 set -euo pipefail
+export KINETO_LOG_LEVEL=5  # silence torch 2.13's "USDT: ... profiler_start/stop" lines (read at process start)
 cd "$(dirname "$0")/.."
 S=".venv/bin/sigprop"
 P=".venv/bin/python"

@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from sigprop.benchmark import load_json
+from sigprop.errors import SigpropError
 
 
 def _num(x, fmt: str) -> str:
@@ -58,9 +60,18 @@ def side_by_side(paths: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Markdown tables from `sigprop bench --json` files.")
+    ap.add_argument("files", nargs="+", metavar="FILE.json", help="JSON files written by `sigprop bench --json`")
+    ap.add_argument("--side-by-side", action="store_true", help="one paired-ratio table: a column per file and mode")
+    a = ap.parse_args(argv)
+    try:
+        print(side_by_side(a.files) if a.side_by_side else "\n".join(markdown(p) for p in a.files))
+    except SigpropError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--side-by-side"]:
-        print(side_by_side(sys.argv[2:]))
-    else:
-        for p in sys.argv[1:]:
-            print(markdown(p))
+    sys.exit(main())

@@ -34,9 +34,10 @@ from torch import nn
 
 from sigprop.blocks.attention import Attention, DenseMatrix, ReparamMatrix
 from sigprop.blocks.model import ModelConfig, Transformer, build_model, param_groups
-from sigprop.blocks.spec import get_spec
+from sigprop.blocks.spec import PRESETS, get_spec
 from sigprop.cpu import tune_malloc as cpu_tune_malloc
 from sigprop.errors import SigpropError, check_choice, check_positive
+from sigprop.runs import atomic_write_bytes
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 MODES = ("train", "infer")
@@ -376,7 +377,7 @@ def bench(
     """
     names = [get_spec(b).name for b in _as_list(blocks)]  # validates every name
     if not names:
-        raise SigpropError("no blocks given; accepted: " + ", ".join(DEFAULT_BLOCKS))
+        raise SigpropError("no blocks given; accepted: comma-separated presets from " + ", ".join(PRESETS))
     baseline = get_spec(baseline).name
     if baseline not in names:
         names.insert(0, baseline)
@@ -604,14 +605,7 @@ def save_json(df: pd.DataFrame, path: str | Path, probes: pd.DataFrame | None = 
     }
     if probes is not None:
         doc["probes"] = json.loads(probes.to_json(orient="records"))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, json.dumps(doc, indent=1).encode())
     return path
 
 

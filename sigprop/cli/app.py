@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -16,7 +17,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+#: Piped or logged output (tee, CI) would default to 80 columns and cut the wide tables to "…".
+PIPE_WIDTH = 160
 console = Console()
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    console.width = PIPE_WIDTH
 err_console = Console(stderr=True)
 
 

@@ -16,8 +16,13 @@ def _mb(x: float) -> str:
     return "-" if pd.isna(x) else f"{x:,.0f}"
 
 
-def bench_table(df: pd.DataFrame) -> Table:
-    """The benchmark as a rich table (one row per block, path, mode and seq)."""
+#: The columns a narrow terminal (< FULL_WIDTH characters) keeps; the JSON always has them all.
+COMPACT = ("block", "mode", "T", "tokens/s", "paired", "ideal", "MFU", "peak MB")
+FULL_WIDTH = 130
+
+
+def bench_table(df: pd.DataFrame, width: int = 200) -> Table:
+    """The benchmark as a rich table (one row per block, path, mode and seq); the COMPACT columns below FULL_WIDTH."""
     s = df.attrs.get("settings", {})
     peak = df.attrs.get("peak_flops") or float("nan")
     title = (
@@ -25,16 +30,24 @@ def bench_table(df: pd.DataFrame) -> Table:
         f"{s.get('dtype')} on {s.get('device')} ({s.get('threads')} threads){' compiled' if s.get('compile') else ''}{', malloc tuned' if s.get('malloc_tuned') else ''}; "
         f"median of {s.get('repeats')} interleaved repeats (paired: median of per-repeat ratios); matmul peak {peak / 1e12:.2f} TFLOP/s"
     )
+    rows = [
+        {
+            "block": r.label, "mode": r.mode, "T": str(r.seq), "params": f"{r.params / 1e6:.2f}M",
+            "vs base": f"{100 * r.params_vs_base:+.1f}%", "tokens/s": f"{r.tokens_per_s:,.0f}", "ratio": f"{r.ratio:.3f}",
+            "paired": f"{r.ratio_paired:.3f}", "ideal": f"{r.ideal:.3f}", "ms/step": f"{r.step_ms:.1f}",
+            "MFU": f"{100 * r.mfu:.0f}%", "peak MB": _mb(r.mem_peak_mb),
+            "step KB/tok": "-" if pd.isna(r.mem_step_kb_per_token) else f"{r.mem_step_kb_per_token:.1f}",
+        }
+        for r in df.itertuples()
+    ]
+    cols = list(rows[0]) if rows else list(COMPACT)
+    if width < FULL_WIDTH:
+        cols = [c for c in cols if c in COMPACT]
     table = Table(title=title)
-    cols = ["block", "mode", "T", "params", "vs base", "tokens/s", "ratio", "paired", "ideal", "ms/step", "MFU", "peak MB", "step KB/tok"]
-    table.add_column("block", no_wrap=True, min_width=13)
-    for c in cols[1:]:
-        table.add_column(c, justify="left" if c == "mode" else "right")
-    for r in df.itertuples():
-        table.add_row(
-            r.label, r.mode, str(r.seq), f"{r.params / 1e6:.2f}M", f"{100 * r.params_vs_base:+.1f}%",
-            f"{r.tokens_per_s:,.0f}", f"{r.ratio:.3f}", f"{r.ratio_paired:.3f}", f"{r.ideal:.3f}", f"{r.step_ms:.1f}", f"{100 * r.mfu:.0f}%", _mb(r.mem_peak_mb), "-" if pd.isna(r.mem_step_kb_per_token) else f"{r.mem_step_kb_per_token:.1f}",
-        )
+    for c in cols:
+        table.add_column(c, justify="left" if c in ("block", "mode") else "right", no_wrap=c == "block")
+    for row in rows:
+        table.add_row(*(row[c] for c in cols))
     return table
 
 
@@ -49,7 +62,7 @@ def probe_table(df: pd.DataFrame, budget: float) -> Table:
 
 @app.command("bench")
 def bench_cmd(
-    blocks: str = typer.Option(",".join(DEFAULT_BLOCKS), "--blocks", "-b", help="Comma-separated presets."),
+    blocks: str = typer.Option(",".join(DEFAULT_BLOCKS), "--blocks", "-b", help="Comma-separated presets; Pre-LN, the baseline of every ratio, is always added."),
     depth: int = typer.Option(6, help="Number of blocks L (paper: 18)."),
     width: int = typer.Option(256, help="Model width d (paper: 768)."),
     heads: int = typer.Option(4, help="Attention heads H (paper: 12)."),
@@ -77,7 +90,7 @@ def bench_cmd(
         vocab=vocab, dtype=dtype, device=device, mode=mode, repeats=repeats, warmup=warmup, compile=compile,
         explicit=explicit, memory=memory, threads=threads, tune_malloc=tune_malloc,
     )
-    console.print(bench_table(df))
+    console.print(bench_table(df, console.width))
     pdf = None
     if probes:
         t = int(df.seq.min())  # at the shortest sequence of the run

@@ -65,6 +65,7 @@ def setup(device: str = "auto") -> Dist:
 
 def teardown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
+        dist.barrier()  # rank 0 writes the run after the last collective: let every rank get here first
         dist.destroy_process_group()
 
 

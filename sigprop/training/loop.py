@@ -392,13 +392,19 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
         tail = losses[-max(1, min(20, len(losses))):]
         return sum(tail) / len(tail) if tail else None
 
+    if step >= cfg.steps:  # resuming a finished run: nothing to train; its summary is written again, unchanged
+        if dist.main and not quiet:
+            print(f"{out}: already finished ({step}/{cfg.steps} steps); nothing to train. "
+                  "Use --overwrite to train it again.", file=sys.stderr, flush=True)
+        return finish("done", step, last_eval)
     wall0 = time.perf_counter()
     if dist.main and step == 0 and cfg.probe_every:
         run_probes(0)
     model.train()
     bar = _progress(cfg, step, quiet or not dist.main)
     with StopFlag() as stop, bar:
-        task = bar.add_task("train", total=cfg.steps, completed=step, loss=float("nan"), eval=float("nan"), tps=0.0)
+        task = bar.add_task("train", total=cfg.steps, completed=step, loss=recent_loss() or float("nan"),
+                            eval=last_eval if last_eval is not None else float("nan"), tps=0.0)
         while step < cfg.steps:
             t0 = time.perf_counter()
             lr = lr_at(step, lr=cfg.lr, steps=cfg.steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr=cfg.min_lr)
