@@ -7,6 +7,7 @@ slice of the same global batch, so N processes see exactly the rows one process 
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -65,6 +66,7 @@ def setup(device: str = "auto") -> Dist:
 
 def teardown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
+        gc.collect()  # free DDP's reducer (and its pending gloo work) while the process group still exists
         dist.barrier()  # rank 0 writes the run after the last collective: let every rank get here first
         dist.destroy_process_group()
 
