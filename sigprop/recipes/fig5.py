@@ -39,7 +39,8 @@ def block_claims(ctx: Context, suffix: str = "", tol: float = 0.02) -> tuple[dic
 
 
 def make(ctx: Context) -> dict:
-    plot_loss_curves(ctx.runs, ctx.out / "fig5_fig26", note=ctx.note("tokens/s measured on shared CPU cores"))
+    # The time axis is each run's own training time: compare it only between runs made under the same load.
+    plot_loss_curves(ctx.runs, ctx.out / "fig5_fig26", note=ctx.note("time: each run's own training clock"))
     numbers, claims = block_claims(ctx)
     return {"numbers": numbers, "claims": claims}
 
