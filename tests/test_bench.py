@@ -174,6 +174,15 @@ def test_cli_table_json_and_figure(tmp_path):
     assert isinstance(bad.exception, SigpropError)
 
 
+def test_table_keeps_the_key_columns_on_a_narrow_terminal(result):
+    from sigprop.cli.bench import COMPACT, bench_table
+
+    wide, narrow = bench_table(result, width=200), bench_table(result, width=80)
+    assert [c.header for c in narrow.columns] == list(COMPACT)
+    assert len(wide.columns) == 13 and {"ratio", "ms/step", "step KB/tok"} <= {c.header for c in wide.columns}
+    assert narrow.row_count == wide.row_count == len(result)
+
+
 def test_sweep_figure(tmp_path):
     from sigprop.plots.bench import plot_bench
 

@@ -10,11 +10,27 @@ from sigprop.blocks.attention import Attention, HookPoint, gain, normal_linear
 from sigprop.blocks.spec import BlockSpec
 
 
+class _MatchDtype:
+    """Normalise in the weight's dtype: a bf16 stream under autocast (blocks without a skip, e.g. V-SkipInit)
+    would otherwise miss torch's fused norm kernel ("Mismatch dtype between input and weight")."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.to(self.weight.dtype) if x.dtype != self.weight.dtype else x)
+
+
+class RMSNorm(_MatchDtype, nn.RMSNorm):
+    pass
+
+
+class LayerNorm(_MatchDtype, nn.LayerNorm):
+    pass
+
+
 def make_norm(kind: str, width: int, eps: float) -> nn.Module:
     if kind == "rms":
-        return nn.RMSNorm(width, eps=eps)
+        return RMSNorm(width, eps=eps)
     if kind == "layer":
-        return nn.LayerNorm(width, eps=eps)
+        return LayerNorm(width, eps=eps)
     return nn.Identity()
 
 
