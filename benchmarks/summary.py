@@ -9,13 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sigprop.benchmark import load_json
+from sigprop.benchmark import format_rows, load_json
 from sigprop.errors import SigpropError
 
 
-def _num(x, fmt: str) -> str:
-    """A number, or '-' where it was not measured (None / NaN in the JSON)."""
-    return "-" if x is None or x != x else format(x, fmt)
+#: Markdown header -> `format_rows` key (the CLI table's column names, spelled out).
+COLUMNS = {
+    "block": "block", "mode": "mode", "T": "T", "params": "params", "vs Pre-LN": "vs base", "tokens/s": "tokens/s",
+    "ratio": "ratio", "paired ratio": "paired", "FLOP ideal": "ideal", "MFU": "MFU", "peak MB": "peak MB",
+    "step KB/token": "step KB/tok",
+}
 
 
 def markdown(path: str) -> str:
@@ -27,14 +30,9 @@ def markdown(path: str) -> str:
         f"{s['dtype']}, {s['device']}, {s.get('threads', '?')} thread(s){', malloc tuned' if s.get('malloc_tuned') else ''}, median of {s['repeats']} interleaved repeats, "
         f"matmul peak {df.attrs['peak_flops'] / 1e9:.0f} GFLOP/s\n\n"
     )
-    cols = "| block | mode | T | params | vs Pre-LN | tokens/s | ratio | paired ratio | FLOP ideal | MFU | peak MB | step KB/token |"
-    lines = [cols, "|" + "---|" * (cols.count("|") - 1)]
-    for r in df.itertuples():
-        paired = f"{r.ratio_paired:.3f}" if hasattr(r, "ratio_paired") else "-"
-        lines.append(
-            f"| {r.label} | {r.mode} | {r.seq} | {r.params / 1e6:.2f}M | {100 * r.params_vs_base:+.1f}% | {r.tokens_per_s:,.0f} | "
-            f"{r.ratio:.3f} | {paired} | {r.ideal:.3f} | {100 * r.mfu:.0f}% | {_num(r.mem_peak_mb, ',.0f')} | {_num(r.mem_step_kb_per_token, '.1f')} |"
-        )
+    cols = "| " + " | ".join(COLUMNS) + " |"
+    lines = [cols, "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(row[k] for k in COLUMNS.values()) + " |" for row in format_rows(df)]
     return head + "\n".join(lines) + "\n"
 
 

@@ -400,10 +400,11 @@ def bench(
     if threads is not None:
         check_positive("threads", threads)
     n = matmul_n or (8192 if dev.type == "cuda" else 2048)
+    malloc_tuned = dev.type == "cpu" and tune_malloc and cpu_tune_malloc()
     s = BenchSettings(
         tuple(names), depth, width, heads, tuple(seqs), batch, tokens, vocab, kind, dtype, device,
         tuple(dict.fromkeys(modes)), repeats, warmup, compile, explicit, memory, baseline, n,
-        threads or torch.get_num_threads(), dev.type == "cpu" and tune_malloc and cpu_tune_malloc(),
+        threads or torch.get_num_threads(), malloc_tuned,
     )
     with _num_threads(threads):
         return _run(s, dev, progress)
@@ -499,6 +500,24 @@ def _table(cases: list[_Case], s: BenchSettings, peak: float) -> pd.DataFrame:
         [p / base.loc[k, "params"] - 1.0 for p, k in zip(df.params, key)],
     )
     return df
+
+
+def _num(x: float | None, fmt: str) -> str:
+    """A number, or '-' where it was not measured (NaN, or None from JSON)."""
+    return "-" if x is None or pd.isna(x) else format(x, fmt)
+
+
+def format_rows(df: pd.DataFrame) -> list[dict[str, str]]:
+    """The result as display strings, one dict per row (the CLI table and benchmarks/summary.py show these)."""
+    return [
+        {
+            "block": r.label, "mode": r.mode, "T": str(r.seq), "params": f"{r.params / 1e6:.2f}M",
+            "vs base": f"{100 * r.params_vs_base:+.1f}%", "tokens/s": f"{r.tokens_per_s:,.0f}", "ratio": f"{r.ratio:.3f}",
+            "paired": _num(getattr(r, "ratio_paired", None), ".3f"), "ideal": f"{r.ideal:.3f}", "ms/step": f"{r.step_ms:.1f}",
+            "MFU": f"{100 * r.mfu:.0f}%", "peak MB": _num(r.mem_peak_mb, ",.0f"), "step KB/tok": _num(r.mem_step_kb_per_token, ".1f"),
+        }
+        for r in df.itertuples()
+    ]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,12 +8,8 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from sigprop.benchmark import DEFAULT_BLOCKS, PROBE_BUDGET, bench, probe_overhead, save_json
+from sigprop.benchmark import DEFAULT_BLOCKS, PROBE_BUDGET, bench, format_rows, probe_overhead, save_json
 from sigprop.cli.app import app, console, split_list
-
-
-def _mb(x: float) -> str:
-    return "-" if pd.isna(x) else f"{x:,.0f}"
 
 
 #: The columns a narrow terminal (< FULL_WIDTH characters) keeps; the JSON always has them all.
@@ -30,16 +26,7 @@ def bench_table(df: pd.DataFrame, width: int = 200) -> Table:
         f"{s.get('dtype')} on {s.get('device')} ({s.get('threads')} threads){' compiled' if s.get('compile') else ''}{', malloc tuned' if s.get('malloc_tuned') else ''}; "
         f"median of {s.get('repeats')} interleaved repeats (paired: median of per-repeat ratios); matmul peak {peak / 1e12:.2f} TFLOP/s"
     )
-    rows = [
-        {
-            "block": r.label, "mode": r.mode, "T": str(r.seq), "params": f"{r.params / 1e6:.2f}M",
-            "vs base": f"{100 * r.params_vs_base:+.1f}%", "tokens/s": f"{r.tokens_per_s:,.0f}", "ratio": f"{r.ratio:.3f}",
-            "paired": f"{r.ratio_paired:.3f}", "ideal": f"{r.ideal:.3f}", "ms/step": f"{r.step_ms:.1f}",
-            "MFU": f"{100 * r.mfu:.0f}%", "peak MB": _mb(r.mem_peak_mb),
-            "step KB/tok": "-" if pd.isna(r.mem_step_kb_per_token) else f"{r.mem_step_kb_per_token:.1f}",
-        }
-        for r in df.itertuples()
-    ]
+    rows = format_rows(df)
     cols = list(rows[0]) if rows else list(COMPACT)
     if width < FULL_WIDTH:
         cols = [c for c in cols if c in COMPACT]
