@@ -53,10 +53,14 @@ def dumps(obj: object, indent: int | None = None) -> str:
     return json.dumps(_clean(obj), default=_json_default, indent=indent, allow_nan=False)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it; done once, at import
     os.umask(mask)
     return mask
+
+
+#: The process umask, so atomic writes get the mode open() would give (mkstemp always makes 0600).
+_UMASK = _read_umask()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -65,7 +69,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -54,6 +54,10 @@ def test_atomic_json_leaves_no_temp_files_and_writes_no_nan(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"x": float("nan"), "y": (1, 2)})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": None, "y": [1, 2]}
     assert os.listdir(tmp_path) == ["a.json"]
+    plain = tmp_path / "plain"
+    plain.write_text("")  # what open() gives under this process's umask; mkstemp alone would give 0600
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    plain.unlink()
 
     class Boom:
         pass
