@@ -184,6 +184,33 @@ def final_loss(table: pd.DataFrame, slug: str) -> float:
     return float(row.final_eval_loss.iloc[0]) if len(row) and row.final_eval_loss.iloc[0] is not None else float("nan")
 
 
+@dataclass(frozen=True)
+class Side:
+    """One of two variants that `pairwise` compares per block."""
+
+    suffix: str  # its run slug is block + suffix
+    key: str  # its name in result.json
+    label: str  # legend text after the block's label
+    word: str  # its name in the evidence text
+    ls: str = "-"
+
+
+def pairwise(ctx: Context, blocks: tuple[str, ...], better: Side, worse: Side, name: str, note: str, claim: int) -> dict:
+    """Two variants per block, eval loss per step with a zoom on the end; the claim holds when `better` ends
+    lower than `worse` for every block (figs. 12 and 13)."""
+    from sigprop.plots.paper import Line, plot_loss
+    from sigprop.plots.style import block_style
+
+    sides = (better, worse)
+    lines = [Line.of(ctx.line(b + sd.suffix), b, f"{block_style(b)['label']}, {sd.label}", ls=sd.ls) for sd in sides for b in blocks]
+    plot_loss(ctx.runs.metrics, lines, ctx.out / name, ctx.note(note), panels=(("step", "eval_loss"),), zoom=0.3)
+    t = ctx.table()
+    loss = {b: {sd.key: final_loss(t, b + sd.suffix) for sd in sides} for b in blocks}
+    ok = all(d[better.key] < d[worse.key] for d in loss.values())
+    ev = ", ".join(f"{b}: {better.word} {d[better.key]:.4f} vs {worse.word} {d[worse.key]:.4f}" for b, d in loss.items())
+    return {"numbers": {"final_eval_loss": loss}, "claims": [verdict(claim, ok, ev)]}
+
+
 # ------------------------------------------------------------------------------------------------
 # The executor
 # ------------------------------------------------------------------------------------------------

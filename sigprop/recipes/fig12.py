@@ -3,9 +3,8 @@ the end of training (claim 17): linear decay ends lower although it trails for m
 
 from __future__ import annotations
 
-from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, Side, pairwise, plan
 
 BLOCKS = {"ci": ("pre-ln", "sas"), "cpu": ("pre-ln", "sas", "sas-p"), "paper": ("pre-ln", "sas", "sas-p")}
 
@@ -16,15 +15,8 @@ def runs(scale: str) -> list[RunPlan]:
 
 
 def make(ctx: Context) -> dict:
-    lines = [Line.of(ctx.line(b), b, f"{block_style(b)['label']}, linear") for b in BLOCKS[ctx.scale]]
-    lines += [Line.of(ctx.line(f"{b}-cosine"), b, f"{block_style(b)['label']}, cosine", ls="--") for b in BLOCKS[ctx.scale]]
-    plot_loss(ctx.runs.metrics, lines, ctx.out / "fig12", ctx.note("solid: linear decay, dashed: cosine"),
-              panels=(("step", "eval_loss"),), zoom=0.3)
-    t = ctx.table()
-    loss = {b: {"linear": final_loss(t, b), "cosine": final_loss(t, f"{b}-cosine")} for b in BLOCKS[ctx.scale]}
-    ok = all(d["linear"] < d["cosine"] for d in loss.values())
-    ev = ", ".join(f"{b}: linear {d['linear']:.4f} vs cosine {d['cosine']:.4f}" for b, d in loss.items())
-    return {"numbers": {"final_eval_loss": loss}, "claims": [verdict(17, ok, ev)]}
+    linear, cosine = Side("", "linear", "linear", "linear"), Side("-cosine", "cosine", "cosine", "cosine", ls="--")
+    return pairwise(ctx, BLOCKS[ctx.scale], linear, cosine, "fig12", "solid: linear decay, dashed: cosine", claim=17)
 
 
 RECIPE = Recipe(

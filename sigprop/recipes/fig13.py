@@ -3,9 +3,8 @@ beta A, Eq. 4, init alpha = 1, beta = 0) inside SAS and SAS-P, loss per step (cl
 
 from __future__ import annotations
 
-from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, Side, pairwise, plan, variant
 
 BLOCKS = {"ci": ("sas",), "cpu": ("sas", "sas-p"), "paper": ("sas", "sas-p")}
 
@@ -17,15 +16,9 @@ def runs(scale: str) -> list[RunPlan]:
 
 
 def make(ctx: Context) -> dict:
-    lines = [Line.of(ctx.line(b), b, f"{block_style(b)['label']}, shaped", ls="--") for b in BLOCKS[ctx.scale]]
-    lines += [Line.of(ctx.line(f"{b}-vskipinit-attn"), b, f"{block_style(b)['label']}, " + r"$\alpha I + \beta A$") for b in BLOCKS[ctx.scale]]
-    plot_loss(ctx.runs.metrics, lines, ctx.out / "fig13", ctx.note("dashed: shaped attention, solid: value-skipinit attention"),
-              panels=(("step", "eval_loss"),), zoom=0.3)
-    t = ctx.table()
-    loss = {b: {"shaped": final_loss(t, b), "value_skipinit": final_loss(t, f"{b}-vskipinit-attn")} for b in BLOCKS[ctx.scale]}
-    ok = all(d["shaped"] < d["value_skipinit"] for d in loss.values())
-    ev = ", ".join(f"{b}: shaped {d['shaped']:.4f} vs value-skipinit {d['value_skipinit']:.4f}" for b, d in loss.items())
-    return {"numbers": {"final_eval_loss": loss}, "claims": [verdict(7, ok, ev)]}
+    shaped = Side("", "shaped", "shaped", "shaped", ls="--")
+    vsi = Side("-vskipinit-attn", "value_skipinit", r"$\alpha I + \beta A$", "value-skipinit")
+    return pairwise(ctx, BLOCKS[ctx.scale], shaped, vsi, "fig13", "dashed: shaped attention, solid: value-skipinit attention", claim=7)
 
 
 RECIPE = Recipe(
