@@ -27,7 +27,7 @@ from sigprop.blocks import BlockSpec, get_spec
 from sigprop.errors import SigpropError, check_choice
 from sigprop.runs import CONFIG, RunDir, Runs, atomic_write_json, load_runs
 from sigprop.training import SCALES, TrainConfig
-from sigprop.training.config import RUNTIME_FIELDS
+from sigprop.training.config import HASH_OMIT_AT_DEFAULT, RUNTIME_FIELDS
 
 RECIPE_SCALES = ("ci", "cpu", "paper")
 #: Statuses of a run that will not change by training again (a diverged run diverges again, deterministically).
@@ -80,7 +80,9 @@ def variant(base: str, name: str, **knobs: object) -> BlockSpec:
 
 def run_id(spec: BlockSpec, cfg: TrainConfig) -> str:
     """8 hex digits over the block knobs and the config fields that change the numbers."""
-    train = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and k != "scale"}
+    default = TrainConfig()
+    train = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and k != "scale"
+             and not (k in HASH_OMIT_AT_DEFAULT and v == getattr(default, k))}
     knobs = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.knobs().items()}
     text = json.dumps({"spec": knobs, "train": train}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]

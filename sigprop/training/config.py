@@ -110,6 +110,9 @@ class TrainConfig:
 
 #: Fields that may differ when a run is resumed (they do not change the numbers on CPU).
 RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "ckpt_every")
+#: Fields added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
+#: holds its default, so adding a field never orphans the committed runs that predate it.
+HASH_OMIT_AT_DEFAULT: tuple[str, ...] = ()
 
 
 def field_names() -> list[str]:
