@@ -32,6 +32,10 @@ Activation = Literal["relu", "leaky_relu", "gelu", "linear"]
 #: Scalar gains that can be made trainable (names as in the paper).
 GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "value", "proj")
 
+#: Knobs added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
+#: holds its default, so adding a knob never orphans the committed runs that predate it.
+KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ()
+
 #: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
 BETA_FF_REF_DEPTH = 18
 BETA_FF_REF = 0.1

@@ -24,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from sigprop.blocks import BlockSpec, get_spec
+from sigprop.blocks.spec import KNOBS_OMIT_AT_DEFAULT
 from sigprop.errors import SigpropError, check_choice
 from sigprop.runs import CONFIG, RunDir, Runs, atomic_write_json, load_runs
 from sigprop.training import SCALES, TrainConfig
@@ -83,7 +84,9 @@ def run_id(spec: BlockSpec, cfg: TrainConfig) -> str:
     default = TrainConfig()
     train = {k: v for k, v in cfg.to_dict().items() if k not in RUNTIME_FIELDS and k != "scale"
              and not (k in HASH_OMIT_AT_DEFAULT and v == getattr(default, k))}
-    knobs = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.knobs().items()}
+    plain = BlockSpec()
+    knobs = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.knobs().items()
+             if not (k in KNOBS_OMIT_AT_DEFAULT and v == getattr(plain, k))}
     text = json.dumps({"spec": knobs, "train": train}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:8]
 
