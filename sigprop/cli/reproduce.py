@@ -35,6 +35,9 @@ def reproduce_cmd(
     runs: Path = typer.Option(None, "--runs", help="Folder of training runs, shared between recipes (default <out>/runs)."),
     list_: bool = typer.Option(False, "--list", "-l", help="List the recipes with their paper counterpart and runtime."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads per run (0 = torch's default)."),
+    replot: bool = typer.Option(False, "--replot", help="Train nothing: redraw the figures and verdicts from the run records in the runs folder."),
+    thin: int = typer.Option(0, "--thin-records", help="Keep a trained run's train-loss rows every N steps (every eval kept): small records to commit beside a figure."),
+    only: str = typer.Option(None, "--only", help="Train only the runs whose slug matches one of these globs (comma-separated), e.g. '4x128-*-s0'; two processes can take disjoint sets."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Regenerate a figure/table of the paper from real training runs (finished runs are reused, unfinished resumed)."""
@@ -48,12 +51,12 @@ def reproduce_cmd(
     names = list(RECIPES) if name.strip().lower() == "all" else [name]
     for n in names:
         target = out if (out is None or len(names) == 1) else out / n
-        res = reproduce(n, scale=scale, out=target, runs_dir=runs, quiet=quiet, threads=threads)
+        res = reproduce(n, scale=scale, out=target, runs_dir=runs, quiet=quiet, threads=threads, replot=replot, only=only, thin=thin)
         if quiet:
             continue
         r = res.result
         console.print(f"[bold]{r['recipe']}[/] ({r['paper']}) at scale {scale}: wrote {len(res.files)} files to {res.out} "
                       f"in {r['runtime_s']:.0f} s (trained {len(res.trained)}, reused {len(res.reused)} runs)", highlight=False)
         for c in r.get("claims", []):
-            colour = "green" if c["verdict"] == "reproduced" else "yellow"
+            colour = {"reproduced": "green", "not reproduced": "yellow", "reversed": "red"}.get(c["verdict"], "dim")
             console.print(f"  claim {c['claim']}: [{colour}]{c['verdict']}[/] — {c['evidence']}", highlight=False)

@@ -14,6 +14,7 @@ an unfinished one is resumed, and a different experiment can never be mistaken f
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import time
@@ -44,6 +45,13 @@ CI = SCALES["ci"].replace(steps=10, eval_every=5, eval_batches=1, probe_every=5,
 CPU = SCALES["cpu"].replace(
     depth=4, width=128, heads=4, vocab_size=8192, seq_len=64, batch_size=16, steps=200, eval_every=25,
     eval_batches=4, probe_every=25, probe_batch=4, ckpt_every=50, precision="fp32",
+)
+#: cpu, long: the scale where per-step claims get decided (issue 10): 2,000 steps x 4,096 tokens = 8.2M tokens at
+#: 4x128, T=128, batch 32, with a 4,096-token BPE vocabulary so that the blocks, not the tied LM head, carry most
+#: of a step's FLOPs. Dense evals early (every 50 steps) for the log-token catch-up curves; thin probes.
+CPU_LONG = SCALES["cpu"].replace(
+    depth=4, width=128, heads=4, vocab_size=4096, seq_len=128, batch_size=32, steps=2000, eval_every=50,
+    eval_batches=8, probe_every=100, probe_batch=4, ckpt_every=200, precision="fp32",
 )
 #: paper: the CodeParrot setting of paper.md §3.1 (18x768, T=128, batch 128, 40K steps); needs a GPU.
 PAPER = SCALES["paper"]
@@ -147,6 +155,7 @@ class Recipe:
     make: Callable[[Context], dict]  # writes figures into ctx.out; returns the deciding numbers + verdicts
     runtime: dict[str, str]  # expected runtime per scale (measured on 2 shared cores for cpu)
     base: dict[str, TrainConfig] = field(default_factory=lambda: dict(BASE))
+    partial: bool = False  # make() can draw from a subset of the runs (a study trained over several days)
 
     def plans(self, scale: str) -> list[RunPlan]:
         check_choice("scale", scale, RECIPE_SCALES)
@@ -171,6 +180,7 @@ CLAIMS = {
     12: "V/P removal cuts parameters (~13-16%); SAS-P gives the largest speed-up",
     13: "SAS and SAS-P improve with depth and stay close to Pre-LN; V-SkipInit falls further behind",
     14: "with 3x more tokens the SAS / SAS-P results persist",
+    15: "the best peak LR of SAS and SAS-P is Pre-LN's (1e-3 on CodeParrot): one LR serves all three",
     16: "shaped-attention alpha, beta, gamma and beta_FF do not collapse to 0 during training",
     17: "linear decay beats cosine decay at the end of training, for all blocks",
     19: "(sigprop) naive skipless attention collapses tokens (cos_mean -> 1) at init; SAS keeps the embedding geometry",
@@ -179,9 +189,19 @@ CLAIMS = {
 }
 
 
-def verdict(claim: int, ok: bool, evidence: str) -> dict:
-    """One claim's outcome at this scale, with the number that decides it."""
-    return {"claim": claim, "text": CLAIMS.get(claim, ""), "verdict": "reproduced" if ok else "not reproduced", "evidence": evidence}
+def verdict(claim: int, ok: bool | str, evidence: str) -> dict:
+    """One claim's outcome at this scale, with the number that decides it. `ok` is a bool (one run per side:
+    reproduced / not reproduced) or a verdict string from `recipes.stats.verdict_for` (seeded comparisons)."""
+    text = ok if isinstance(ok, str) else ("reproduced" if ok else "not reproduced")
+    return {"claim": claim, "text": CLAIMS.get(claim, ""), "verdict": text, "evidence": evidence}
+
+
+def undecided_at(scale: str, claims: list[dict]) -> list[dict]:
+    """At the ci scale nothing is decided: each verdict becomes 'not decidable at ci scale', keeping what the
+    numbers would have said as `outcome` (ci runs are seconds long and test the pipeline, not the paper)."""
+    if scale != "ci":
+        return claims
+    return [{**c, "verdict": "not decidable at ci scale", "outcome": c["verdict"]} for c in claims]
 
 
 def final_loss(table: pd.DataFrame, slug: str) -> float:
@@ -244,6 +264,25 @@ def _data_for(cfg: TrainConfig, cache: dict, cache_dir, progress: bool):
     return cache[key]
 
 
+def finished(path: Path, cfg: TrainConfig) -> bool:
+    """A run folder whose summary says it is done (or diverged) at the planned number of steps."""
+    run = RunDir(path)
+    summary = run.summary() if run.has(CONFIG) else None
+    return summary is not None and summary.get("status") in FINISHED and summary.get("steps") == cfg.steps
+
+
+def select(plans: list[RunPlan], only: str | list[str] | None) -> set[str]:
+    """The slugs to train: all, or those matching one of the globs in `only` (a glob matching none is an error)."""
+    if not only:
+        return {p.slug for p in plans}
+    globs = [g.strip() for g in (only.split(",") if isinstance(only, str) else only) if g.strip()]
+    for g in globs:
+        if not any(fnmatch.fnmatchcase(p.slug, g) for p in plans):
+            raise SigpropError(f"--only {g!r} matches no run of this recipe; accepted: globs over "
+                               f"{', '.join(p.slug for p in plans[:6])}{', ...' if len(plans) > 6 else ''}")
+    return {p.slug for p in plans if any(fnmatch.fnmatchcase(p.slug, g) for g in globs)}
+
+
 def ensure_run(p: RunPlan, cfg: TrainConfig, path: Path, data_cache: dict, cache_dir, quiet: bool, threads: int) -> bool:
     """Finished -> reuse (False); started -> resume; absent -> train. Returns True if it trained.
 
@@ -251,8 +290,7 @@ def ensure_run(p: RunPlan, cfg: TrainConfig, path: Path, data_cache: dict, cache
     from sigprop.training import TrainingDiverged, train
 
     run = RunDir(path)
-    summary = run.summary() if run.has(CONFIG) else None
-    if summary is not None and summary.get("status") in FINISHED and summary.get("steps") == cfg.steps:
+    if finished(path, cfg):
         return False
     data = _data_for(cfg, data_cache, cache_dir, not quiet)
     try:
@@ -271,10 +309,19 @@ def reproduce(
     cache_dir: str | Path | None = None,
     quiet: bool = False,
     threads: int = 0,
+    replot: bool = False,
+    only: str | list[str] | None = None,
+    thin: int = 0,
 ) -> Result:
     """Run (or reuse) every training run of recipe `name` at `scale`, then draw its figures and write
     `<out>/result.json` with the numbers that decide its claims. `out` defaults to figures/<name>,
-    `runs_dir` to <out>/runs. An interrupted run is resumed by calling this again."""
+    `runs_dir` to <out>/runs. An interrupted run is resumed by calling this again.
+
+    replot: train nothing; redraw the figures and verdicts from the run records already in `runs_dir`
+    (finished runs only; the others are listed as missing). only: train just the plans whose slug matches
+    one of these globs (comma-separated), e.g. "4x128-*-s0" to split a study across processes or days;
+    the figures are drawn from whatever finished runs exist. thin: keep a trained run's train-loss rows
+    every `thin` steps (all evals kept; `recipes.records`), for records committed beside a figure."""
     from sigprop.recipes import get_recipe
 
     recipe = get_recipe(name)
@@ -292,20 +339,37 @@ def reproduce(
     from rich.console import Console
 
     console = Console(stderr=True, quiet=quiet)
+    chosen = select(plans, only)
+    if replot and not any(finished(runs_dir / f, c) for f, c in zip(folders, cfgs)) and plans:
+        raise SigpropError(f"--replot: no finished run of recipe {recipe.name} at scale {scale} in {str(runs_dir)!r}; "
+                           f"accepted: a runs folder holding its records (train them first without --replot)")
     for i, (p, cfg, folder) in enumerate(zip(plans, cfgs, folders), start=1):
         path = runs_dir / folder
+        if replot or p.slug not in chosen:
+            continue
         console.print(f"[bold]{recipe.name}[/] run {i}/{len(plans)}: {p.label} -> {path}", highlight=False)
         did = ensure_run(p, cfg, path, data_cache, cache_dir, quiet, threads)
+        if did and thin and finished(path, cfg):
+            from sigprop.recipes.records import thin_metrics
+
+            thin_metrics(path, thin)
         (trained if did else reused).append(folder)
         if not did:
             console.print("  finished already: reusing it", style="dim")
         status = (RunDir(path).summary() or {}).get("status")
         if status == "interrupted":
             raise SigpropError(f"run {str(path)!r} was interrupted; run `sigprop reproduce {recipe.name} --scale {scale}` again to resume it")
-    runs = load_runs(*[str(runs_dir / f) for f in folders]) if plans else None
+    done = [f for f, c in zip(folders, cfgs) if finished(runs_dir / f, c)]
+    reused += [f for f in done if f not in trained and f not in reused]
+    missing = [f for f in folders if f not in done]
+    if missing and not recipe.partial:
+        raise SigpropError(f"recipe {recipe.name} needs all {len(folders)} runs and {len(missing)} are not finished "
+                           f"in {str(runs_dir)!r} (e.g. {missing[0]}); accepted: run it without --replot/--only to train them")
+    runs = load_runs(*[str(runs_dir / f) for f in done]) if done else None
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(recipe, scale, out, base, plans, folders, runs, cache_dir, not quiet)
     made = recipe.make(ctx)
+    made["claims"] = undecided_at(scale, made.get("claims", []))
     files = sorted(p for p in out.iterdir() if p.suffix in (".png", ".pdf"))
     if not files:
         raise SigpropError(f"recipe {recipe.name} wrote no figure into {str(out)!r}")
@@ -317,7 +381,7 @@ def reproduce(
         "runtime_s": round(time.perf_counter() - t0, 1),
         "train_time_s": round(train_time, 1),
         "runs": ctx.table().drop(columns=["label"], errors="ignore").to_dict(orient="records") if plans else [],
-        "trained": trained, "reused": reused,
+        "trained": trained, "reused": reused, "missing": missing,
         **made,
         "figures": [f.name for f in files],
     }

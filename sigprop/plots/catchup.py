@@ -1,0 +1,93 @@
+"""The catch-up study's figures: per-step gap to Pre-LN against tokens (log x), and final loss against peak LR.
+
+Both take tidy frames (one row per point) so the recipe's numbers and the figure come from the same table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+from sigprop.plots.paper import _note
+from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, paper_style, savefig
+
+
+def _panels(n: int, height: float = 2.3):
+    width = min(TEXTWIDTH, max(COLUMN, 2.4 * n))
+    fig, axes = plt.subplots(1, n, figsize=(width, height), squeeze=False)
+    return fig, list(axes[0])
+
+
+def plot_gap_vs_tokens(curves: pd.DataFrame, path: str | Path, note: str = "", floor: float = 1.0,
+                       reach: dict | None = None) -> list[Path]:
+    """curves: size, block, tokens, mean, std, n (gap to Pre-LN in % per eval). One panel per size; each block
+    a line with its ± std band over seeds; the grey band is ±`floor` % (the smallest gap that counts as a match).
+    `reach[(size, block)]` = tokens from which the gap stays inside its band (a dotted vertical line)."""
+    sizes = list(dict.fromkeys(curves["size"]))
+    with paper_style():
+        fig, axes = _panels(max(1, len(sizes)))
+        for ax, size in zip(axes, sizes):
+            d = curves[curves["size"] == size]
+            ax.axhspan(-floor, floor, color="0.85", lw=0, zorder=0, label=f"±{floor:g}% (match floor)")
+            ax.axhline(0, color="0.3", lw=0.6, ls=":")
+            for block, g in d.groupby("block", sort=False):
+                st = block_style(block)
+                g = g.sort_values("tokens")
+                n = int(g["n"].max())
+                ax.plot(g["tokens"], g["mean"], color=st["color"], label=f"{st['label']} ({n} seed{'s' * (n != 1)})")
+                if n >= 2:
+                    ax.fill_between(g["tokens"], g["mean"] - g["std"], g["mean"] + g["std"], color=st["color"], alpha=0.2, lw=0)
+                x = (reach or {}).get((size, block))
+                if x is not None:
+                    ax.axvline(x, color=st["color"], lw=0.8, ls="--")
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_title(f"{size} (depth x width)")
+            ax.set_xlabel("tokens seen")
+            top = float(np.nanpercentile(d["mean"] + d["std"].fillna(0), 97)) if len(d) else 10.0
+            ax.set_ylim(min(-2 * floor, float(np.nanmin(d["mean"])) - 0.5) if len(d) else -2, max(3 * floor, min(top, 40.0)))
+        axes[0].set_ylabel("eval-loss gap to Pre-LN (%)")
+        handles, labels = [], []
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h), labels.append(lab)
+        axes[-1].legend(handles, labels, loc="best", title="shaded: ± 1 std over seeds", title_fontsize=6)
+        fig.tight_layout()
+        _note(fig, note)
+    return savefig(fig, path)
+
+
+def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "") -> list[Path]:
+    """grid: size, block, lr, mean, std, n (final eval loss). One panel per size, one curve per block over the
+    peak-LR grid, error bars where there are seeds, the best LR of each block filled."""
+    sizes = list(dict.fromkeys(grid["size"]))
+    with paper_style():
+        fig, axes = _panels(max(1, len(sizes)))
+        for ax, size in zip(axes, sizes):
+            d = grid[grid["size"] == size]
+            for block, g in d.groupby("block", sort=False):
+                st = block_style(block)
+                g = g.sort_values("lr")
+                ax.errorbar(g["lr"], g["mean"], yerr=g["std"].where(g["n"] >= 2), color=st["color"], marker=st["marker"],
+                            mfc="white", label=st["label"], capsize=2)
+                best = g.loc[g["mean"].idxmin()] if g["mean"].notna().any() else None
+                if best is not None:
+                    ax.plot([best["lr"]], [best["mean"]], marker=st["marker"], color=st["color"], ls="none")
+            ax.set_xscale("log")
+            lrs = sorted(set(d["lr"]))
+            ax.set_xticks(lrs, [f"{x:g}" for x in lrs])
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("peak learning rate")
+            ax.set_title(f"{size} (depth x width)")
+        axes[0].set_ylabel("final eval loss")
+        axes[-1].legend(loc="upper right")
+        fig.tight_layout()
+        _note(fig, note)
+    return savefig(fig, path)

@@ -1,0 +1,233 @@
+"""Catch-up (sigprop's own figure; the paper never shows early training): the per-step gap of SAS, SAS-P and
+V-SkipInit to Pre-LN in eval loss, in %, against tokens seen, per model size, each block at its own best peak
+LR from a log grid, with seeds.
+
+The study runs in two stages, both plain RunPlans (so a finished run is never retrained):
+1. the LR grid at seed 0 for every size and block;
+2. seeds 1 and 2 at each block's best grid LR, pinned in BEST_LR once stage 1 is in (make() checks that the
+   pinned LR is still the grid's argmin and says so when it is not).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sigprop.plots.catchup import plot_gap_vs_tokens, plot_loss_vs_lr
+from sigprop.recipes.base import CI, CPU_LONG, Context, Recipe, RunPlan, plan, verdict
+from sigprop.recipes.stats import FLOOR_PCT, NOT_REPRODUCED, REPRODUCED, Gap, first_inside, paired_gap, rel_gap, verdict_for
+
+BLOCKS = ("pre-ln", "sas", "sas-p", "v-skipinit")
+#: model sizes of the study (depth x width); heads keep head_dim = 32
+SIZES: dict[str, dict] = {
+    "4x128": dict(depth=4, width=128, heads=4),
+    "6x256": dict(depth=6, width=256, heads=8, precision="bf16"),
+    "12x128": dict(depth=12, width=128, heads=4),
+}
+LRS = (5e-4, 1e-3, 2e-3, 4e-3)
+SEEDS = (0, 1, 2)
+#: (size, block) -> the best peak LR of the seed-0 grid (stage 2 runs seeds 1, 2 there); filled as grids finish
+BEST_LR: dict[tuple[str, str], float] = {}
+
+#: ci: two sizes, two LRs, two seeds of tiny Pre-LN / SAS-P models (the test suite's check of the whole pipeline)
+CI_STUDY = dict(sizes={"2x64": dict(depth=2, width=64, heads=2), "3x64": dict(depth=3, width=64, heads=2)},
+                blocks=("pre-ln", "sas-p"), lrs=(1e-3, 3e-3), seeds=(0, 1))
+CPU_STUDY = dict(sizes=SIZES, blocks=BLOCKS, lrs=LRS, seeds=SEEDS)
+
+
+def study(scale: str) -> dict:
+    return CI_STUDY if scale == "ci" else CPU_STUDY
+
+
+def pinned(scale: str) -> dict[tuple[str, str], float]:
+    """The best LRs that stage 2 runs at: BEST_LR (cpu), 3e-3 for every ci run."""
+    if scale == "ci":
+        return {(s, b): 3e-3 for s in CI_STUDY["sizes"] for b in CI_STUDY["blocks"]}
+    return dict(BEST_LR)
+
+
+def slug(size: str, block: str, lr: float, seed: int) -> str:
+    return f"{size}-{block}-lr{lr:g}-s{seed}"
+
+
+def runs(scale: str) -> list[RunPlan]:
+    """Stage 1 (every LR, first seed) and stage 2 (the other seeds at the pinned best LR where it is known)."""
+    st, best, plans = study(scale), pinned(scale), []
+    for size, over in st["sizes"].items():
+        params = dict(size=size, depth=over["depth"], width=over["width"])
+        for block in st["blocks"]:
+            pairs = [(lr, st["seeds"][0]) for lr in st["lrs"]]
+            if (size, block) in best:
+                pairs += [(best[(size, block)], seed) for seed in st["seeds"][1:]]
+            for lr, seed in pairs:
+                plans.append(plan(block, slug(size, block, lr, seed), params=dict(params, lr=lr, seed=seed),
+                                  lr=lr, seed=seed, **over))
+    return plans
+
+
+BASE = {"ci": CI.replace(eval_every=2), "cpu": CPU_LONG}
+
+
+# ------------------------------------------------------------------------------------------------
+# make: the tables behind the figures, then the figures and verdicts
+# ------------------------------------------------------------------------------------------------
+
+
+def loss_grid(t: pd.DataFrame) -> pd.DataFrame:
+    """size, block, lr, mean, std, n, losses (by seed) of the final eval loss, over finished runs."""
+    rows = []
+    done = t[t.final_eval_loss.notna()]
+    for (size, block, lr), g in done.groupby(["size", "block", "lr"], sort=False):
+        by_seed = {int(s): float(v) for s, v in zip(g.seed, g.final_eval_loss)}
+        vals = list(by_seed.values())
+        rows.append({"size": size, "block": block, "lr": float(lr), "mean": float(np.mean(vals)),
+                     "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else float("nan"), "n": len(vals), "losses": by_seed})
+    return pd.DataFrame(rows, columns=["size", "block", "lr", "mean", "std", "n", "losses"])
+
+
+def best_lrs(grid_: pd.DataFrame, first_seed: int) -> dict[tuple[str, str], float]:
+    """(size, block) -> the grid LR with the lowest first-seed final eval loss."""
+    out = {}
+    for (size, block), g in grid_.groupby(["size", "block"], sort=False):
+        first = {lr: losses[first_seed] for lr, losses in zip(g.lr, g.losses) if first_seed in losses}
+        if first:
+            out[(size, block)] = min(first, key=first.get)
+    return out
+
+
+def eval_curves(metrics: pd.DataFrame, t: pd.DataFrame, chosen: dict) -> tuple[pd.DataFrame, dict]:
+    """Per size and block (not Pre-LN): the eval-loss gap to Pre-LN in % at every eval, over the seeds both have
+    at their chosen LRs (mean, std, n per eval), and the per-seed final gaps as `stats.Gap`s."""
+    ev = metrics[metrics.eval_loss.notna()].drop_duplicates(["run", "step"], keep="last")
+    done = t[t.final_eval_loss.notna()]
+    rows, finals = [], {}
+    for size in dict.fromkeys(done["size"]):
+        def runs_of(block):
+            lr = chosen.get((size, block))
+            g = done[(done["size"] == size) & (done.block == block) & (done.lr == lr)]
+            return {int(s): r for s, r in zip(g.seed, g.run)}, {int(s): float(v) for s, v in zip(g.seed, g.final_eval_loss)}
+
+        base_runs, base_final = runs_of("pre-ln")
+        for block in [b for b in dict.fromkeys(done.block) if b != "pre-ln"]:
+            b_runs, b_final = runs_of(block)
+            seeds = sorted(set(b_runs) & set(base_runs))
+            if not seeds:
+                continue
+            finals[(size, block)] = paired_gap(b_final, base_final)
+            per_seed = []
+            for s in seeds:
+                a = ev[ev.run == base_runs[s]].set_index("step")
+                b = ev[ev.run == b_runs[s]].set_index("step")
+                steps = a.index.intersection(b.index)
+                per_seed.append(pd.DataFrame({"step": steps, "tokens": a.loc[steps, "tokens"].to_numpy(), "seed": s,
+                                              "gap": [rel_gap(b.at[k, "eval_loss"], a.at[k, "eval_loss"]) for k in steps]}))
+            g = pd.concat(per_seed).groupby("step").agg(tokens=("tokens", "first"), mean=("gap", "mean"),
+                                                        std=("gap", "std"), n=("gap", "size")).reset_index()
+            rows.append(g.assign(size=size, block=block))
+    cols = ["size", "block", "step", "tokens", "mean", "std", "n"]
+    return (pd.concat(rows)[cols] if rows else pd.DataFrame(columns=cols)), finals
+
+
+def reach_tokens(curves: pd.DataFrame) -> dict[tuple[str, str], float | None]:
+    """Tokens from which each gap stays inside its band: max(2 std, FLOOR_PCT) (FLOOR_PCT with one seed)."""
+    out = {}
+    for (size, block), g in curves.groupby(["size", "block"], sort=False):
+        g = g.sort_values("tokens")
+        bands = [max(2 * s, FLOOR_PCT) if n >= 2 else FLOOR_PCT for s, n in zip(g["std"], g["n"])]
+        out[(size, block)] = first_inside(list(g["tokens"]), list(g["mean"]), bands)
+    return out
+
+
+def head_flop_share(size: dict, vocab_size: int, seq_len: int, block: str = "pre-ln") -> float:
+    """The tied LM head's share of a training step's model FLOPs (6 d V per token of 6N + attention)."""
+    import torch
+
+    from sigprop.benchmark import model_flops_per_token
+    from sigprop.blocks.model import build_model
+
+    with torch.device("meta"):
+        model = build_model(block, depth=size["depth"], width=size["width"], heads=size["heads"], vocab_size=vocab_size)
+    return 6.0 * size["width"] * vocab_size / model_flops_per_token(model, seq_len, "train")
+
+
+#: claim -> (block, what the paper says of it against Pre-LN)
+PER_STEP_CLAIMS = {8: ("sas", "matches"), 10: ("sas-p", "matches"), 1: ("v-skipinit", "worse")}
+
+
+def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict) -> dict | None:
+    """Claim 15 for one block: is its loss at Pre-LN's best grid LR within its seed noise of its own best?"""
+    own, pre = argmin.get((size, block)), argmin.get((size, "pre-ln"))
+    g = grid_[(grid_["size"] == size) & (grid_.block == block)].set_index("lr")
+    if own is None or pre is None or own not in g.index or pre not in g.index:
+        return None
+    best = g.loc[own]
+    at_pre = g.loc[pre]
+    gap = Gap(tuple(rel_gap(at_pre.losses[s], best.losses[s]) for s in best.losses if s in at_pre.losses))
+    if own == pre:
+        text, ok = f"{size}: best grid LR {own:g} for both {block} and Pre-LN", REPRODUCED
+    elif best.n < 3:
+        text = f"{size}: best grid LR {own:g} for {block} vs {pre:g} for Pre-LN; at Pre-LN's LR {gap.text()}"
+        ok = "not decidable (seeds only at the best LR, need 3 at both)"
+    else:
+        inside = abs(gap.mean) <= max(2 * best["std"], FLOOR_PCT)
+        ok = REPRODUCED if inside else NOT_REPRODUCED
+        text = (f"{size}: best grid LR {own:g} for {block} vs {pre:g} for Pre-LN; at Pre-LN's LR {gap.text()} "
+                f"({'inside' if inside else 'outside'} max(2 std, {FLOOR_PCT:g}%) of the seeds at its best)")
+    return verdict(15, ok, text)
+
+
+def make(ctx: Context) -> dict:
+    t = ctx.table()
+    grid_ = loss_grid(t)
+    argmin = best_lrs(grid_, study(ctx.scale)["seeds"][0])
+    pins = pinned(ctx.scale)
+    chosen = {**argmin, **pins}
+    drifted = {f"{s}/{b}": {"pinned": v, "grid argmin": argmin.get((s, b))} for (s, b), v in pins.items()
+               if argmin.get((s, b)) not in (None, v)}
+    metrics = ctx.runs.metrics if ctx.runs is not None else pd.DataFrame(columns=["run", "step", "eval_loss", "tokens"])
+    curves, finals = eval_curves(metrics, t, chosen)
+    reach = reach_tokens(curves)
+    c = ctx.base
+    note = (f"catch-up at scale {ctx.scale}: sizes {', '.join(dict.fromkeys(t['size']))} (head dim {c.width // c.heads}), "
+            f"V={c.vocab_size}, T={c.seq_len}, batch {c.batch_size}, {c.steps} steps, peak LR grid "
+            f"{', '.join(f'{x:g}' for x in study(ctx.scale)['lrs'])}, {c.schedule} decay, data {c.source}; "
+            f"{int(t.final_eval_loss.notna().sum())}/{len(t)} runs finished; each block at its best grid LR")
+    if len(curves):
+        plot_gap_vs_tokens(curves, ctx.out / "catch-up", note, FLOOR_PCT, reach)
+    if len(grid_):
+        plot_loss_vs_lr(grid_, ctx.out / "lr", note)
+    claims = []
+    for size in dict.fromkeys(grid_["size"]):
+        for claim, (block, expect) in PER_STEP_CLAIMS.items():
+            gap = finals.get((size, block))
+            if gap is None:
+                continue
+            lr_b, lr_p = chosen[(size, block)], chosen[(size, "pre-ln")]
+            ev = (f"{size}: final eval-loss gap of {block} (lr {lr_b:g}) to Pre-LN (lr {lr_p:g}) {gap.text()}; "
+                  f"match band ±{gap.band:.2f}%")
+            claims.append(verdict(claim, verdict_for(gap, expect), ev))
+        for block in ("sas", "sas-p"):
+            c = lr_claim(size, block, grid_, argmin)
+            if c is not None:
+                claims.append(c)
+    key = lambda k: f"{k[0]}/{k[1]}"  # noqa: E731
+    return {
+        "numbers": {
+            "best_lr": {key(k): v for k, v in chosen.items()},
+            "pinned_lr_not_argmin": drifted,
+            "final_gap_pct": {key(k): {"mean": g.mean, "std": g.std, "n": g.n, "values": list(g.values)} for k, g in finals.items()},
+            "tokens_to_match_band": {key(k): v for k, v in reach.items()},
+            "head_flop_share": {size: head_flop_share(over, ctx.base.vocab_size, ctx.base.seq_len)
+                                for size, over in study(ctx.scale)["sizes"].items()},
+            "final_eval_loss_grid": [{k: r[k] for k in ("size", "block", "lr", "mean", "std", "n")} for r in grid_.to_dict("records")],
+        },
+        "claims": claims,
+    }
+
+
+RECIPE = Recipe(
+    name="catch-up", paper="(sigprop)", claims=(1, 8, 10, 15), runs=runs, make=make, partial=True,
+    shows="per-step eval-loss gap of SAS, SAS-P, V-SkipInit to Pre-LN vs tokens, per size, best LR each, seed bands",
+    runtime={"ci": "~40 s", "cpu": "48+ runs of 25-90 min (1 thread each), over several days", "paper": "not planned"},
+    base=BASE,
+)

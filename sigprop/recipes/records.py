@@ -1,0 +1,36 @@
+"""Run records that are committed beside a gallery figure: small, complete for every figure, never checkpoints.
+
+A finished run keeps config.json, env.json, summary.json and probes.jsonl as written; its metrics.jsonl is
+thinned to every `every`-th step plus every row with an eval loss and the last step (what the loss, catch-up
+and runtime figures read). Thinning happens once, atomically, and is recorded in summary.json
+(`metrics_thinned_every`), so a thinned run is never thinned again or mistaken for a full one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sigprop.errors import SigpropError
+from sigprop.runs import METRICS, SUMMARY, RunDir, atomic_write_bytes, atomic_write_json, read_jsonl
+
+
+def thin_metrics(path: str | Path, every: int = 10) -> int:
+    """Thin a finished run's metrics.jsonl in place; returns the number of lines kept (0 = nothing to do)."""
+    if not isinstance(every, int) or every < 1:
+        raise SigpropError(f"thinning interval must be an integer >= 1, got {every!r}")
+    run = RunDir(Path(path))
+    summary = run.summary()
+    if summary is None or summary.get("status") not in ("done", "diverged"):
+        raise SigpropError(f"run {str(path)!r} is not finished; accepted: a run whose summary.json says done or diverged")
+    if summary.get("metrics_thinned_every") or every == 1:
+        return 0
+    rows = read_jsonl(run.path / METRICS)
+    last = {}
+    for r in rows:  # a resumed run may hold a step twice: keep its last record
+        last[r["step"]] = r
+    final = max(last) if last else 0
+    keep = [r for s, r in sorted(last.items()) if s % every == 0 or r.get("eval_loss") is not None or s == final]
+    atomic_write_bytes(run.path / METRICS, "".join(json.dumps(r) + "\n" for r in keep).encode())
+    atomic_write_json(run.path / SUMMARY, {**summary, "metrics_thinned_every": every})
+    return len(keep)

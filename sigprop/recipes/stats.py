@@ -1,0 +1,100 @@
+"""Seed statistics for verdicts: a block's gap to a baseline over paired seeds, and what it decides.
+
+A claim is decided by numbers with their noise (issue 10): with n >= MIN_SEEDS seeds, the per-seed relative
+gap g_s = 100 (L_block,s - L_base,s) / L_base,s in % (seed s of both runs sees the same data order) has a mean
+and a sample std. The gap *matches* when |mean| <= max(2 std, FLOOR_PCT); otherwise the block is *better*
+(mean < 0, lower loss) or *worse*. With fewer seeds nothing is decided.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+MIN_SEEDS = 3
+#: gaps within 1% count as a match even when the seed spread is smaller (issue 10's rule)
+FLOOR_PCT = 1.0
+
+REPRODUCED, NOT_REPRODUCED, REVERSED = "reproduced", "not reproduced", "reversed"
+
+
+def not_decidable(why: str) -> str:
+    return f"not decidable ({why})"
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A relative gap in %, over paired seeds."""
+
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.values) if self.n >= 2 else math.nan
+
+    @property
+    def band(self) -> float:
+        """Half-width of the 'matches' band: max(2 std, FLOOR_PCT) (FLOOR_PCT alone with one seed)."""
+        return max(2 * self.std, FLOOR_PCT) if self.n >= 2 else FLOOR_PCT
+
+    def outcome(self) -> str:
+        """matches | better | worse, or 'not decidable (...)' below MIN_SEEDS seeds."""
+        if self.n < MIN_SEEDS:
+            return not_decidable(f"{self.n} seed{'s' * (self.n != 1)}, need {MIN_SEEDS}")
+        if abs(self.mean) <= self.band:
+            return "matches"
+        return "better" if self.mean < 0 else "worse"
+
+    def text(self) -> str:
+        """'+2.31% ± 0.40 (3 seeds)': mean ± std, or the single value."""
+        if self.n == 0:
+            return "no runs"
+        if self.n == 1:
+            return f"{self.mean:+.2f}% (1 seed)"
+        return f"{self.mean:+.2f}% ± {self.std:.2f} ({self.n} seeds)"
+
+
+def rel_gap(value: float, base: float) -> float:
+    return 100.0 * (value - base) / base
+
+
+def paired_gap(block: Mapping[int, float], base: Mapping[int, float]) -> Gap:
+    """The gap over the seeds both have (finite losses only), in seed order."""
+    seeds = sorted(s for s in block if s in base and math.isfinite(block[s]) and math.isfinite(base[s]))
+    return Gap(tuple(rel_gap(block[s], base[s]) for s in seeds))
+
+
+def verdict_for(gap: Gap, expect: str) -> str:
+    """The claim's verdict when it expects `expect` ('matches' or 'worse') of the block against the baseline.
+
+    matches: matches or better -> reproduced, worse -> not reproduced.
+    worse:   worse -> reproduced, matches -> not reproduced, better -> reversed."""
+    out = gap.outcome()
+    if out.startswith("not decidable"):
+        return out
+    if expect == "matches":
+        return NOT_REPRODUCED if out == "worse" else REPRODUCED
+    if expect == "worse":
+        return {"worse": REPRODUCED, "matches": NOT_REPRODUCED, "better": REVERSED}[out]
+    raise ValueError(f"expect must be 'matches' or 'worse', got {expect!r}")
+
+
+def first_inside(steps: Sequence[float], means: Sequence[float], bands: Sequence[float]) -> float | None:
+    """The first x from which |mean| stays inside its band to the end (None if it never settles there)."""
+    hit = None
+    for x, m, b in zip(steps, means, bands):
+        if math.isfinite(m) and abs(m) <= b:
+            hit = x if hit is None else hit
+        else:
+            hit = None
+    return hit
