@@ -91,3 +91,35 @@ def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "") -> lis
         fig.tight_layout()
         _note(fig, note)
     return savefig(fig, path)
+
+
+def plot_dynamics(evals: pd.DataFrame, cos: pd.DataFrame, path: str | Path, note: str = "") -> list[Path]:
+    """Two panels per size against tokens (log x): eval loss per block, and cos_mean of the last block's output
+    (1 = every token the same: rank collapse). evals: size, block, tokens, eval_loss; cos: size, block, tokens,
+    value (both already averaged over seeds). The plateau of a block shows as flat loss while cos_mean is high."""
+    sizes = list(dict.fromkeys(evals["size"]))
+    with paper_style():
+        fig, axes = plt.subplots(2, max(1, len(sizes)), figsize=(min(TEXTWIDTH, max(COLUMN, 2.4 * len(sizes))), 4.2),
+                                 squeeze=False, sharex="col")
+        for j, size in enumerate(sizes):
+            top, bottom = axes[0][j], axes[1][j]
+            for block, g in evals[evals["size"] == size].groupby("block", sort=False):
+                st = block_style(block)
+                g = g.sort_values("tokens")
+                top.plot(g["tokens"], g["eval_loss"], color=st["color"], label=st["label"])
+                c = cos[(cos["size"] == size) & (cos.block == block)].sort_values("tokens")
+                bottom.plot(c["tokens"], c["value"], color=st["color"], marker=st["marker"], label=st["label"])
+            top.set_title(f"{size} (depth x width)")
+            for ax in (top, bottom):
+                ax.set_xscale("log")
+                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+                ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+                ax.xaxis.set_minor_formatter(NullFormatter())
+            bottom.set_ylim(0, 1.02)
+            bottom.set_xlabel("tokens seen")
+        axes[0][0].set_ylabel("eval loss")
+        axes[1][0].set_ylabel("cos_mean, last block")
+        axes[0][-1].legend(loc="upper right")
+        fig.tight_layout()
+        _note(fig, note)
+    return savefig(fig, path)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sigprop.plots.catchup import plot_gap_vs_tokens, plot_loss_vs_lr
+from sigprop.plots.catchup import plot_dynamics, plot_gap_vs_tokens, plot_loss_vs_lr
 from sigprop.recipes.base import CI, CPU_LONG, Context, Recipe, RunPlan, plan, verdict
 from sigprop.recipes.stats import FLOOR_PCT, NOT_REPRODUCED, REPRODUCED, Gap, first_inside, paired_gap, rel_gap, verdict_for
 
@@ -128,6 +128,26 @@ def eval_curves(metrics: pd.DataFrame, t: pd.DataFrame, chosen: dict) -> tuple[p
     return (pd.concat(rows)[cols] if rows else pd.DataFrame(columns=cols)), finals
 
 
+def dynamics(runs, t: pd.DataFrame, chosen: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Eval loss and the last block's cos_mean against tokens, per size and block at its chosen LR, mean over seeds."""
+    done = t[t.final_eval_loss.notna()]
+    pick = done[[chosen.get((s, b)) == lr for s, b, lr in zip(done["size"], done.block, done.lr)]]
+    meta = pick.set_index("run")[["size", "block"]]
+    m = runs.metrics
+    ev = (m[m.eval_loss.notna() & m.run.isin(meta.index)].drop_duplicates(["run", "step"], keep="last")
+          .drop(columns=["block"], errors="ignore").join(meta, on="run"))
+    evals = ev.groupby(["size", "block", "step"], sort=False).agg(tokens=("tokens", "first"), eval_loss=("eval_loss", "mean")).reset_index()
+    p = runs.probes
+    if p.empty or "metric" not in p:
+        return evals, pd.DataFrame(columns=["size", "block", "tokens", "value"])
+    p = p[(p.source == "probe") & (p.metric == "cos_mean") & p.run.isin(meta.index)]
+    p = p[p.layer == p.groupby("run").layer.transform("max")].drop(columns=["block"], errors="ignore").join(meta, on="run")
+    tokens_per_step = float((ev.tokens / ev.step).iloc[0]) if len(ev) else 1.0
+    cos = p.groupby(["size", "block", "step"], sort=False).value.mean().reset_index()
+    cos = cos.assign(tokens=cos.step.clip(lower=1) * tokens_per_step)
+    return evals, cos
+
+
 def reach_tokens(curves: pd.DataFrame) -> dict[tuple[str, str], float | None]:
     """Tokens from which each gap stays inside its band: max(2 std, FLOOR_PCT) (FLOOR_PCT with one seed)."""
     out = {}
@@ -196,6 +216,7 @@ def make(ctx: Context) -> dict:
         plot_gap_vs_tokens(curves, ctx.out / "catch-up", note, FLOOR_PCT, reach)
     if len(grid_):
         plot_loss_vs_lr(grid_, ctx.out / "lr", note)
+        plot_dynamics(*dynamics(ctx.runs, t, chosen), ctx.out / "dynamics", note + "; cos_mean at step 0 drawn at step 1")
     claims = []
     for size in dict.fromkeys(grid_["size"]):
         for claim, (block, expect) in PER_STEP_CLAIMS.items():
