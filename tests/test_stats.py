@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from sigprop.recipes.stats import Gap, first_inside, paired_gap, verdict_for
+from sigprop.recipes.stats import Gap, caught_up, paired_gap, verdict_for
 
 
 def test_gap_mean_std_band_and_text():
@@ -45,8 +45,9 @@ def test_paired_gap_uses_common_finite_seeds_in_order():
     assert g.values == pytest.approx((10.0, 0.0))
 
 
-def test_first_inside_needs_the_gap_to_stay_inside():
+def test_caught_up_needs_the_gap_to_stay_at_or_below_its_band():
     steps = [1, 2, 3, 4, 5]
-    assert first_inside(steps, [5, 0.5, 3, 0.9, 0.2], [1] * 5) == 4
-    assert first_inside(steps, [5, 4, 3, 2, 1.5], [1] * 5) is None
-    assert first_inside(steps, [0.1] * 5, [1] * 5) == 1
+    assert caught_up(steps, [5, 0.5, 3, 0.9, 0.2], [1] * 5) == 4
+    assert caught_up(steps, [5, 4, 3, 2, 1.5], [1] * 5) is None
+    assert caught_up(steps, [0.1] * 5, [1] * 5) == 1
+    assert caught_up(steps, [5, -3, -2, 0.5, 0.9], [1] * 5) == 2  # ahead of the baseline counts as caught up

@@ -16,6 +16,15 @@ from sigprop.plots.paper import _note
 from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, paper_style, savefig
 
 
+def _log_tokens(ax) -> None:
+    """Log x in tokens with 1-2-5 ticks (1 only when the axis spans more than two decades)."""
+    lo, hi = ax.get_xlim()
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if hi / max(lo, 1e-9) < 300 else (1.0,)))
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _panels(n: int, height: float = 2.3):
     width = min(TEXTWIDTH, max(COLUMN, 2.4 * n))
     fig, axes = plt.subplots(1, n, figsize=(width, height), squeeze=False)
@@ -26,7 +35,7 @@ def plot_gap_vs_tokens(curves: pd.DataFrame, path: str | Path, note: str = "", f
                        reach: dict | None = None) -> list[Path]:
     """curves: size, block, tokens, mean, std, n (gap to Pre-LN in % per eval). One panel per size; each block
     a line with its ± std band over seeds; the grey band is ±`floor` % (the smallest gap that counts as a match).
-    `reach[(size, block)]` = tokens from which the gap stays inside its band (a dotted vertical line)."""
+    `reach[(size, block)]` = tokens from which the gap stays at or below its band (a dashed vertical line)."""
     sizes = list(dict.fromkeys(curves["size"]))
     with paper_style():
         fig, axes = _panels(max(1, len(sizes)))
@@ -44,14 +53,12 @@ def plot_gap_vs_tokens(curves: pd.DataFrame, path: str | Path, note: str = "", f
                 x = (reach or {}).get((size, block))
                 if x is not None:
                     ax.axvline(x, color=st["color"], lw=0.8, ls="--")
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-            ax.xaxis.set_minor_formatter(NullFormatter())
+            _log_tokens(ax)
             ax.set_title(f"{size} (depth x width)")
             ax.set_xlabel("tokens seen")
-            top = float(np.nanpercentile(d["mean"] + d["std"].fillna(0), 97)) if len(d) else 10.0
-            ax.set_ylim(min(-2 * floor, float(np.nanmin(d["mean"])) - 0.5) if len(d) else -2, max(3 * floor, min(top, 40.0)))
+            top = float(np.nanmax(d["mean"] + d["std"].fillna(0))) if len(d) else 10.0
+            low = float(np.nanmin(d["mean"] - d["std"].fillna(0))) if len(d) else -2.0
+            ax.set_ylim(min(-2 * floor, low - 0.5), max(3 * floor, min(1.05 * top, 40.0)))
         axes[0].set_ylabel("eval-loss gap to Pre-LN (%)")
         handles, labels = [], []
         for ax in axes:
@@ -111,10 +118,7 @@ def plot_dynamics(evals: pd.DataFrame, cos: pd.DataFrame, path: str | Path, note
                 bottom.plot(c["tokens"], c["value"], color=st["color"], marker=st["marker"], label=st["label"])
             top.set_title(f"{size} (depth x width)")
             for ax in (top, bottom):
-                ax.set_xscale("log")
-                ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-                ax.xaxis.set_major_formatter(EngFormatter(sep=""))
-                ax.xaxis.set_minor_formatter(NullFormatter())
+                _log_tokens(ax)
             bottom.set_ylim(0, 1.02)
             bottom.set_xlabel("tokens seen")
         axes[0][0].set_ylabel("eval loss")

@@ -15,7 +15,8 @@ import pandas as pd
 
 from sigprop.plots.catchup import plot_dynamics, plot_gap_vs_tokens, plot_loss_vs_lr
 from sigprop.recipes.base import CI, CPU_LONG, Context, Recipe, RunPlan, plan, verdict
-from sigprop.recipes.stats import FLOOR_PCT, NOT_REPRODUCED, REPRODUCED, Gap, first_inside, paired_gap, rel_gap, verdict_for
+from sigprop.recipes.stats import (FLOOR_PCT, NOT_REPRODUCED, REPRODUCED, Gap, caught_up, not_decidable, paired_gap, rel_gap,
+                                   verdict_for)
 
 BLOCKS = ("pre-ln", "sas", "sas-p", "v-skipinit")
 #: model sizes of the study (depth x width); heads keep head_dim = 32
@@ -140,21 +141,22 @@ def dynamics(runs, t: pd.DataFrame, chosen: dict) -> tuple[pd.DataFrame, pd.Data
     p = runs.probes
     if p.empty or "metric" not in p:
         return evals, pd.DataFrame(columns=["size", "block", "tokens", "value"])
-    p = p[(p.source == "probe") & (p.metric == "cos_mean") & p.run.isin(meta.index)]
+    p = p[(p.source == "probe") & (p.metric == "cos_mean") & p.run.isin(meta.index) & (p.step > 0)]
     p = p[p.layer == p.groupby("run").layer.transform("max")].drop(columns=["block"], errors="ignore").join(meta, on="run")
     tokens_per_step = float((ev.tokens / ev.step).iloc[0]) if len(ev) else 1.0
     cos = p.groupby(["size", "block", "step"], sort=False).value.mean().reset_index()
-    cos = cos.assign(tokens=cos.step.clip(lower=1) * tokens_per_step)
+    cos = cos.assign(tokens=cos.step * tokens_per_step)
     return evals, cos
 
 
 def reach_tokens(curves: pd.DataFrame) -> dict[tuple[str, str], float | None]:
-    """Tokens from which each gap stays inside its band: max(2 std, FLOOR_PCT) (FLOOR_PCT with one seed)."""
+    """Tokens from which each gap stays at or below its band, max(2 std, FLOOR_PCT) (FLOOR_PCT with one seed):
+    from there on the block is not worse than Pre-LN beyond seed noise."""
     out = {}
     for (size, block), g in curves.groupby(["size", "block"], sort=False):
         g = g.sort_values("tokens")
         bands = [max(2 * s, FLOOR_PCT) if n >= 2 else FLOOR_PCT for s, n in zip(g["std"], g["n"])]
-        out[(size, block)] = first_inside(list(g["tokens"]), list(g["mean"]), bands)
+        out[(size, block)] = caught_up(list(g["tokens"]), list(g["mean"]), bands)
     return out
 
 
@@ -174,12 +176,17 @@ def head_flop_share(size: dict, vocab_size: int, seq_len: int, block: str = "pre
 PER_STEP_CLAIMS = {8: ("sas", "matches"), 10: ("sas-p", "matches"), 1: ("v-skipinit", "worse")}
 
 
-def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict) -> dict | None:
-    """Claim 15 for one block: is its loss at Pre-LN's best grid LR within its seed noise of its own best?"""
+def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict, lrs: tuple[float, ...]) -> dict | None:
+    """Claim 15 for one block: is its loss at Pre-LN's best grid LR within its seed noise of its own best?
+    Decided only on complete grids (every LR of the study finished for both blocks)."""
     own, pre = argmin.get((size, block)), argmin.get((size, "pre-ln"))
     g = grid_[(grid_["size"] == size) & (grid_.block == block)].set_index("lr")
-    if own is None or pre is None or own not in g.index or pre not in g.index:
+    if own is None or pre is None or pre not in g.index:
         return None
+    have = {b: len(set(grid_[(grid_["size"] == size) & (grid_.block == b)].lr) & set(lrs)) for b in (block, "pre-ln")}
+    if min(have.values()) < len(lrs):
+        return verdict(15, not_decidable(f"LR grid incomplete: {have[block]}/{len(lrs)} {block}, {have['pre-ln']}/{len(lrs)} Pre-LN"),
+                       f"{size}: best finished LR {own:g} for {block}, {pre:g} for Pre-LN")
     best = g.loc[own]
     at_pre = g.loc[pre]
     gap = Gap(tuple(rel_gap(at_pre.losses[s], best.losses[s]) for s in best.losses if s in at_pre.losses))
@@ -208,7 +215,8 @@ def make(ctx: Context) -> dict:
     curves, finals = eval_curves(metrics, t, chosen)
     reach = reach_tokens(curves)
     c = ctx.base
-    note = (f"catch-up at scale {ctx.scale}: sizes {', '.join(dict.fromkeys(t['size']))} (head dim {c.width // c.heads}), "
+    drawn = list(dict.fromkeys(t[t.final_eval_loss.notna()]["size"]))
+    note = (f"catch-up at scale {ctx.scale}: sizes {', '.join(drawn) or 'none finished'} (head dim {c.width // c.heads}), "
             f"V={c.vocab_size}, T={c.seq_len}, batch {c.batch_size}, {c.steps} steps, peak LR grid "
             f"{', '.join(f'{x:g}' for x in study(ctx.scale)['lrs'])}, {c.schedule} decay, data {c.source}; "
             f"{int(t.final_eval_loss.notna().sum())}/{len(t)} runs finished; each block at its best grid LR")
@@ -216,7 +224,8 @@ def make(ctx: Context) -> dict:
         plot_gap_vs_tokens(curves, ctx.out / "catch-up", note, FLOOR_PCT, reach)
     if len(grid_):
         plot_loss_vs_lr(grid_, ctx.out / "lr", note)
-        plot_dynamics(*dynamics(ctx.runs, t, chosen), ctx.out / "dynamics", note + "; cos_mean at step 0 drawn at step 1")
+        plot_dynamics(*dynamics(ctx.runs, t, chosen), ctx.out / "dynamics",
+                      note + f"; cos_mean probed every {ctx.base.probe_every} steps")
     claims = []
     for size in dict.fromkeys(grid_["size"]):
         for claim, (block, expect) in PER_STEP_CLAIMS.items():
@@ -228,7 +237,7 @@ def make(ctx: Context) -> dict:
                   f"match band ±{gap.band:.2f}%")
             claims.append(verdict(claim, verdict_for(gap, expect), ev))
         for block in ("sas", "sas-p"):
-            c = lr_claim(size, block, grid_, argmin)
+            c = lr_claim(size, block, grid_, argmin, study(ctx.scale)["lrs"])
             if c is not None:
                 claims.append(c)
     key = lambda k: f"{k[0]}/{k[1]}"  # noqa: E731
@@ -237,7 +246,7 @@ def make(ctx: Context) -> dict:
             "best_lr": {key(k): v for k, v in chosen.items()},
             "pinned_lr_not_argmin": drifted,
             "final_gap_pct": {key(k): {"mean": g.mean, "std": g.std, "n": g.n, "values": list(g.values)} for k, g in finals.items()},
-            "tokens_to_match_band": {key(k): v for k, v in reach.items()},
+            "tokens_to_catch_up": {key(k): v for k, v in reach.items()},
             "head_flop_share": {size: head_flop_share(over, ctx.base.vocab_size, ctx.base.seq_len)
                                 for size, over in study(ctx.scale)["sizes"].items()},
             "final_eval_loss_grid": [{k: r[k] for k in ("size", "block", "lr", "mean", "std", "n")} for r in grid_.to_dict("records")],

@@ -89,11 +89,12 @@ def verdict_for(gap: Gap, expect: str) -> str:
     raise ValueError(f"expect must be 'matches' or 'worse', got {expect!r}")
 
 
-def first_inside(steps: Sequence[float], means: Sequence[float], bands: Sequence[float]) -> float | None:
-    """The first x from which |mean| stays inside its band to the end (None if it never settles there)."""
+def caught_up(steps: Sequence[float], means: Sequence[float], bands: Sequence[float]) -> float | None:
+    """The first x from which the gap stays at or below its band (+band: no longer worse beyond noise) to the end;
+    None if it never does. A block ahead of its baseline counts as caught up."""
     hit = None
     for x, m, b in zip(steps, means, bands):
-        if math.isfinite(m) and abs(m) <= b:
+        if math.isfinite(m) and m <= b:
             hit = x if hit is None else hit
         else:
             hit = None
