@@ -301,3 +301,17 @@ def test_thinned_records_keep_every_eval_and_draw_the_same_curves(cache, tmp_pat
         assert thin_metrics(run.path, 2) == 0  # thinned once only
     with pytest.raises(SigpropError, match="thinning interval must be an integer >= 1"):
         thin_metrics(tmp_path / "runs" / res.trained[0], 0)
+
+
+def test_the_committed_catch_up_gallery_replots_to_its_committed_numbers(tmp_path, monkeypatch):
+    """figures/catch-up holds its runs' records: --replot from them (no training) gives the committed result.json."""
+    import sigprop.recipes.base as base
+
+    gallery = Path(__file__).resolve().parents[1] / "figures" / "catch-up"
+    committed = json.loads((gallery / "result.json").read_text())
+    monkeypatch.setattr(base, "ensure_run", lambda *a, **k: pytest.fail("--replot must not train"))
+    res = reproduce("catch-up", "cpu", tmp_path, runs_dir=gallery / "runs", quiet=True, replot=True)
+    again = json.loads((tmp_path / "result.json").read_text())
+    assert again["numbers"] == committed["numbers"] and again["claims"] == committed["claims"]
+    assert sorted(res.reused) == sorted(committed["reused"] + committed["trained"])
+    assert {"catch-up.png", "lr.png", "dynamics.png"} <= {f.name for f in res.files}
