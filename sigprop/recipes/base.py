@@ -172,6 +172,7 @@ CLAIMS = {
     3: "identity W_init beats orthogonal W_init at every beta",
     4: "with beta_V = beta_P = 0 and identity init, skipless attention matches Pre-LN per step",
     5: "trainable V/P gain ratios beta/alpha decay towards 0 in skipless blocks; no gain over fixed identity",
+    6: "with the attention skip (Pre-LN) it reverses: trainable V/P ratios grow, and identity V/P slightly hurt",
     7: "shaped attention beats alpha I + beta A (value-skipinit) slightly and consistently",
     8: "SAS matches Pre-LN per step and is faster in wall-clock time",
     9: "removing the MLP skip in a sequential block hurts badly; leaky ReLU is worse than ReLU",
@@ -186,6 +187,7 @@ CLAIMS = {
     19: "(sigprop) naive skipless attention collapses tokens (cos_mean -> 1) at init; SAS keeps the embedding geometry",
     20: "(sigprop) in Pre-LN and SAS-P the tokens do not end training collapsed (cos_mean < 0.9 in every layer)",
     21: "(paper §1.2) skipless blocks need a downweighted MLP branch, beta_FF < 1 at init",
+    22: "(paper Fig. 24) a trainable first-layer W^V is very slightly better than W^V_1 = I in SAS and SAS-P",
 }
 
 
@@ -202,6 +204,20 @@ def undecided_at(scale: str, claims: list[dict]) -> list[dict]:
     if scale != "ci":
         return claims
     return [{**c, "verdict": "not decidable at ci scale", "outcome": c["verdict"]} for c in claims]
+
+
+#: seeds of the comparisons that decide a claim: one at ci (the pipeline only), three at cpu and paper
+SEEDS = {"ci": (0,), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
+
+
+def seeds_for(scale: str) -> tuple[int, ...]:
+    return SEEDS[scale]
+
+
+def seed_losses(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> dict[int, float]:
+    """seed -> final eval loss of the runs named slug_format.format(seed) (NaN when a run is missing or diverged)."""
+    t = ctx.table()
+    return {s: final_loss(t, slug_format.format(s)) for s in seeds}
 
 
 def final_loss(table: pd.DataFrame, slug: str) -> float:

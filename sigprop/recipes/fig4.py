@@ -14,34 +14,49 @@ from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, var
 BETA_INIT = 0.2
 
 
-def trainable_vp() -> BlockSpec:
-    """SAS with W^V, W^P = I + beta dW in every layer and alpha_V, beta_V, alpha_P, beta_P trainable."""
-    sas = variant("sas", "sas")
-    return variant("sas", "sas", value="reparam", proj="reparam", value_init="identity", proj_init="identity",
+def trainable_vp(base: str = "sas") -> BlockSpec:
+    """`base` with W^V, W^P = I + beta dW in every layer and alpha_V, beta_V, alpha_P, beta_P trainable
+    (SAS: Fig. 4, SAS-P: Fig. 16, Pre-LN with its attention skip: Fig. 22)."""
+    spec = variant(base, base)
+    return variant(base, base, value="reparam", proj="reparam", value_init="identity", proj_init="identity",
                    alpha_v=1.0, beta_v=BETA_INIT, alpha_p=1.0, beta_p=BETA_INIT,
-                   trainable=tuple(dict.fromkeys(sas.trainable + ("value", "proj"))))
+                   trainable=tuple(dict.fromkeys(spec.trainable + ("value", "proj"))))
 
 
 def runs(scale: str) -> list[RunPlan]:
-    return [RunPlan("sas-trainable-vp", trainable_vp(), {}, "SAS, trainable V/P gains"), plan("sas")]
+    return [RunPlan("sas-trainable-vp", trainable_vp("sas"), {}, "SAS, trainable V/P gains"), plan("sas")]
+
+
+def final_ratios(probes, run: str) -> dict[str, dict[int, float]]:
+    """The last probed beta/alpha of the values and projections, per layer."""
+    final = {}
+    for m in ("beta_v/alpha_v", "beta_p/alpha_p"):
+        g = gain_frame(probes, run, m)
+        last = g[g.step == g.step.max()].set_index("layer")["mean"]
+        final[m] = {int(k): float(v) for k, v in last.items()}
+    return final
+
+
+def gain_ratio_figure(ctx: Context, slug: str, fig: str, what: str) -> tuple[dict, float, float, str]:
+    """Draw the beta/alpha trajectories of run `slug`; returns (final ratios, fraction of ratios below their init
+    with the first-layer value excluded, fraction above, the ratios as text)."""
+    run = ctx.line(slug)
+    p = ctx.runs.probes
+    plot_gain_trajectories(p, run, [("beta_v/alpha_v", r"$\beta_V/\alpha_V$"), ("beta_p/alpha_p", r"$\beta_P/\alpha_P$")],
+                           ctx.out / fig, ctx.note(f"{what} with W = alpha I + beta dW, beta/alpha = {BETA_INIT} at init"),
+                           ref={"beta_v/alpha_v": 0.05, "beta_p/alpha_p": 0.05})
+    final = final_ratios(p, run)
+    rest = [abs(v) for m, d in final.items() for layer, v in d.items() if not (m == "beta_v/alpha_v" and layer == 1)]
+    below = float(np.mean([v < BETA_INIT for v in rest]))
+    above = float(np.mean([v > BETA_INIT for v in rest]))
+    text = "; ".join(f"{m}: " + ", ".join(f"L{k} {v:.3f}" for k, v in d.items()) for m, d in final.items())
+    return final, below, above, text
 
 
 def make(ctx: Context) -> dict:
-    run = ctx.line("sas-trainable-vp")
-    p = ctx.runs.probes
-    plot_gain_trajectories(p, run, [("beta_v/alpha_v", r"$\beta_V/\alpha_V$"), ("beta_p/alpha_p", r"$\beta_P/\alpha_P$")],
-                           ctx.out / "fig4", ctx.note(f"SAS with W = alpha I + beta dW, beta/alpha = {BETA_INIT} at init"),
-                           ref={"beta_v/alpha_v": 0.05, "beta_p/alpha_p": 0.05})
-    final = {}
-    for m in ("beta_v/alpha_v", "beta_p/alpha_p"):
-        g = gain_frame(p, run, m)
-        last = g[g.step == g.step.max()].set_index("layer")["mean"]
-        final[m] = {int(k): float(v) for k, v in last.items()}
-    rest = [abs(v) for m, d in final.items() for layer, v in d.items() if not (m == "beta_v/alpha_v" and layer == 1)]
-    decayed = float(np.mean([v < BETA_INIT for v in rest]))
+    final, decayed, _, ratios = gain_ratio_figure(ctx, "sas-trainable-vp", "fig4", "SAS")
     t = ctx.table()
     trained, fixed = final_loss(t, "sas-trainable-vp"), final_loss(t, "sas")
-    ratios = "; ".join(f"{m}: " + ", ".join(f"L{k} {v:.3f}" for k, v in d.items()) for m, d in final.items())
     return {
         "numbers": {"final_ratio": final, "fraction_decayed": decayed, "final_eval_loss": {"trainable": trained, "fixed_identity": fixed}},
         "claims": [
