@@ -14,7 +14,7 @@ from sigprop.recipes.base import RECIPE_SCALES, Recipe, Result, RunPlan, reprodu
 
 #: Recipe modules in gallery order (paper figures first, then sigprop's own pictures).
 MODULES = ("catch_up", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig12", "fig13", "fig14", "fig16", "fig17", "fig22", "fig24", "fig25",
-           "table1", "rank_collapse", "cos_training")
+           "plateau", "table1", "rank_collapse", "cos_training")
 
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (importlib.import_module(f"sigprop.recipes.{m}").RECIPE for m in MODULES)

@@ -1,0 +1,88 @@
+"""The early plateau of SAS-P (sigprop's own, issue 10 item 5): how long it lasts, and which settings *inside the
+paper's architecture* shorten it: beta_FF at init, peak LR, batch size, depth — one factor at a time around the
+long cpu scale's setting, 3 seeds each, with Pre-LN at the same LR / batch / depth as the reference.
+
+The plateau's length is measured as the tokens a run needs to reach eval loss PLATEAU_LOSS (6.0; the unigram-level
+plateau sits near 6.8 nats at V = 4096; Pre-LN passes 6.0 within ~80 steps at lr 1e-3). Runs are 400 steps at
+constant LR after the long scale's 100-step warm-up, so every setting sees the same schedule until it exits.
+What the paper used: beta_FF = 0.1 at every depth (its skipless config), lr 1e-3, batch 128, depth 18.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from sigprop.blocks.spec import beta_ff_for_depth
+from sigprop.recipes.base import BASE, CI, CPU_LONG, Context, Recipe, RunPlan, plan, seeds_for, variant
+
+PLATEAU_LOSS = {"ci": 6.1, "cpu": 6.0, "paper": 6.0}  # ci: ln V = 6.24 at init, tiny models reach ~6.0 in 10 steps
+#: the factors and their values; None = the base setting (beta_FF by the O(1/sqrt L) rule, lr 1e-3, batch 32, depth 4)
+FACTORS: dict[str, tuple] = {"beta_ff": (0.05, 0.1, None, 0.5), "lr": (5e-4, None, 2e-3, 4e-3),
+                             "batch_size": (16, None, 64), "depth": (2, None, 8)}
+CI_FACTORS: dict[str, tuple] = {"beta_ff": (0.1, None), "lr": (None, 3e-3)}
+PLATEAU = CPU_LONG.replace(steps=400, schedule="constant", warmup=100, eval_every=10, eval_batches=4, probe_every=20, ckpt_every=100)
+PLATEAU_CI = CI.replace(steps=10, eval_every=1, warmup=2, schedule="constant")
+
+
+def factors(scale: str) -> dict[str, tuple]:
+    return CI_FACTORS if scale == "ci" else FACTORS
+
+
+def runs(scale: str) -> list[RunPlan]:
+    plans, seen = [], set()
+    for factor, values in factors(scale).items():
+        for v in values:
+            for s in seeds_for(scale):
+                over = {"seed": s} if v is None or factor == "beta_ff" else {"seed": s, factor: v}
+                blocks = ("sas-p",) if factor == "beta_ff" else ("sas-p", "pre-ln")
+                for b in blocks:
+                    tag = "base" if v is None else f"{factor}{v:g}"
+                    slug = f"{b}-{'base' if v is None else tag}-s{s}"
+                    if slug in seen:
+                        continue
+                    seen.add(slug)
+                    spec = variant("sas-p", "sas-p", beta_ff=v) if factor == "beta_ff" and v is not None else b
+                    plans.append(plan(spec, slug, params={"factor": "base" if v is None else factor, "value": v, "seed": s}, **over))
+    return plans
+
+
+def tokens_to(metrics: pd.DataFrame, run: str, loss: float) -> float:
+    """Tokens at the first eval with eval loss <= `loss` (NaN if the run never gets there)."""
+    ev = metrics[(metrics.run == run) & metrics.eval_loss.notna()].drop_duplicates("step", keep="last").sort_values("step")
+    hit = ev[ev.eval_loss <= loss]
+    return float(hit.tokens.iloc[0]) if len(hit) else math.nan
+
+
+def make(ctx: Context) -> dict:
+    from sigprop.plots.plateau import plot_plateau
+
+    t = ctx.table()
+    loss = PLATEAU_LOSS[ctx.scale]
+    t = t.assign(tokens_to=[tokens_to(ctx.runs.metrics, r, loss) if s == "done" else math.nan
+                            for r, s in zip(t.run, t.status)])
+    rows = []
+    for factor, values in factors(ctx.scale).items():
+        for v in values:
+            for b in ("sas-p",) if factor == "beta_ff" else ("sas-p", "pre-ln"):
+                sel = t[(t.block == b) & (t.factor == ("base" if v is None else factor))]
+                sel = sel[sel.value.isna()] if v is None else sel[sel.value == v]
+                x = np.asarray(sel.tokens_to, dtype=float)
+                shown = (beta_ff_for_depth(ctx.base.depth) if factor == "beta_ff" else getattr(ctx.base, factor)) if v is None else v
+                rows.append({"factor": factor, "value": float(shown), "base": v is None, "block": b, "n": int(np.isfinite(x).sum()),
+                             "mean": float(np.nanmean(x)) if np.isfinite(x).any() else math.nan,
+                             "std": float(np.nanstd(x, ddof=1)) if np.isfinite(x).sum() > 1 else math.nan})
+    frame = pd.DataFrame(rows)
+    plot_plateau(frame, ctx.out / "plateau", ctx.note(f"{ctx.base.warmup_steps}-step warm-up; tokens to eval loss {loss:g}, "
+                                                      f"mean ± std over {len(seeds_for(ctx.scale))} seed(s)"), loss)
+    return {"numbers": {"plateau_loss": loss, "tokens_to_plateau_loss": frame.to_dict(orient="records")}, "claims": []}
+
+
+RECIPE = Recipe(
+    name="plateau", paper="(sigprop)", claims=(), runs=runs, make=make,
+    shows="tokens SAS-P and Pre-LN need to leave the early plateau vs beta_FF init, LR, batch and depth (3 seeds)",
+    runtime={"ci": "~15 s", "cpu": "~50 runs x ~7 min (1 thread)", "paper": "not planned"},
+    base={**BASE, "ci": PLATEAU_CI, "cpu": PLATEAU},
+)
