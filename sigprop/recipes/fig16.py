@@ -3,8 +3,8 @@ at init, identity W_init). The paper: the ratios go to ~0 again, the first-layer
 
 from __future__ import annotations
 
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, verdict
-from sigprop.recipes.fig4 import BETA_INIT, gain_ratio_figure, trainable_vp
+from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan
+from sigprop.recipes.fig4 import decay_result, trainable_vp
 
 
 def runs(scale: str) -> list[RunPlan]:
@@ -12,15 +12,7 @@ def runs(scale: str) -> list[RunPlan]:
 
 
 def make(ctx: Context) -> dict:
-    final, decayed, _, ratios = gain_ratio_figure(ctx, "sas-p-trainable-vp", "fig16", "SAS-P")
-    t = ctx.table()
-    trained, fixed = final_loss(t, "sas-p-trainable-vp"), final_loss(t, "sas-p")
-    return {
-        "numbers": {"final_ratio": final, "fraction_decayed": decayed, "final_eval_loss": {"trainable": trained, "fixed_identity": fixed}},
-        "claims": [verdict(5, decayed >= 0.75, f"SAS-P: {decayed:.0%} of ratios (first-layer value excluded) below their init "
-                                               f"{BETA_INIT}; final ratios {ratios}; eval loss trainable {trained:.3f} vs "
-                                               f"fixed identity (SAS-P) {fixed:.3f}")],
-    }
+    return decay_result(ctx, "sas-p-trainable-vp", "sas-p", "fig16", "SAS-P")
 
 
 RECIPE = Recipe(
