@@ -13,6 +13,7 @@ from sigprop.data import load_data
 from sigprop.errors import SigpropError
 from sigprop.probes import gains, measure, probe
 from sigprop.runs import load_runs
+from sigprop.sweep import Sweep, sweep
 from sigprop.theory import propagate
 from sigprop.training import train
 
@@ -25,6 +26,7 @@ __all__ = [
     "BlockSpec",
     "ModelConfig",
     "SigpropError",
+    "Sweep",
     "Transformer",
     "analyze",
     "bench",
@@ -37,6 +39,7 @@ __all__ = [
     "param_groups",
     "probe",
     "propagate",
+    "sweep",
     "train",
 ]
 __version__ = "0.1.0"
