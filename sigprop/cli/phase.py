@@ -16,8 +16,8 @@ from sigprop.errors import check_choice
 @app.command("phase")
 def phase_cmd(
     diagram: str = typer.Option("all", "--diagram", "-d", help="Comma-separated diagrams, or 'all' (see --list)."),
-    width: int = typer.Option(256, help="Width d of the theory's scalings and the measured networks (paper: 768)."),
-    heads: int = typer.Option(4, help="Attention heads H (paper: 12)."),
+    width: int = typer.Option(768, help="Width d of the theory's scalings (init std 0.02) and the measured networks."),
+    heads: int = typer.Option(12, help="Attention heads H (paper: 12)."),
     seq_len: int = typer.Option(128, "--seq-len", help="Tokens per sequence T (paper: 128)."),
     batch: int = typer.Option(2, help="Sequences in the probe batch."),
     seed: int = typer.Option(0, help="Seed for the weights and the batch."),
@@ -28,7 +28,7 @@ def phase_cmd(
     list_only: bool = typer.Option(False, "--list", help="List the diagrams and exit."),
 ) -> None:
     """Final-layer cos_mean and eff_rank over two knobs (theory), measured points marked; the paper's setting starred."""
-    from sigprop.phase import DIAGRAMS, check_diagrams, phase
+    from sigprop.phases import DIAGRAMS, check_diagrams, phase
     from sigprop.runs import atomic_write_bytes
 
     if list_only:

@@ -41,7 +41,7 @@ def sweep_cmd(
     out: Path = typer.Option(Path("sweep"), "--out", help="Folder: per-point cache, sweep.csv, bands.csv, figures."),
 ) -> None:
     """Any analyze metric over a grid; mean +- std over seeds per layer, theory convergence with width."""
-    from sigprop.sweep import sweep
+    from sigprop.sweeps import sweep
 
     check_output_dir(out, "sweep.json")
     s = sweep(split_list(block), widths=int_list("width", width), depths=int_list("depth", depth), seeds=seeds,

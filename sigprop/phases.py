@@ -139,21 +139,24 @@ def theory_grid(d: Diagram, cfg: ModelConfig, sigma0: torch.Tensor, samples: int
     return pd.DataFrame(rows)
 
 
-def default_points(d: Diagram, n: int = 2) -> list[tuple[float, float]]:
-    """The paper's setting plus an n x n spread of grid points (quarter and three-quarter positions)."""
+def default_points(d: Diagram, n: int = 2, max_depth: int = 18) -> list[tuple[float, float]]:
+    """The paper's setting plus an n x n spread of grid points (quarter and three-quarter positions).
+
+    On a depth axis only depths up to max_depth are measured (the deep columns cost the most to build)."""
     def pick(values: Sequence[float]) -> list[float]:
         idx = np.unique(np.round(np.linspace(0.25, 0.75, n) * (len(values) - 1)).astype(int))
         return [values[i] for i in idx]
 
-    pts = [d.paper] + [(x, y) for y in pick(d.ys) for x in pick(d.xs)]
+    ys = [y for y in d.ys if y <= max_depth] if d.y == "depth" else d.ys
+    pts = [d.paper] + [(x, y) for y in pick(ys) for x in pick(d.xs)]
     return list(dict.fromkeys(pts))
 
 
 def phase(
     diagram: str = "sas-depth-beta_ff",
     *,
-    width: int = 256,
-    heads: int = 4,
+    width: int = 768,
+    heads: int = 12,
     seq_len: int = 128,
     batch: int = 2,
     seed: int = 0,
