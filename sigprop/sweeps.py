@@ -70,6 +70,8 @@ class Settings:
     theory: bool = True
     max_bytes: int | None = None
     init: str = "fixed"
+    coord_steps: int = 0  # > 0: a coordinate check (activation RMS over training steps) instead of analyze
+    lr: float = 1e-3  # the coordinate check's AdamW learning rate (paper: 1e-3)
 
 
 def point_key(point: Point, settings: Settings) -> str:
@@ -78,25 +80,36 @@ def point_key(point: Point, settings: Settings) -> str:
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def run_point(point: Point, settings: Settings, cache_dir: str | None = None) -> pd.DataFrame:
-    """Analyze one grid point: tidy rows (layer, metric, value, source) tagged with the sweep variables."""
-    import torch
-
-    from sigprop.analysis import analyze
-
-    torch.set_num_threads(1)  # one process per core; threads inside would only fight each other
+def point_sets(point: Point, settings: Settings) -> list[str]:
+    """The point's knob overrides, plus init_std when it follows the width (init='fan-in')."""
     sets = point.sets()
     if settings.init == "fan-in":
         from sigprop.blocks import get_spec
 
         std = get_spec(point.block, sets).init_std * math.sqrt(REF_WIDTH / point.width)
         sets.append(f"init_std={std!r}")
+    return sets
+
+
+def run_point(point: Point, settings: Settings, cache_dir: str | None = None) -> pd.DataFrame:
+    """Analyze one grid point (or run its coordinate check): tidy rows tagged with the sweep variables."""
+    import torch
+
+    from sigprop.analysis import analyze
+
+    torch.set_num_threads(1)  # one process per core; threads inside would only fight each other
+    tags = {"block": point.block, "width": point.width, "depth": point.depth, "seed": point.seed, **dict(point.knobs)}
+    sets = point_sets(point, settings)
+    if settings.coord_steps:
+        from sigprop.coord import coord_point
+
+        df = coord_point(point.block, sets, point.width, point.depth, point.seed, settings, cache_dir)
+        return df.assign(**tags)[[*tags, "step", "point", "layer", "metric", "value"]]
     a = analyze(point.block, depth=point.depth, width=point.width, heads=settings.heads, seq_len=settings.seq_len,
                 batch=settings.batch, seed=point.seed, data=settings.data, vocab_size=settings.vocab_size,
                 sets=sets, theory=settings.theory, dtype=settings.dtype, kind=settings.kind, kernels=False,
                 cache_dir=cache_dir, max_bytes=settings.max_bytes, progress=False)
     df = a.metrics.drop(columns="block")
-    tags = {"block": point.block, "width": point.width, "depth": point.depth, "seed": point.seed, **dict(point.knobs)}
     return df.assign(**tags)[[*tags, "layer", "metric", "value", "source"]]
 
 
@@ -264,16 +277,19 @@ def sweep(
     dtype: str = "float32",
     theory: bool = True,
     init: str = "fixed",
+    coord_steps: int = 0,
+    lr: float = 1e-3,
     out: str | Path | None = None,
     workers: int | None = None,
     cache_dir: str | None = None,
     max_bytes: int | None = None,
     progress: bool = True,
-) -> Sweep:
+) -> Sweep:  # or a CoordCheck when coord_steps > 0
     """Analyze every point of blocks x widths x depths x knob values x seeds; cache points under out/points.
 
     seeds: a count (seeds 0..n-1) or explicit seeds. grid: {knob: values} or CLI-style ["beta_ff=0.05,0.1"].
     init: "fixed" or "fan-in" (see INIT_SCALINGS); use "fan-in" to see the theory gap shrink as d^-1/2.
+    coord_steps > 0 runs a coordinate check instead (`sigprop.coord`): returns a CoordCheck.
     """
     names = [s.name for s in resolve_blocks(blocks if isinstance(blocks, str) else list(blocks))]
     widths, depths = _as_list(widths), _as_list(depths)
@@ -297,7 +313,9 @@ def sweep(
         for v in grid[k]:
             parse_set(f"{k}={v}")
     settings = Settings(heads=heads, seq_len=seq_len, batch=batch, data=data, vocab_size=vocab_size, kind=kind,
-                        dtype=dtype, theory=theory, max_bytes=max_bytes, init=init)
+                        dtype=dtype, theory=theory, max_bytes=max_bytes, init=init, coord_steps=coord_steps, lr=lr)
+    if coord_steps < 0:
+        raise SigpropError(f"coord steps must be >= 0, got {coord_steps}")
     points = grid_points(names, widths, depths, seed_list, grid)
     folder = None
     if out is not None:
@@ -311,6 +329,10 @@ def sweep(
         input_tokens(data, 1, seq_len, vocab_size, 0, cache_dir, progress, max_bytes)
     frames = _run_points(points, settings, folder, cache_dir, workers or default_workers(len(points)), progress)
     df = pd.concat(frames, ignore_index=True)
+    if coord_steps:
+        from sigprop.coord import CoordCheck
+
+        return CoordCheck(df=df, variables=[*AXES, *grid], settings=settings)
     return Sweep(df=df, variables=[*AXES, *grid], settings=settings, knobs=list(grid))
 
 

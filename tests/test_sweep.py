@@ -78,3 +78,18 @@ def test_cli_sweep_writes_table_and_figures(tmp_path):
     assert np.isfinite(pd.read_csv(out / "convergence.csv")["slope"]).all()
     bad = CliRunner().invoke(app, ["sweep", "--width", "16,x", "--out", str(tmp_path / "b")])
     assert bad.exit_code != 0 and "comma-separated integers" in str(bad.exception)
+
+
+@pytest.mark.slow
+def test_coordinate_check_pre_ln_grows_with_width_sas_p_stream_does_not(tmp_path):
+    """At the paper's fixed init std 0.02, Pre-LN's branches add variance ~ d to the stream, so its RMS climbs
+    with width; SAS-P has no skip and a normalised stream, so its stream RMS is flat in width."""
+    c = S.sweep(["pre-ln", "sas-p"], widths=[16, 32, 64], depths=2, seeds=1, coord_steps=2, **{**TINY, "batch": 2})
+    assert {"step", "point", "layer", "metric", "value"} <= set(c.df.columns)
+    assert set(c.df.step) == {0, 1, 2} and set(c.df.point) == {"stream", "attn_out", "mlp_out"}
+    g = c.growth().set_index(["block", "point", "step"])["log2_rms_per_doubling"]
+    assert g[("pre-ln", "stream", 0)] > 0.3 and g[("pre-ln", "stream", 2)] > 0.3
+    assert abs(g[("sas-p", "stream", 0)]) < 0.1 and abs(g[("sas-p", "stream", 2)]) < 0.1
+    assert (c.df.value > 0).all()
+    names = {p.name for p in c.save(tmp_path)}
+    assert {"coord.csv", "coord_growth.csv", "coord_check.png"} <= names

@@ -37,6 +37,9 @@ def sweep_cmd(
     dtype: str = typer.Option("float32", help=f"One of {', '.join(DTYPES)}."),
     theory: bool = typer.Option(True, "--theory/--no-theory", help="Add the infinite-width prediction per point."),
     init: str = typer.Option("fixed", "--init", help="init_std per width: fixed (0.02, the paper's) or fan-in (0.02·sqrt(768/d))."),
+    coord: bool = typer.Option(False, "--coord", help="Coordinate check: activation RMS per layer vs width over training steps."),
+    steps: int = typer.Option(5, "--steps", help="--coord: optimiser steps (the RMS is recorded at steps 0..k)."),
+    lr: float = typer.Option(1e-3, "--lr", help="--coord: AdamW learning rate, constant (paper's peak: 1e-3)."),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0 = one per free core)."),
     out: Path = typer.Option(Path("sweep"), "--out", help="Folder: per-point cache, sweep.csv, bands.csv, figures."),
 ) -> None:
@@ -44,9 +47,17 @@ def sweep_cmd(
     from sigprop.sweeps import sweep
 
     check_output_dir(out, "sweep.json")
+    if coord and steps < 1:
+        raise SigpropError(f"--steps must be >= 1 for --coord, got {steps}")
     s = sweep(split_list(block), widths=int_list("width", width), depths=int_list("depth", depth), seeds=seeds,
               grid=sets, heads=heads, seq_len=seq_len, batch=batch, data=data, vocab_size=vocab_size, kind=kind,
-              dtype=dtype, theory=theory, init=init, out=out, workers=workers or None)
+              dtype=dtype, theory=theory and not coord, init=init, coord_steps=steps if coord else 0, lr=lr, out=out,
+              workers=workers or None)
+    if coord:
+        _print_growth(s)
+        paths = s.save(out)
+        console.print(f"wrote {len(paths)} files to [bold]{out}[/]: " + ", ".join(p.name for p in paths))
+        return
     _print_last_layer(s)
     if s.has_theory:
         _print_slopes(s)
@@ -79,4 +90,16 @@ def _print_slopes(s) -> None:
         table.add_column(c, justify="left" if sl[c].dtype == object else "right")
     for _, r in sl.iterrows():
         table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r))
+    console.print(table)
+
+
+def _print_growth(c) -> None:
+    g = c.growth()
+    g = g[g.step.isin([0, g.step.max()])]
+    table = Table(title="coordinate check: log2 RMS change per width doubling (0 = width-stable)", title_justify="left",
+                  show_edge=False)
+    for col in g.columns:
+        table.add_column(col, justify="right" if g[col].dtype != object else "left")
+    for _, r in g.iterrows():
+        table.add_row(*(f"{v:+.3f}" if isinstance(v, float) else str(v) for v in r))
     console.print(table)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from sigprop.plots.signal import METRIC_LABELS
 from sigprop.plots.style import TEXTWIDTH, block_style, paper_style, scale_note
@@ -101,6 +101,51 @@ def convergence_figure(conv: pd.DataFrame, slopes: pd.DataFrame, note: str = "",
         ax.set_xlabel("width d")
         ax.set_ylabel(f"|measured − theory| {METRIC_LABELS.get(metric, metric)}\n(mean over layers ≥ 1)")
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+        if note:
+            scale_note(fig, note)
+    return fig
+
+
+def coord_figure(df: pd.DataFrame, note: str = "", points: Sequence[str] = ("stream", "attn_out", "mlp_out")):
+    """mup's coordinate check: rows = (block, probe point), columns = training steps; RMS against width,
+    one line per layer (mean over seeds), coloured from the first layer (dark) to the last (light)."""
+    from sigprop.plots.style import block_style
+
+    names = {"stream": "residual stream", "attn_out": "attention branch", "mlp_out": "MLP branch"}
+    blocks = list(dict.fromkeys(df.block))
+    points = [p for p in points if p in set(df.point)]
+    steps = sorted(df.step.unique())
+    layers = sorted(df.layer.unique())
+    cmap = plt.get_cmap("viridis")
+    mean = df.groupby(["block", "point", "step", "layer", "width"])["value"].mean().reset_index()
+    with paper_style():
+        nrow, ncol = len(blocks) * len(points), len(steps)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(max(TEXTWIDTH, 1.25 * ncol), 1.15 * nrow + 0.6), squeeze=False,
+                                 sharex=True)
+        for bi, b in enumerate(blocks):
+            for pi, pt in enumerate(points):
+                r = bi * len(points) + pi
+                sel = mean[(mean.block == b) & (mean.point == pt)]
+                for c, step in enumerate(steps):
+                    ax = axes[r][c]
+                    for layer in layers:
+                        d = sel[(sel.step == step) & (sel.layer == layer)].sort_values("width")
+                        if len(d):
+                            ax.plot(d.width, d.value, color=cmap(layer / max(layers[-1], 1)), marker="o", markersize=1.8, lw=0.8)
+                    ax.set_xscale("log", base=2)
+                    ax.set_yscale("log")
+                    ax.yaxis.set_minor_formatter(NullFormatter())
+                    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+                    if r == 0:
+                        ax.set_title(f"step {step}")
+                    if c == 0:
+                        ax.set_ylabel(f"{block_style(b, bi)['label']}\n{names.get(pt, pt)} RMS", fontsize=6.5)
+                    if r == nrow - 1:
+                        ax.set_xlabel("width d")
+        sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(layers[0], layers[-1]))
+        fig.tight_layout()
+        bar = fig.colorbar(sm, ax=axes, shrink=0.5, label="layer", pad=0.01)
+        bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         if note:
             scale_note(fig, note)
     return fig
