@@ -214,6 +214,9 @@ def parse_set(s: str) -> tuple[str, object]:
 
 _SKIPLESS_ATTN = dict(attention="shaped", alpha=1.0, beta=1.0, gamma=1.0, query_init=0.0)
 _SAS_GAINS = ("beta_sa", "beta_ff", "attn", "value")
+#: U-/E-SPA (sigprop.blocks.spa): no attention skip, W^Q = 0, orthogonal trainable values and projections
+_SPA = dict(alpha_sa=0.0, query_init=0.0, value_init="orthogonal", proj_init="orthogonal", trainable=("beta_sa", "beta_ff"),
+            removes="attention skip (kernel steered by position bias)")
 
 PRESETS: dict[str, BlockSpec] = {
     s.name: s
@@ -294,30 +297,20 @@ PRESETS: dict[str, BlockSpec] = {
         ),
         BlockSpec(
             name="u-spa",
-            alpha_sa=0.0,
             beta_ff=None,
             attention="u-spa",
-            query_init=0.0,
-            value_init="orthogonal",
-            proj_init="orthogonal",
-            trainable=("beta_sa", "beta_ff"),
             description="U-SPA (He et al. 2023): skipless, W^Q = 0, positional bias so the kernel's uniform correlation rises to spa_rho",
-            removes="attention skip (kernel steered by position bias)",
+            **_SPA,
         ),
         BlockSpec(
             name="e-spa",
-            alpha_sa=0.0,
             # The last E-SPA steps amplify the extra uniform correlation an MLP branch adds (through the rescaling
             # D_l): at the rule's 0.1 * sqrt(18 / L) the kernel ends 0.11 above its target at L=12, d=1024; at 0.05,
             # 0.03 at L=18 (measured on random tokens). U-SPA keeps the rule.
             beta_ff=0.05,
             attention="e-spa",
-            query_init=0.0,
-            value_init="orthogonal",
-            proj_init="orthogonal",
-            trainable=("beta_sa", "beta_ff"),
             description="E-SPA (He et al. 2023): skipless, W^Q = 0, positional bias so the kernel follows exp(-gamma_l |i-j|)",
-            removes="attention skip (kernel steered by position bias)",
+            **_SPA,
         ),
     ]
 }
