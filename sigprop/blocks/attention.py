@@ -232,7 +232,7 @@ class Attention(nn.Module):
     def _spa_fast(self, q, k, v, key_mask):
         """D_l softmax(QK^T / sqrt(d_k) + Gamma_l) V through SDPA's additive mask (Gamma_l already holds the causal -inf)."""
         T = q.shape[-2]
-        bias, D = self.spa_bias(T, q if q.dtype.is_floating_point else v)
+        bias, D = self.spa_bias(T, q)
         if key_mask is not None:
             bias = bias.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         return D * sdpa(q, k, v, attn_mask=bias.to(q.dtype))
