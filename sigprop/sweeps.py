@@ -8,7 +8,7 @@
 
 Every grid point is one `analyze` call (one block, one width, depth and seed, one set of knob values),
 cached as a CSV under `out/points/` keyed by its settings, so an interrupted sweep resumes where it stopped.
-Points run in worker processes when more than one core is free (`workers`).
+Points run in spawned worker processes with `workers=None` (one per free core; the CLI default) or `workers=n`.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def sweep(
     coord_steps: int = 0,
     lr: float = 1e-3,
     out: str | Path | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
     cache_dir: str | None = None,
     max_bytes: int | None = None,
     progress: bool = True,
@@ -290,6 +290,8 @@ def sweep(
     seeds: a count (seeds 0..n-1) or explicit seeds. grid: {knob: values} or CLI-style ["beta_ff=0.05,0.1"].
     init: "fixed" or "fan-in" (see INIT_SCALINGS); use "fan-in" to see the theory gap shrink as d^-1/2.
     coord_steps > 0 runs a coordinate check instead (`sigprop.coord`): returns a CoordCheck.
+    workers: processes for the points (None = one per free core; `sigprop sweep` uses that). Workers are
+    spawned, so a script that asks for more than one must call sweep under `if __name__ == "__main__":`.
     """
     names = [s.name for s in resolve_blocks(blocks if isinstance(blocks, str) else list(blocks))]
     widths, depths = _as_list(widths), _as_list(depths)
