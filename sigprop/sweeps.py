@@ -53,7 +53,12 @@ class Point:
     knobs: tuple[tuple[str, object], ...] = ()
 
     def sets(self) -> list[str]:
-        return [f"{k}={v}" for k, v in self.knobs]
+        return [f"{k}={knob_text(v)}" for k, v in self.knobs]
+
+
+def knob_text(value: object) -> str:
+    """A knob value as `--set` writes it (tuples such as `trainable` comma-joined)."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,8 @@ def run_point(point: Point, settings: Settings, cache_dir: str | None = None) ->
     from sigprop.analysis import analyze
 
     torch.set_num_threads(1)  # one process per core; threads inside would only fight each other
-    tags = {"block": point.block, "width": point.width, "depth": point.depth, "seed": point.seed, **dict(point.knobs)}
+    knobs = {k: knob_text(v) if isinstance(v, tuple) else v for k, v in point.knobs}
+    tags = {"block": point.block, "width": point.width, "depth": point.depth, "seed": point.seed, **knobs}
     sets = point_sets(point, settings)
     if settings.coord_steps:
         from sigprop.coord import coord_point
@@ -139,6 +145,17 @@ def parse_grid(sets: Iterable[str]) -> dict[str, list[object]]:
         parsed = [parse_set(f"{k}={t}") for t in values]
         grid[parsed[0][0]] = [p[1] for p in parsed]
     return grid
+
+
+def coerce_grid(grid: Mapping[str, Sequence[object]]) -> dict[str, list[object]]:
+    """API grids read like CLI ones: {"beta_ff": ["0.1", 0.2]} -> {"beta_ff": [0.1, 0.2]} (bad names/values: one-line errors)."""
+    out: dict[str, list[object]] = {}
+    for k, vals in grid.items():
+        parsed = [parse_set(f"{k}={knob_text(v)}") for v in vals]
+        if not parsed:
+            raise SigpropError(f"grid knob {k!r} has no values")
+        out[parsed[0][0]] = [p[1] for p in parsed]
+    return out
 
 
 def grid_points(blocks: Sequence[str], widths: Sequence[int], depths: Sequence[int], seeds: Sequence[int],
@@ -308,16 +325,18 @@ def sweep(
     for w in widths:
         if w % heads:
             raise SigpropError(f"width {w} is not divisible by heads {heads}; choose --heads that divides every width")
-    grid = parse_grid(grid) if not isinstance(grid, Mapping) else {k: list(v) for k, v in grid.items()}
-    if init == "fan-in" and "init_std" in grid:
-        raise SigpropError("init='fan-in' sets init_std per width; sweep init_std with init='fixed' instead")
-    for k in grid:  # validate names and values once, here, not in a worker
-        for v in grid[k]:
-            parse_set(f"{k}={v}")
-    settings = Settings(heads=heads, seq_len=seq_len, batch=batch, data=data, vocab_size=vocab_size, kind=kind,
-                        dtype=dtype, theory=theory, max_bytes=max_bytes, init=init, coord_steps=coord_steps, lr=lr)
     if coord_steps < 0:
         raise SigpropError(f"coord steps must be >= 0, got {coord_steps}")
+    grid = coerce_grid(grid) if isinstance(grid, Mapping) else parse_grid(grid)
+    if init == "fan-in" and "init_std" in grid:
+        raise SigpropError("init='fan-in' sets init_std per width; sweep init_std with init='fixed' instead")
+    from sigprop.blocks import get_spec
+
+    for name in names:  # build every spec once here, so a bad knob value fails now, not in a worker
+        for kv in itertools.product(*[[(k, v) for v in vals] for k, vals in grid.items()]):
+            get_spec(name, Point(name, 1, 1, 0, tuple(kv)).sets())
+    settings = Settings(heads=heads, seq_len=seq_len, batch=batch, data=data, vocab_size=vocab_size, kind=kind,
+                        dtype=dtype, theory=theory, max_bytes=max_bytes, init=init, coord_steps=coord_steps, lr=lr)
     points = grid_points(names, widths, depths, seed_list, grid)
     folder = None
     if out is not None:

@@ -93,3 +93,11 @@ def test_coordinate_check_pre_ln_grows_with_width_sas_p_stream_does_not(tmp_path
     assert (c.df.value > 0).all()
     names = {p.name for p in c.save(tmp_path)}
     assert {"coord.csv", "coord_growth.csv", "coord_check.png"} <= names
+
+
+def test_api_grids_are_coerced_and_checked_like_cli_ones():
+    assert S.coerce_grid({"beta_ff": ["0.1", 0.2], "trainable": [("beta_sa", "attn")]}) == {
+        "beta_ff": [0.1, 0.2], "trainable": [("beta_sa", "attn")]}
+    assert S.Point("sas", 8, 2, 0, (("trainable", ("beta_sa", "attn")),)).sets() == ["trainable=beta_sa,attn"]
+    with pytest.raises(SigpropError, match="norm"):
+        S.sweep("sas", widths=[16], grid={"norm": ["batch"]}, **TINY)  # fails before any point runs
