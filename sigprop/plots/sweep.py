@@ -101,6 +101,7 @@ def convergence_figure(conv: pd.DataFrame, slopes: pd.DataFrame, note: str = "",
         ax.set_xlabel("width d")
         ax.set_ylabel(f"|measured − theory| {METRIC_LABELS.get(metric, metric)}\n(mean over layers ≥ 1)")
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
+        fig.tight_layout()
         if note:
             scale_note(fig, note)
     return fig
