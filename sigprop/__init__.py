@@ -4,6 +4,8 @@
     model = sp.build_model("sas", depth=18, width=768, heads=12)    # any preset, any knob (sets=["beta_ff=0.2"])
     a = sp.analyze(["pre-ln", "skipless", "sas"])                     # rank collapse at init, with theory
     with sp.probe(model) as p: model(idx)                             # per-layer metrics of any nn.Module
+    s = sp.sweep(["pre-ln", "sas"], widths=[64, 256], seeds=4)        # a grid of analyze runs: bands, theory convergence
+    p = sp.phase("shaped-alpha-gamma")                                # rank-collapse phase diagram from theory
 """
 
 from sigprop.analysis import Analysis, analyze
@@ -13,6 +15,8 @@ from sigprop.data import load_data
 from sigprop.errors import SigpropError
 from sigprop.probes import gains, measure, probe
 from sigprop.runs import load_runs
+from sigprop.phases import Phase, phase
+from sigprop.sweeps import Sweep, sweep
 from sigprop.theory import propagate
 from sigprop.training import train
 
@@ -21,10 +25,12 @@ BLOCKS = PRESETS
 __all__ = [
     "BLOCKS",
     "PRESETS",
+    "Phase",
     "Analysis",
     "BlockSpec",
     "ModelConfig",
     "SigpropError",
+    "Sweep",
     "Transformer",
     "analyze",
     "bench",
@@ -33,10 +39,12 @@ __all__ = [
     "get_spec",
     "load_data",
     "load_runs",
+    "phase",
     "measure",
     "param_groups",
     "probe",
     "propagate",
+    "sweep",
     "train",
 ]
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ batch), propagate Sigma_l = X_l X_l^T / d through every block in the infinite-wi
   random W^Q the logits are Gaussian in the wide limit, with covariance s^2 N_ii' N_jj' (N the normalised
   input kernel, s = std(W^Q) std(W^K) d): E[A N A^T] over heads is then a Monte-Carlo average over sampled
   logits (`softmax="sampled"`), or A is replaced by C (`softmax="uniform"`, the small-logit limit).
-  The result's notes say which approximation was used.
+  The result's notes say which approximation was used. U-SPA / E-SPA apply their fixed A_l = D_l softmax(Gamma_l).
 - skip and branch add as in Eq. 1 / Eq. 7. A branch through fresh zero-mean weights is uncorrelated
   with its skip; a branch through identity values/projections is not, and the cross term is kept.
 """
@@ -27,6 +27,7 @@ import torch
 
 from sigprop.blocks.attention import centring_matrix
 from sigprop.blocks.model import ModelConfig
+from sigprop.blocks.spa import SPA_ATTENTION, spa_attention
 from sigprop.blocks.spec import BlockSpec
 from sigprop.errors import SigpropError
 from sigprop.probes.metrics import KERNEL_METRICS, single_thread
@@ -240,7 +241,13 @@ def propagate(
     q_std = spec.init_std if spec.query_init is None else spec.query_init
     logit_std = q_std * spec.init_std * cfg.width  # std of a logit between unit-norm tokens
     notes = []
-    if q_std == 0:  # logits exactly 0: A = C, no approximation
+    if spec.attention in SPA_ATTENTION:  # U-/E-SPA: A_l = D_l softmax(Gamma_l) per layer, exact at W^Q = 0
+        target = spec.spa_rho if spec.attention == "u-spa" else spec.spa_gamma
+        mats = iter([spa_attention(spec.attention, target, layer, cfg.depth, T)[0] for layer in range(cfg.depth)])
+        attention = lambda N: (lambda A: (A @ N @ A.transpose(-1, -2), A))(next(mats))  # noqa: E731
+        if q_std != 0:
+            notes.append(f"random W^Q (std {q_std}) around the {spec.attention} bias replaced by W^Q = 0")
+    elif q_std == 0:  # logits exactly 0: A = C, no approximation
         A0 = shape_attention(C, C, spec)
         attention = lambda N: (A0 @ N @ A0.transpose(-1, -2), A0)  # noqa: E731
     elif softmax == "uniform":

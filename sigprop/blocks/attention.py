@@ -5,6 +5,8 @@ Two paths compute the same thing:
     shaped:  (alpha I + beta softmax(QK^T) - gamma C) V = alpha V + beta SDPA(Q,K,V) - gamma C V
     where C V is the causal running mean of V (decoder) or the mean over non-padding tokens (encoder).
 - explicit: builds the full attention matrix and passes it through `hook_pattern`, for probes.
+U-SPA / E-SPA (`sigprop.blocks.spa`) add a fixed positional bias Gamma_l to the logits and rescale each
+position's output by D_l: D_l SDPA(Q, K, V; bias Gamma_l), again without forming the T x T matrix.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
 
+from sigprop.blocks.spa import SPA_ATTENTION, spa_attention
 from sigprop.blocks.spec import BlockSpec
+from sigprop.errors import SigpropError
 
 
 class HookPoint(nn.Identity):
@@ -74,6 +78,8 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, is_c
     if not short_cpu or not (low in half or {q.dtype, k.dtype, v.dtype} & set(half)):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
     with torch.autocast("cpu", enabled=False):
+        if attn_mask is not None and attn_mask.is_floating_point():  # an additive bias (U-/E-SPA) follows q to fp32
+            attn_mask = attn_mask.float()
         y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask, is_causal=is_causal)
     return y.to(low)
 
@@ -143,9 +149,13 @@ def make_matrix(kind: str, init: str, alpha: float, beta: float, d: int, spec: B
 class Attention(nn.Module):
     """Multi-head self-attention with the paper's attention-matrix and value/projection options."""
 
-    def __init__(self, spec: BlockSpec, width: int, heads: int, causal: bool, layer: int = 0):
+    def __init__(self, spec: BlockSpec, width: int, heads: int, causal: bool, layer: int = 0, depth: int | None = None):
         super().__init__()
         self.spec, self.width, self.heads, self.causal = spec, width, heads, causal
+        self.spa = spec.attention in SPA_ATTENTION
+        if self.spa and depth is None:
+            raise SigpropError(f"attention={spec.attention!r} follows a depth schedule; build it with depth=")
+        self.layer, self.depth = layer, depth
         self.head_dim = width // heads
         self.w_q = normal_linear(width, width, spec.init_std if spec.query_init is None else spec.query_init)
         self.w_k = normal_linear(width, width, spec.init_std)
@@ -191,7 +201,10 @@ class Attention(nn.Module):
         B, T, d = x.shape
         q, k = self._split(self.w_q(x)), self._split(self.w_k(x))
         v = self._split(self.value(x) if self.value is not None else x)
-        y = self._explicit(q, k, v, key_mask) if self.explicit else self._fast(q, k, v, key_mask)
+        if self.explicit:
+            y = self._explicit(q, k, v, key_mask)
+        else:
+            y = self._spa_fast(q, k, v, key_mask) if self.spa else self._fast(q, k, v, key_mask)
         y = y.transpose(1, 2).reshape(B, T, d)
         return self.proj(y) if self.proj is not None else y
 
@@ -209,10 +222,31 @@ class Attention(nn.Module):
             y = torch.addcmul(y, self._head_gain("gamma", v), centred_values(v, self.causal, key_mask), value=-1)
         return y
 
+    def spa_bias(self, T: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Gamma_l (T, T) with -inf above the diagonal, D_l as (T, 1)) in like's dtype and device."""
+        spec = self.spec
+        target = spec.spa_rho if spec.attention == "u-spa" else spec.spa_gamma
+        _, gamma, D = spa_attention(spec.attention, target, self.layer, self.depth, T)
+        return gamma.to(like.device, like.dtype), D[:, None].to(like.device, like.dtype)
+
+    def _spa_fast(self, q, k, v, key_mask):
+        """D_l softmax(QK^T / sqrt(d_k) + Gamma_l) V through SDPA's additive mask (Gamma_l already holds the causal -inf)."""
+        T = q.shape[-2]
+        bias, D = self.spa_bias(T, q)
+        if key_mask is not None:
+            bias = bias.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        return D * sdpa(q, k, v, attn_mask=bias.to(q.dtype))
+
     def attention_matrix(self, q, k, key_mask) -> tuple[torch.Tensor, torch.Tensor]:
         """(full attention matrix, softmax part), each (B, H, T, T)."""
         T = q.shape[-2]
         logits = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        if self.spa:
+            bias, D = self.spa_bias(T, logits)
+            if key_mask is not None:
+                bias = bias.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+            A = torch.softmax(logits + bias, dim=-1)
+            return D * A, A
         allowed = torch.ones(T, T, dtype=torch.bool, device=q.device)
         if self.causal:
             allowed = allowed.tril()

@@ -70,7 +70,7 @@ class Block(nn.Module):
             norm = "layer"
         self.ln_1 = make_norm(norm, width, spec.norm_eps)
         self.ln_2 = make_norm(spec.norm, width, spec.norm_eps) if not spec.parallel else None
-        self.attn = Attention(spec, width, heads, causal, layer)
+        self.attn = Attention(spec, width, heads, causal, layer, depth)
         self.mlp = MLP(spec, width)
         skip = "alpha_comb" if spec.parallel else "alpha_sa"
         inits = {skip: getattr(spec, skip), "beta_sa": spec.beta_sa, "beta_ff": spec.resolve_beta_ff(depth)}

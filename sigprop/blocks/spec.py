@@ -8,6 +8,8 @@ A block variant is *data*, not a class. The fields map onto the paper's equation
     Eq. 4 value_skipinit: A <- alpha I + beta A
     Eq. 5 shaped:         A <- alpha I + beta A - gamma C
     Eq. 6 reparam:        W^V = alpha_v W^V_init + beta_v dW^V   (same for W^P)
+    u-spa / e-spa:        A_l = D_l softmax(Gamma_l): the token kernel follows a target schedule at init
+                          (He et al. 2023, the predecessor paper; see `sigprop.blocks.spa`)
 
 Presets (`PRESETS`) are named specs; `spec.replace(beta_ff=0.2)` or `--set beta_ff=0.2` changes
 any knob. A new variant is a new spec, never a new class.
@@ -23,7 +25,7 @@ from typing import Literal
 
 from sigprop.errors import SigpropError, check_choice, choice_error
 
-Attention = Literal["softmax", "value_skipinit", "shaped"]
+Attention = Literal["softmax", "value_skipinit", "shaped", "u-spa", "e-spa"]
 Matrix = Literal["dense", "identity", "reparam"]
 MatrixInit = Literal["normal", "orthogonal", "identity"]
 Norm = Literal["rms", "layer", "none"]
@@ -34,7 +36,7 @@ GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "va
 
 #: Knobs added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a knob never orphans the committed runs that predate it.
-KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ()
+KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma")
 
 #: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
 BETA_FF_REF_DEPTH = 18
@@ -68,6 +70,8 @@ class BlockSpec:
     gamma: float = 1.0  # shaped: weight on the centring matrix C
     per_head_gains: bool = True  # alpha_h, beta_h, gamma_h per head (paper: small gain)
     query_init: float | None = None  # std of W^Q; 0 makes A(X) = C at init; None = init_std
+    spa_rho: float = 0.8  # U-SPA: target off-diagonal correlation rho_L after the last block
+    spa_gamma: float = 0.05  # E-SPA: target decay rate gamma_L of exp(-gamma |i - j|) after the last block
     # --- values and projections (Eq. 6) -----------------------------------------------------
     value: Matrix = "dense"
     value_init: MatrixInit = "normal"  # dense: normal | orthogonal; reparam W_init: identity | orthogonal
@@ -106,6 +110,10 @@ class BlockSpec:
             check_choice("value_init for value='dense'", self.value_init, ("normal", "orthogonal"))
         if self.proj == "dense":
             check_choice("proj_init for proj='dense'", self.proj_init, ("normal", "orthogonal"))
+        if self.attention in ("u-spa", "e-spa"):
+            from sigprop.blocks.spa import check_target
+
+            check_target(self.attention, self.spa_rho if self.attention == "u-spa" else self.spa_gamma)
         if self.mlp_mult <= 0:
             raise SigpropError(f"mlp_mult must be positive, got {self.mlp_mult!r}")
         if self.norm_eps <= 0:
@@ -206,6 +214,9 @@ def parse_set(s: str) -> tuple[str, object]:
 
 _SKIPLESS_ATTN = dict(attention="shaped", alpha=1.0, beta=1.0, gamma=1.0, query_init=0.0)
 _SAS_GAINS = ("beta_sa", "beta_ff", "attn", "value")
+#: U-/E-SPA (sigprop.blocks.spa): no attention skip, W^Q = 0, orthogonal trainable values and projections
+_SPA = dict(alpha_sa=0.0, query_init=0.0, value_init="orthogonal", proj_init="orthogonal", trainable=("beta_sa", "beta_ff"),
+            removes="attention skip (kernel steered by position bias)")
 
 PRESETS: dict[str, BlockSpec] = {
     s.name: s
@@ -283,6 +294,23 @@ PRESETS: dict[str, BlockSpec] = {
             description="SAS-P without normalisation (Sec. 4.4; a LayerNorm stays on block 1's input)",
             removes="all skips, values, projections, sequential sub-blocks, norms",
             **_SKIPLESS_ATTN,
+        ),
+        BlockSpec(
+            name="u-spa",
+            beta_ff=None,
+            attention="u-spa",
+            description="U-SPA (He et al. 2023): skipless, W^Q = 0, positional bias so the kernel's uniform correlation rises to spa_rho",
+            **_SPA,
+        ),
+        BlockSpec(
+            name="e-spa",
+            # The last E-SPA steps amplify the extra uniform correlation an MLP branch adds (through the rescaling
+            # D_l): at the rule's 0.1 * sqrt(18 / L) the kernel ends 0.11 above its target at L=12, d=1024; at 0.05,
+            # 0.03 at L=18 (measured on random tokens). U-SPA keeps the rule.
+            beta_ff=0.05,
+            attention="e-spa",
+            description="E-SPA (He et al. 2023): skipless, W^Q = 0, positional bias so the kernel follows exp(-gamma_l |i-j|)",
+            **_SPA,
         ),
     ]
 }

@@ -17,8 +17,10 @@ BLOCK_STYLE: dict[str, dict[str, str]] = {
     "sas": {"label": "SAS", "color": "#2ca02c", "marker": "D"},
     "sas-p": {"label": "SAS-P", "color": "#9467bd", "marker": "P"},
     "sas-p-nonorm": {"label": "SAS-P no norm", "color": "#e377c2", "marker": "*"},
+    "u-spa": {"label": "U-SPA", "color": "#bcbd22", "marker": "<"},
+    "e-spa": {"label": "E-SPA", "color": "#17becf", "marker": ">"},
 }
-_EXTRA_COLORS = ["#17becf", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39"]
+_EXTRA_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39"]
 
 #: Figure widths in inches: one column and full text width of a conference paper.
 COLUMN, TEXTWIDTH = 3.4, 6.9

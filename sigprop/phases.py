@@ -1,0 +1,228 @@
+"""Phase diagrams of rank collapse at init: final-layer cos_mean and eff_rank over a 2-D grid of knobs.
+
+    p = sp.phase("sas-depth-beta_ff", width=256)   # theory over the grid, a few points measured
+    p.grid       # tidy: x, y, metric, value (theory)
+    p.points     # the measured points: x, y, metric, measured, theory, gap
+    p.plot(out)  # heatmap per metric, measured points as circles in the same colours, the paper's setting starred
+
+The grid comes from `sigprop.theory.propagate` (seconds: no network is built), on the input kernel of one
+probe batch embedded as the model would embed it. Depth diagrams use one propagation to the largest depth
+per column: with beta_ff given explicitly, the kernel after l blocks of a deeper stack is that of depth l.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from sigprop.analysis import COLLAPSE_COS, input_tokens
+from sigprop.blocks import BlockSpec, ModelConfig, Transformer, get_spec
+from sigprop.blocks.spec import BETA_FF_REF, BETA_FF_REF_DEPTH
+from sigprop.errors import SigpropError, choice_error
+from sigprop.probes import KERNEL_METRICS, measure
+from sigprop.theory import propagate
+
+METRICS = ("cos_mean", "eff_rank")
+#: Agreement asked of a measured point with the theory's colour: |cos_mean gap| and relative eff_rank gap.
+TOLERANCE = {"cos_mean": 0.05, "eff_rank": 0.15}
+
+
+@dataclass(frozen=True)
+class Diagram:
+    """A 2-D slice through the knobs of one block: x and y are knob names (or 'depth')."""
+
+    name: str
+    block: str
+    x: str
+    y: str
+    xs: tuple[float, ...]
+    ys: tuple[float, ...]
+    paper: tuple[float, float]  # where the paper's setting sits
+    paper_label: str
+    depth: int = 18  # when neither axis is depth
+    sets: tuple[str, ...] = ()
+    log_x: bool = False
+    title: str = ""
+
+    def spec(self, x: float, y: float | None = None) -> BlockSpec:
+        knobs = {self.x: x} if self.x != "depth" else {}
+        if y is not None and self.y != "depth":
+            knobs[self.y] = y
+        return get_spec(self.block, self.sets).replace(**knobs)
+
+
+_DEPTHS = (1, 2, 4, 6, 9, 12, 18, 24, 36, 48, 72)
+_BETA_FF = tuple(float(v) for v in np.round(np.geomspace(0.02, 1.0, 12), 4))
+_UNIT = tuple(float(v) for v in np.round(np.linspace(0.0, 1.0, 9), 3))  # 9 steps: a sampled-softmax point costs ~0.3 s CPU
+_SHAPED = tuple(float(v) for v in np.round(np.linspace(0.0, 1.5, 13), 3))
+
+DIAGRAMS: dict[str, Diagram] = {
+    d.name: d
+    for d in [
+        Diagram("sas-depth-beta_ff", "sas", "beta_ff", "depth", _BETA_FF, _DEPTHS, (BETA_FF_REF, BETA_FF_REF_DEPTH),
+                r"paper: L=18, $\beta_{FF}$=0.1", log_x=True, title=r"SAS and SAS-P (identical at init): depth × MLP-branch gain $\beta_{FF}$"),
+        # beta_sa starts at 0.125: at alpha_sa = beta_sa = 0 the block outputs exactly 0
+        Diagram("pre-ln-alpha_sa-beta_sa", "pre-ln", "alpha_sa", "beta_sa", _UNIT, _UNIT[1:], (1.0, 1.0),
+                r"Pre-LN ($\alpha_{SA}=\beta_{SA}=1$)", title=r"Pre-LN-style block with a downweighted skip: $\alpha_{SA}$ × $\beta_{SA}$ (L=18)"),
+        Diagram("shaped-alpha-gamma", "sas", "alpha", "gamma", _SHAPED, _SHAPED, (1.0, 1.0),
+                r"paper: $\alpha=\beta=\gamma=1$ ($A=I$)", title=r"SAS, shaped attention $\alpha I + \beta A - \gamma C$: $\alpha$ × $\gamma$ ($\beta$=1, L=18)"),
+    ]
+}
+
+
+@dataclass(repr=False)
+class Phase:
+    """Theory over the grid plus the measured points of one diagram."""
+
+    diagram: Diagram
+    grid: pd.DataFrame  # x, y, metric, value
+    points: pd.DataFrame  # x, y, metric, measured, theory, gap, ok
+    settings: dict
+    seconds: dict = field(default_factory=dict)
+
+    @property
+    def agrees(self) -> bool:
+        return bool(self.points["ok"].all()) if len(self.points) else True
+
+    def scale_text(self) -> str:
+        s = self.settings
+        return (f"at init · heatmap: theory on the input kernel of one batch · circles: measured at d={s['width']}, "
+                f"H={s['heads']}, T={s['seq_len']}, batch {s['batch']}, data {s['data']}, seed {s['seed']}\n"
+                f"tolerance |Δcos| ≤ {TOLERANCE['cos_mean']}, |Δeff_rank| / eff_rank ≤ {TOLERANCE['eff_rank']}")
+
+    def plot(self, out: str | Path | None = None):
+        from sigprop.plots.phase import phase_figure
+
+        fig = phase_figure(self)
+        if out is not None:
+            from sigprop.plots import savefig
+
+            savefig(fig, Path(out) / self.diagram.name)
+        return fig
+
+    def __repr__(self) -> str:
+        return f"Phase({self.diagram.name}: {len(self.grid) // len(METRICS)} grid points, {len(self.points) // len(METRICS)} measured, agrees={self.agrees})"
+
+
+def _last_metrics(K: torch.Tensor, mask=None) -> dict[str, float]:
+    return {m: float(KERNEL_METRICS[m](K, mask=mask).mean()) for m in METRICS}
+
+
+def input_kernel(spec: BlockSpec, cfg: ModelConfig, tokens: torch.Tensor, seed: int) -> torch.Tensor:
+    """The embedding kernel (B, T, T) the model with this seed would feed its first block (built at depth 1:
+    the embedding is drawn first, so it is the same as a deeper model's)."""
+    torch.manual_seed(seed)
+    model = Transformer(spec, cfg.replace(depth=1))
+    return torch.from_numpy(measure(model, tokens, kernels=True).kernels[0])
+
+
+def theory_grid(d: Diagram, cfg: ModelConfig, sigma0: torch.Tensor, samples: int = 4, seed: int = 0) -> pd.DataFrame:
+    """Final-layer metrics predicted at every grid point."""
+    rows = []
+    if d.y == "depth":
+        top = max(d.ys)
+        for x in d.xs:
+            th = propagate(d.spec(x), cfg.replace(depth=int(top)), sigma0, samples=samples, seed=seed)
+            for y in d.ys:
+                rows += [{"x": x, "y": y, "metric": m, "value": v} for m, v in _last_metrics(th.kernels[int(y)]).items()]
+    else:
+        c = cfg.replace(depth=d.depth)
+        for y in d.ys:
+            for x in d.xs:
+                th = propagate(d.spec(x, y), c, sigma0, samples=samples, seed=seed)
+                rows += [{"x": x, "y": y, "metric": m, "value": v} for m, v in _last_metrics(th.kernels[-1]).items()]
+    return pd.DataFrame(rows)
+
+
+def default_points(d: Diagram, n: int = 2, max_depth: int = 18) -> list[tuple[float, float]]:
+    """The paper's setting plus an n x n spread of grid points (quarter and three-quarter positions).
+
+    On a depth axis only depths up to max_depth are measured (the deep columns cost the most to build)."""
+    def pick(values: Sequence[float]) -> list[float]:
+        idx = np.unique(np.round(np.linspace(0.25, 0.75, n) * (len(values) - 1)).astype(int))
+        return [values[i] for i in idx]
+
+    ys = [y for y in d.ys if y <= max_depth] if d.y == "depth" else d.ys
+    pts = [d.paper] + [(x, y) for y in pick(ys) for x in pick(d.xs)]
+    return list(dict.fromkeys(pts))
+
+
+def phase(
+    diagram: str = "sas-depth-beta_ff",
+    *,
+    width: int = 768,
+    heads: int = 12,
+    seq_len: int = 128,
+    batch: int = 2,
+    seed: int = 0,
+    data: str = "code",
+    vocab_size: int = 8192,
+    measure_points: bool | Sequence[tuple[float, float]] = True,
+    samples: int = 4,
+    cache_dir: str | None = None,
+    max_bytes: int | None = None,
+    progress: bool = True,
+) -> Phase:
+    """Theory over the diagram's grid; with measure_points, `analyze` at the paper's setting and a few grid points."""
+    if diagram not in DIAGRAMS:
+        raise choice_error("phase diagram", diagram, DIAGRAMS)
+    d = DIAGRAMS[diagram]
+    tokens, vocab, desc = input_tokens(data, batch, seq_len, vocab_size, seed, cache_dir, progress, max_bytes)
+    cfg = ModelConfig(depth=d.depth, width=width, heads=heads, vocab_size=vocab, context=seq_len)
+    t0 = time.perf_counter()
+    sigma0 = input_kernel(get_spec(d.block, d.sets), cfg, tokens, seed)
+    grid = theory_grid(d, cfg, sigma0, samples, seed)
+    seconds = {"theory": time.perf_counter() - t0}
+    pts = default_points(d) if measure_points is True else list(measure_points or [])
+    rows = []
+    t0 = time.perf_counter()
+    for x, y in pts:
+        rows += _measure_point(d, x, y, cfg, tokens, seed, samples)
+    seconds["measured"] = time.perf_counter() - t0
+    settings = dict(width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data, data_desc=desc,
+                    vocab_size=vocab)
+    cols = ["x", "y", "metric", "measured", "theory", "gap", "ok"]
+    return Phase(diagram=d, grid=grid, points=pd.DataFrame(rows, columns=cols), settings=settings, seconds=seconds)
+
+
+def _measure_point(d: Diagram, x: float, y: float, cfg: ModelConfig, tokens: torch.Tensor, seed: int, samples: int) -> list[dict]:
+    """Build the network at one grid point, probe it, and set its final layer beside the theory's value there."""
+    depth = int(y) if d.y == "depth" else d.depth
+    spec = d.spec(x, y)
+    c = cfg.replace(depth=depth)
+    torch.manual_seed(seed)
+    model = Transformer(spec, c)
+    p = measure(model, tokens, kernels=True)
+    K = {layer: torch.from_numpy(k) for layer, k in p.kernels.items()}
+    meas = _last_metrics(K[max(K)])
+    th = _last_metrics(propagate(spec, c, K[0], samples=samples, seed=seed).kernels[-1])
+    rows = []
+    for m in METRICS:
+        gap = abs(meas[m] - th[m])
+        ok = gap <= TOLERANCE[m] * (1.0 if m == "cos_mean" else max(th[m], 1e-9))
+        rows.append({"x": x, "y": y, "metric": m, "measured": meas[m], "theory": th[m], "gap": gap, "ok": bool(ok)})
+    return rows
+
+
+def check_diagrams(names: Sequence[str]) -> list[str]:
+    """'all' or diagram names -> names, with a one-line error for an unknown one."""
+    out = []
+    for n in names:
+        if n == "all":
+            out += list(DIAGRAMS)
+        elif n in DIAGRAMS:
+            out.append(n)
+        else:
+            raise choice_error("phase diagram", n, ["all", *DIAGRAMS])
+    if not out:
+        raise SigpropError("no phase diagram given; accepted: all, " + ", ".join(DIAGRAMS))
+    return list(dict.fromkeys(out))
+
+
+__all__ = ["COLLAPSE_COS", "DIAGRAMS", "Diagram", "Phase", "TOLERANCE", "check_diagrams", "phase"]
