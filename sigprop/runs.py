@@ -7,18 +7,23 @@
       probes.jsonl       one JSON line per probe row (step, source, layer, module, metric, head, value), flushed
       checkpoints/last.pt  model + optimiser + RNG + step, written atomically (temp file + os.replace)
       summary.json       final numbers (also written when a run stops early, with its status)
+      .lock              held (flock) by the one process writing the run; names its pid
 
-Records are append-only. A run killed between checkpoints replays the same steps after --resume, so
-readers keep the last record of each step.
+Records are append-only while a run trains. On --resume they are first cut back to the checkpoint's step
+(`RunDir.truncate`), so a step killed between checkpoints is replayed without appearing twice.
 """
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import math
 import os
+import socket
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +33,7 @@ from sigprop.errors import SigpropError
 
 CONFIG, ENV, METRICS, PROBES, SUMMARY = "config.json", "env.json", "metrics.jsonl", "probes.jsonl", "summary.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+LOCK = ".lock"
 
 
 def _json_default(o: object) -> object:
@@ -91,6 +97,15 @@ def read_json(path: str | Path) -> dict:
         raise SigpropError(f"cannot read {path}: {e}") from None
 
 
+def _step_of(line: bytes) -> int | None:
+    """The `step` of one JSON record line (None for a torn or foreign line)."""
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
     """All complete JSON lines of a file (a torn last line from a crash is skipped)."""
     rows = []
@@ -108,6 +123,62 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+class RunLock:
+    """Exclusive hold on a run folder while one process writes it: `fcntl.flock` on `<run>/.lock`.
+
+    The kernel drops a flock when its holder dies (kill -9 included), so a stale `.lock` naming a dead pid
+    is simply taken over; a live holder makes the second writer stop with a one-line error naming it.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SigpropError(f"run directory {str(self.folder)!r} is a file; accepted: a directory path")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(os.pread(fd, 4096, 0))
+                os.close(fd)
+                raise SigpropError(
+                    f"run directory {str(self.folder)!r} is in use by {holder}; wait for it to finish, stop it, "
+                    "or pick another --out"
+                ) from None
+            try:  # a holder that just finished unlinks the file: only a lock on the file still there counts
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:200],
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # before the unlock, so no waiter locks a file about to vanish
+            os.close(self._fd)
+            self._fd = None
+
+
+def _lock_holder(raw: bytes) -> str:
+    """'process 1234 (sigprop train ..., on host, since ...)' from a lock file's contents."""
+    try:
+        h = json.loads(raw.decode())
+        return f"process {h['pid']} ({h['command']!r} on {h['host']}, since {h['since']})"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "another process"
+
+
 class RunDir:
     """One run's folder. `RunDir.open(path, resume=..., overwrite=...)` enforces "never overwrite silently"."""
 
@@ -116,25 +187,50 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> RunDir:
-        """A fresh run dir, or an existing one to resume. Starting into a non-empty dir needs a flag."""
+        """A fresh run dir, or an existing one to resume. Starting into a non-empty dir needs a flag;
+        a run that never took a step (a start that crashed during set-up) does not count."""
         run = cls(path)
         if resume and overwrite:
             raise SigpropError("--resume and --overwrite exclude each other; accepted: one of them")
-        exists = run.path.exists() and any(run.path.iterdir())
         if run.path.exists() and not run.path.is_dir():
             raise SigpropError(f"run directory {str(run.path)!r} is a file; accepted: a directory path")
+        exists = bool(run.contents())
         if resume:
             if not exists or not (run.path / CONFIG).exists():
                 raise SigpropError(f"nothing to resume in {str(run.path)!r} (no {CONFIG}); start it without --resume")
             return run
         if exists:
-            if not overwrite:
+            if not (overwrite or run.never_stepped()):
                 raise SigpropError(
                     f"run directory {str(run.path)!r} is not empty; pass --resume to continue it or --overwrite to replace it"
                 )
             run.clear()
         run.path.mkdir(parents=True, exist_ok=True)
         return run
+
+    def contents(self) -> list[str]:
+        """Names in the folder, the lock file aside."""
+        return sorted(p.name for p in self.path.iterdir() if p.name != LOCK) if self.path.is_dir() else []
+
+    def never_stepped(self) -> bool:
+        """Only set-up files of a start that took no step (no checkpoint, no metrics; step-0 probes at most)."""
+        ours = {CONFIG, ENV, METRICS, PROBES, SUMMARY, CHECKPOINT.parts[0]}
+        return set(self.contents()) <= ours and not self.checkpoint.exists() and not read_jsonl(self.path / METRICS)
+
+    def truncate(self, step: int) -> int:
+        """Cut metrics and probes back to what a resume from `step` keeps (records of steps <= step; none
+        at step 0, whose probes are taken again), so no step is recorded twice. Returns the lines dropped."""
+        dropped = 0
+        for name in (METRICS, PROBES):
+            p = self.path / name
+            if not p.exists():
+                continue
+            lines = p.read_bytes().splitlines(keepends=True)
+            keep = [ln for ln in lines if step > 0 and (at := _step_of(ln)) is not None and at <= step]
+            dropped += len(lines) - len(keep)
+            if len(keep) != len(lines):
+                atomic_write_bytes(p, b"".join(keep))
+        return dropped
 
     def clear(self) -> None:
         """Remove the files a run writes (only those: anything else in the folder is left alone)."""
@@ -146,10 +242,10 @@ class RunDir:
             leftover.unlink(missing_ok=True)
         if ck.parent.exists() and not any(ck.parent.iterdir()):
             ck.parent.rmdir()
-        others = [p.name for p in self.path.iterdir()] if self.path.exists() else []
+        others = self.contents()
         if others:
             raise SigpropError(
-                f"--overwrite would delete files sigprop did not write in {str(self.path)!r} ({', '.join(sorted(others)[:3])}); "
+                f"--overwrite would delete files sigprop did not write in {str(self.path)!r} ({', '.join(others[:3])}); "
                 "accepted: a run directory or an empty one"
             )
 

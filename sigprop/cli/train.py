@@ -70,11 +70,12 @@ def train_cmd(
     run = train(block, scale, out or Path("runs") / (block or "run"), sets=tuple(sets), resume=resume, overwrite=overwrite, quiet=quiet, **ov)
     if run.status == "interrupted":
         sys.exit(130)
-    if not quiet and run.summary:
+    if not quiet and run.summary and run.rank == 0:  # under torchrun only rank 0 evaluates and reports
         s = run.summary
-        ev = s.get("final_eval_loss")
-        console.print(f"[bold]{s['block']}[/]: {s['step']} steps, eval loss {ev:.4f}, {s['params'] / 1e6:.2f}M params, "
-                      f"{s['tokens_per_s']:,.0f} tok/s, {s['wall_time_s'] / 60:.1f} min -> {run.path}", highlight=False)
+        ev = "–" if s.get("final_eval_loss") is None else f"{s['final_eval_loss']:.4f}"
+        tps = "–" if s.get("tokens_per_s") is None else f"{s['tokens_per_s']:,.0f}"
+        console.print(f"[bold]{s['block']}[/]: {s['step']} steps, eval loss {ev}, {s['params'] / 1e6:.2f}M params, "
+                      f"{tps} tok/s, {s['wall_time_s'] / 60:.1f} min -> {run.path}", highlight=False)
 
 
 @app.command("compare")

@@ -47,8 +47,10 @@ def _tuplify(x: object) -> object:
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict, extra: dict | None = None) -> None:
-    """Write the training state after `step` completed updates (temp file + os.replace: never half written)."""
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict,
+                    extra: dict | None = None, rng: dict | None = None) -> None:
+    """Write the training state after `step` completed updates (temp file + os.replace: never half written).
+    `rng`: the RNG states as taken at that step (default: now)."""
     buf = io.BytesIO()
     torch.save(
         {
@@ -56,7 +58,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
             "step": int(step),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "rng": rng_state(),
+            "rng": rng if rng is not None else rng_state(),
             "config": config,
             "extra": extra or {},
         },
