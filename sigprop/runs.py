@@ -15,6 +15,7 @@ Records are append-only while a run trains. On --resume they are first cut back 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import glob
 import json
@@ -69,21 +70,45 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextlib.contextmanager
+def naming(path: str | Path):
+    """An OSError raised inside names `path` (a full disk's write error carries no file name otherwise)."""
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file
+    (on a full disk the old file stays as it was)."""
+    path = Path(path)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def check_writable(folder: str | Path) -> None:
+    """Fail now, not after minutes of work, if `folder` cannot be created or written (OSError names it)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SigpropError(f"output folder {str(folder)!r} is a file; accepted: a directory path")
+    with naming(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
 
 
 def atomic_write_json(path: str | Path, obj: object) -> None:
@@ -272,7 +297,7 @@ class RunDir:
         rows = [rows] if isinstance(rows, dict) else rows
         if not rows:
             return
-        with open(self.path / name, "a") as f:
+        with naming(self.path / name), open(self.path / name, "a") as f:
             f.write("".join(dumps(r) + "\n" for r in rows))
             f.flush()
 

@@ -30,12 +30,22 @@ def split_list(text: str | None) -> list[str]:
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def os_error_text(e: OSError) -> str:
+    """'cannot write runs/x/metrics.jsonl: No space left on device' (the file and the system's reason)."""
+    where = f" {e.filename}" if e.filename else ""
+    return f"file system error{':' if where else ''}{where}: {e.strerror or e}"
+
+
 def main() -> None:
-    """Console entry point: user errors print as one line (exit 2), never as a traceback."""
+    """Console entry point: user errors and file-system errors (read-only folder, full disk, a file where a
+    folder should be) print as one line (exit 2), never as a traceback."""
     try:
         app()
     except SigpropError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:
+        err_console.print(f"[bold red]error:[/] {os_error_text(e)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
