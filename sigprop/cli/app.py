@@ -25,6 +25,18 @@ if not console.is_terminal and "COLUMNS" not in os.environ:
 err_console = Console(stderr=True)
 
 
+def vocab_alias() -> typer.models.OptionInfo:
+    """`--vocab`: the hidden old name of `--vocab-size` (the one name every command uses)."""
+    return typer.Option(None, "--vocab", hidden=True, help="Old name of --vocab-size.")
+
+
+def pick_vocab(vocab_size: int | None, vocab: int | None) -> int | None:
+    """--vocab-size, or its old name --vocab; both with different values is an error."""
+    if vocab is not None and vocab_size is not None and vocab != vocab_size:
+        raise SigpropError(f"--vocab {vocab} and --vocab-size {vocab_size} disagree; accepted: --vocab-size alone")
+    return vocab_size if vocab_size is not None else vocab
+
+
 def split_list(text: str | None) -> list[str]:
     """'pre-ln, sas,sas-p' -> ['pre-ln', 'sas', 'sas-p']."""
     return [t.strip() for t in (text or "").split(",") if t.strip()]

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sigprop.cli.app import app, console, split_list
+from sigprop.cli.app import app, console, pick_vocab, split_list, vocab_alias
 
 # Options shared by both commands; None means "the scale's value".
 _HELP = {
@@ -27,7 +27,7 @@ _HELP = {
 
 def _overrides(**kw) -> dict:
     """CLI option names -> TrainConfig field names, dropping the ones not given."""
-    rename = {"batch": "batch_size", "vocab": "vocab_size"}
+    rename = {"batch": "batch_size"}
     return {rename.get(k, k): v for k, v in kw.items() if v is not None}
 
 
@@ -46,7 +46,7 @@ def train_cmd(
     warmup: float = typer.Option(None, help=_HELP["warmup"]), schedule: str = typer.Option(None, help=_HELP["schedule"]),
     seed: int = typer.Option(None, help=_HELP["seed"]), depth: int = typer.Option(None, help=_HELP["depth"]),
     width: int = typer.Option(None, help=_HELP["width"]), heads: int = typer.Option(None, help=_HELP["heads"]),
-    vocab: int = typer.Option(None, help=_HELP["vocab"]), seq_len: int = typer.Option(None, help=_HELP["seq_len"]),
+    vocab_size: int = typer.Option(None, "--vocab-size", help=_HELP["vocab"]), vocab: int = vocab_alias(), seq_len: int = typer.Option(None, help=_HELP["seq_len"]),
     kind: str = typer.Option(None, help=_HELP["kind"]), source: str = typer.Option(None, help=_HELP["source"]),
     max_bytes: int = typer.Option(None, help=_HELP["max_bytes"]), precision: str = typer.Option(None, help=_HELP["precision"]),
     qk_lr_mult: float = typer.Option(None, help=_HELP["qk_lr_mult"]),
@@ -61,7 +61,7 @@ def train_cmd(
     from sigprop.training import train
 
     ov = _overrides(steps=steps, lr=lr, batch=batch, grad_accum=grad_accum, warmup=warmup, schedule=schedule, seed=seed,
-                    depth=depth, width=width, heads=heads, vocab=vocab, seq_len=seq_len, kind=kind, source=source,
+                    depth=depth, width=width, heads=heads, vocab_size=pick_vocab(vocab_size, vocab), seq_len=seq_len, kind=kind, source=source,
                     max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, probe_every=probe_every,
                     eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
                     compile=compile)
