@@ -436,8 +436,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
     bar = _progress(cfg, step, quiet or not dist.main)
     pending: dict | None = None
     with StopFlag() as stop, bar:
-        task = bar.add_task("train", total=cfg.steps, completed=step, loss=recent_loss() or float("nan"),
-                            eval=last_eval if last_eval is not None else float("nan"), tps=0.0)
+        task = bar.add_task("train", total=cfg.steps, completed=step, loss=_fmt(recent_loss()), eval=_fmt(last_eval), tps=0.0)
         while step < cfg.steps:
             t0 = time.perf_counter()
             lr = lr_at(step, lr=cfg.lr, steps=cfg.steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr=cfg.min_lr)
@@ -487,8 +486,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             rec["wall"] = clock["wall"]
             if dist.main:
                 run.append(METRICS, rec)
-            bar.update(task, completed=step, loss=loss_all, eval=last_eval if last_eval is not None else float("nan"),
-                       tps=clock["tokens"] / clock["time"])
+            bar.update(task, completed=step, loss=_fmt(loss_all), eval=_fmt(last_eval), tps=clock["tokens"] / clock["time"])
             if callback is not None:
                 callback(step, rec)
             if stop_votes > 0 or stop.set:
@@ -505,6 +503,11 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
     return finish("done", step, last_eval)
 
 
+def _fmt(x: float | None) -> str:
+    """A loss for the progress bar: '–' before the first one (not 'nan')."""
+    return "–" if x is None else f"{x:.3f}"
+
+
 def _progress(cfg: TrainConfig, step: int, quiet: bool):
     """rich bar: step, loss, eval loss, tokens/s, ETA; a no-op stand-in when quiet."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -513,8 +516,8 @@ def _progress(cfg: TrainConfig, step: int, quiet: bool):
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("eval {task.fields[eval]:.3f}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("eval {task.fields[eval]}"),
         TextColumn("{task.fields[tps]:,.0f} tok/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
