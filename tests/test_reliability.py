@@ -197,6 +197,19 @@ def test_guard_thresholds_are_runtime_settings():
         get_config("ci", diverge_loss_ratio=0.5)
 
 
+def test_cli_sets_the_guard(tmp_path, cache, data, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sigprop.cli import app
+
+    monkeypatch.setenv("SIGPROP_CACHE", str(cache))
+    r = CliRunner().invoke(app, ["train", "--scale", "ci", "--steps", "2", "--probe-every", "0", "--out", str(tmp_path / "g"), "-q",
+                                 "--diverge-loss-ratio", "0", "--diverge-window", "7"])
+    assert r.exit_code == 0, r.output
+    train_cfg = json.loads((tmp_path / "g" / "config.json").read_text())["train"]
+    assert train_cfg["diverge_loss_ratio"] == 0 and train_cfg["diverge_window"] == 7
+
+
 # ------------------------------------------------------------------------------------------------ 4. torchrun CLI
 
 

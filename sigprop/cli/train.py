@@ -22,6 +22,9 @@ _HELP = {
     "probe_every": "Probe signal propagation every N steps (0 = off).", "eval_every": "Eval loss every N steps.",
     "eval_batches": "Validation batches per eval.", "ckpt_every": "Checkpoint every N steps.",
     "device": "auto | cpu | cuda | cuda:N.", "threads": "torch CPU threads (0 = default).",
+    "diverge_loss_ratio": "Stop when the loss exceeds this x its running median (0 = off; default 3).",
+    "diverge_grad_ratio": "Stop when the gradient norm exceeds this x its running median (0 = off; default 100).",
+    "diverge_window": "Steps in the divergence guard's running median (default 50).",
 }
 
 
@@ -53,6 +56,9 @@ def train_cmd(
     probe_every: int = typer.Option(None, help=_HELP["probe_every"]), eval_every: int = typer.Option(None, help=_HELP["eval_every"]),
     eval_batches: int = typer.Option(None, help=_HELP["eval_batches"]), ckpt_every: int = typer.Option(None, help=_HELP["ckpt_every"]),
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
+    diverge_loss_ratio: float = typer.Option(None, help=_HELP["diverge_loss_ratio"]),
+    diverge_grad_ratio: float = typer.Option(None, help=_HELP["diverge_grad_ratio"]),
+    diverge_window: int = typer.Option(None, help=_HELP["diverge_window"]),
 ) -> None:
     """Train one block (causal LM on the code corpus, or MLM with --kind encoder) into a run directory.
 
@@ -64,7 +70,8 @@ def train_cmd(
                     depth=depth, width=width, heads=heads, vocab_size=pick_vocab(vocab_size, vocab), seq_len=seq_len, kind=kind, source=source,
                     max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, probe_every=probe_every,
                     eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
-                    compile=compile)
+                    compile=compile, diverge_loss_ratio=diverge_loss_ratio, diverge_grad_ratio=diverge_grad_ratio,
+                    diverge_window=diverge_window)
     if not resume:
         block, scale = block or "pre-ln", scale or "cpu"
     run = train(block, scale, out or Path("runs") / (block or "run"), sets=tuple(sets), resume=resume, overwrite=overwrite, quiet=quiet, **ov)
