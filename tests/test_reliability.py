@@ -18,24 +18,11 @@ import torch
 
 from sigprop.errors import SigpropError
 from sigprop.runs import LOCK, RunLock, atomic_write_bytes
-from sigprop.training import SCALES, TrainingDiverged, get_config, train
+from sigprop.training import TrainingDiverged, get_config, train
 from sigprop.training.checkpoint import load_checkpoint
 from sigprop.training.guard import Guard, divergence
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "sigprop-cache"
-
-
-@pytest.fixture(scope="module")
-def data(cache):
-    from sigprop.data import load_data
-
-    c = SCALES["ci"]
-    return load_data("code", vocab_size=c.vocab_size, seq_len=c.seq_len, cache_dir=cache, progress=False, max_bytes=c.max_bytes)
 
 
 def ci(block, out, data, **kw):

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from sigprop.analysis import DATA_SOURCES, DTYPES, analyze
-from sigprop.cli.app import app, console, err_console
+from sigprop.cli.app import app, console
 from sigprop.errors import SigpropError, check_choice
 from sigprop.runs import check_writable
 
@@ -49,8 +49,6 @@ def analyze_cmd(
     if out is not None:
         check_writable(out)  # before minutes of probing, not after
         check_output_dir(out, "analysis.json")
-    err_console.print(f"[dim]probing {', '.join(block)} at L={depth}, d={width}, H={heads} on {batch} x {seq_len} tokens"
-                      f"{' with theory' if theory else ''}...[/]", highlight=False)
     a = analyze(block, depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
                 vocab_size=vocab_size, sets=sets, theory=theory, dtype=dtype, kind=kind, progress=fmt == "table")
     if fmt == "json":

@@ -10,7 +10,6 @@ divergence guard that stops a blown-up run with its last checkpoint from before 
 from __future__ import annotations
 
 import contextlib
-import math
 import platform
 import signal
 import socket
