@@ -167,6 +167,9 @@ def cpu_step_peak_bytes(fn: Callable[[], object]) -> int:
     """
     from torch.profiler import ProfilerActivity, profile
 
+    # kineto prints "USDT ... profiler_start/stop" on stderr for every profile at its top level (5); 6 is
+    # above all of them. Read once, at the first profile; a level the user set is kept.
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
     fd, path = tempfile.mkstemp(suffix=".json")

@@ -7,18 +7,24 @@
       probes.jsonl       one JSON line per probe row (step, source, layer, module, metric, head, value), flushed
       checkpoints/last.pt  model + optimiser + RNG + step, written atomically (temp file + os.replace)
       summary.json       final numbers (also written when a run stops early, with its status)
+      .lock              held (flock) by the one process writing the run; names its pid
 
-Records are append-only. A run killed between checkpoints replays the same steps after --resume, so
-readers keep the last record of each step.
+Records are append-only while a run trains. On --resume they are first cut back to the checkpoint's step
+(`RunDir.truncate`), so a step killed between checkpoints is replayed without appearing twice.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import json
 import math
 import os
+import socket
+import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from sigprop.errors import SigpropError
 
 CONFIG, ENV, METRICS, PROBES, SUMMARY = "config.json", "env.json", "metrics.jsonl", "probes.jsonl", "summary.json"
 CHECKPOINT = Path("checkpoints") / "last.pt"
+LOCK = ".lock"
 
 
 def _json_default(o: object) -> object:
@@ -63,21 +70,45 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextlib.contextmanager
+def naming(path: str | Path):
+    """An OSError raised inside names `path` (a full disk's write error carries no file name otherwise)."""
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write via a temp file in the same folder + os.replace, so a reader never sees half a file
+    (on a full disk the old file stays as it was)."""
+    path = Path(path)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def check_writable(folder: str | Path) -> None:
+    """Fail now, not after minutes of work, if `folder` cannot be created or written (OSError names it)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SigpropError(f"output folder {str(folder)!r} is a file; accepted: a directory path")
+    with naming(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
 
 
 def atomic_write_json(path: str | Path, obj: object) -> None:
@@ -89,6 +120,15 @@ def read_json(path: str | Path) -> dict:
         return json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise SigpropError(f"cannot read {path}: {e}") from None
+
+
+def _step_of(line: bytes) -> int | None:
+    """The `step` of one JSON record line (None for a torn or foreign line)."""
+    try:
+        step = json.loads(line).get("step")
+    except (ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) else None
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -108,6 +148,62 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
+class RunLock:
+    """Exclusive hold on a run folder while one process writes it: `fcntl.flock` on `<run>/.lock`.
+
+    The kernel drops a flock when its holder dies (kill -9 included), so a stale `.lock` naming a dead pid
+    is simply taken over; a live holder makes the second writer stop with a one-line error naming it.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise SigpropError(f"run directory {str(self.folder)!r} is a file; accepted: a directory path")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _lock_holder(os.pread(fd, 4096, 0))
+                os.close(fd)
+                raise SigpropError(
+                    f"run directory {str(self.folder)!r} is in use by {holder}; wait for it to finish, stop it, "
+                    "or pick another --out"
+                ) from None
+            try:  # a holder that just finished unlinks the file: only a lock on the file still there counts
+                if os.fstat(fd).st_ino == os.stat(self.path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:200],
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(me).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)  # before the unlock, so no waiter locks a file about to vanish
+            os.close(self._fd)
+            self._fd = None
+
+
+def _lock_holder(raw: bytes) -> str:
+    """'process 1234 (sigprop train ..., on host, since ...)' from a lock file's contents."""
+    try:
+        h = json.loads(raw.decode())
+        return f"process {h['pid']} ({h['command']!r} on {h['host']}, since {h['since']})"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "another process"
+
+
 class RunDir:
     """One run's folder. `RunDir.open(path, resume=..., overwrite=...)` enforces "never overwrite silently"."""
 
@@ -116,25 +212,50 @@ class RunDir:
 
     @classmethod
     def open(cls, path: str | Path, resume: bool = False, overwrite: bool = False) -> RunDir:
-        """A fresh run dir, or an existing one to resume. Starting into a non-empty dir needs a flag."""
+        """A fresh run dir, or an existing one to resume. Starting into a non-empty dir needs a flag;
+        a run that never took a step (a start that crashed during set-up) does not count."""
         run = cls(path)
         if resume and overwrite:
             raise SigpropError("--resume and --overwrite exclude each other; accepted: one of them")
-        exists = run.path.exists() and any(run.path.iterdir())
         if run.path.exists() and not run.path.is_dir():
             raise SigpropError(f"run directory {str(run.path)!r} is a file; accepted: a directory path")
+        exists = bool(run.contents())
         if resume:
             if not exists or not (run.path / CONFIG).exists():
                 raise SigpropError(f"nothing to resume in {str(run.path)!r} (no {CONFIG}); start it without --resume")
             return run
         if exists:
-            if not overwrite:
+            if not (overwrite or run.never_stepped()):
                 raise SigpropError(
                     f"run directory {str(run.path)!r} is not empty; pass --resume to continue it or --overwrite to replace it"
                 )
             run.clear()
         run.path.mkdir(parents=True, exist_ok=True)
         return run
+
+    def contents(self) -> list[str]:
+        """Names in the folder, the lock file aside."""
+        return sorted(p.name for p in self.path.iterdir() if p.name != LOCK) if self.path.is_dir() else []
+
+    def never_stepped(self) -> bool:
+        """Only set-up files of a start that took no step (no checkpoint, no metrics; step-0 probes at most)."""
+        ours = {CONFIG, ENV, METRICS, PROBES, SUMMARY, CHECKPOINT.parts[0]}
+        return set(self.contents()) <= ours and not self.checkpoint.exists() and not read_jsonl(self.path / METRICS)
+
+    def truncate(self, step: int) -> int:
+        """Cut metrics and probes back to what a resume from `step` keeps (records of steps <= step; none
+        at step 0, whose probes are taken again), so no step is recorded twice. Returns the lines dropped."""
+        dropped = 0
+        for name in (METRICS, PROBES):
+            p = self.path / name
+            if not p.exists():
+                continue
+            lines = p.read_bytes().splitlines(keepends=True)
+            keep = [ln for ln in lines if step > 0 and (at := _step_of(ln)) is not None and at <= step]
+            dropped += len(lines) - len(keep)
+            if len(keep) != len(lines):
+                atomic_write_bytes(p, b"".join(keep))
+        return dropped
 
     def clear(self) -> None:
         """Remove the files a run writes (only those: anything else in the folder is left alone)."""
@@ -146,10 +267,10 @@ class RunDir:
             leftover.unlink(missing_ok=True)
         if ck.parent.exists() and not any(ck.parent.iterdir()):
             ck.parent.rmdir()
-        others = [p.name for p in self.path.iterdir()] if self.path.exists() else []
+        others = self.contents()
         if others:
             raise SigpropError(
-                f"--overwrite would delete files sigprop did not write in {str(self.path)!r} ({', '.join(sorted(others)[:3])}); "
+                f"--overwrite would delete files sigprop did not write in {str(self.path)!r} ({', '.join(others[:3])}); "
                 "accepted: a run directory or an empty one"
             )
 
@@ -176,7 +297,7 @@ class RunDir:
         rows = [rows] if isinstance(rows, dict) else rows
         if not rows:
             return
-        with open(self.path / name, "a") as f:
+        with naming(self.path / name), open(self.path / name, "a") as f:
             f.write("".join(dumps(r) + "\n" for r in rows))
             f.flush()
 

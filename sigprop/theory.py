@@ -48,6 +48,11 @@ class TheoryResult:
     def exact(self) -> bool:
         return not self.notes
 
+    def __repr__(self) -> str:
+        shape = "x".join(map(str, self.kernels[0].shape)) if self.kernels else "-"
+        how = "exact" if self.exact else "approximate: " + "; ".join(self.notes)
+        return f"TheoryResult({self.spec.name}, {len(self.kernels)} kernels of {shape} (layers 0..{len(self.kernels) - 1}), {how})"
+
     def metrics(self, names: tuple[str, ...] = ("cos_mean", "norm_sq", "eff_rank", "stable_rank", "rank1_residual")) -> pd.DataFrame:
         """Tidy rows (layer, metric, value), averaged over the batch, like the probes' output."""
         rows = []
@@ -234,9 +239,16 @@ def propagate(
     softmax: how a softmax with random W^Q enters ("sampled" logits or the "uniform" limit C);
     irrelevant (exact) when W^Q = 0.
     """
+    if not isinstance(sigma0, torch.Tensor) or sigma0.ndim not in (2, 3) or sigma0.shape[-1] != sigma0.shape[-2] or not sigma0.is_floating_point():
+        got = tuple(sigma0.shape) if isinstance(sigma0, torch.Tensor) else type(sigma0).__name__
+        raise SigpropError(f"sigma0 must be a float kernel of shape (T, T) or (B, T, T), got {got}")
+    if not torch.isfinite(sigma0).all():
+        raise SigpropError("sigma0 holds NaN or inf; accepted: a finite kernel, e.g. X @ X.T / d of the embeddings")
     K = sigma0.to(torch.float64)
     K = K[None] if K.ndim == 2 else K
     T = K.shape[-1]
+    if key_mask is not None and tuple(key_mask.shape) != (K.shape[0], T):
+        raise SigpropError(f"key_mask must have shape (B, T) = ({K.shape[0]}, {T}), got {tuple(key_mask.shape)}")
     C = centring(T, cfg.causal, key_mask)
     q_std = spec.init_std if spec.query_init is None else spec.query_init
     logit_std = q_std * spec.init_std * cfg.width  # std of a logit between unit-norm tokens

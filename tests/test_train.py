@@ -24,19 +24,6 @@ from sigprop.training.loop import make_optimizer, micro_batches
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "sigprop-cache"
-
-
-@pytest.fixture(scope="module")
-def data(cache):
-    from sigprop.data import load_data
-
-    c = SCALES["ci"]
-    return load_data("code", vocab_size=c.vocab_size, seq_len=c.seq_len, cache_dir=cache, progress=False, max_bytes=c.max_bytes)
-
-
 def ci(block, out, data, **kw):
     return train(block, "ci", out, data=data, quiet=True, **kw)
 

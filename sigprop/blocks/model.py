@@ -59,6 +59,18 @@ class Embedding(nn.Module):
         return self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
 
 
+def check_tokens(idx: torch.Tensor, vocab_size: int, name: str) -> None:
+    """Token ids: an integer (B, T) tensor with values in [0, vocab_size). The range is checked on CPU only
+    (on CUDA an out-of-range id is already a device-side error, and the check would cost a sync per step)."""
+    if not isinstance(idx, torch.Tensor) or idx.ndim != 2 or idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        got = f"{idx.dtype} of shape {tuple(idx.shape)}" if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise SigpropError(f"{name} must be integer token ids of shape (batch, seq_len), got {got}")
+    if idx.device.type == "cpu" and idx.numel():
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= vocab_size:
+            raise SigpropError(f"{name} holds token ids in [{lo}, {hi}]; accepted: 0 .. {vocab_size - 1} (the model's vocab_size)")
+
+
 class Transformer(nn.Module):
     """Embedding -> depth x Block -> final norm -> tied LM/MLM head.
 
@@ -81,6 +93,7 @@ class Transformer(nn.Module):
 
     def features(self, idx: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states (B, T, d) after the last norm."""
+        check_tokens(idx, self.config.vocab_size, "idx")
         T = idx.shape[1]
         if T > self.config.context:
             raise SigpropError(f"sequence length {T} exceeds the model's context {self.config.context}")
@@ -93,6 +106,8 @@ class Transformer(nn.Module):
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, key_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         x = self.features(idx, key_mask)
+        if targets is not None and (targets.shape != idx.shape or targets.is_floating_point()):
+            raise SigpropError(f"targets must be integer token ids shaped like idx {tuple(idx.shape)}, got {targets.dtype} {tuple(targets.shape)}")
         if self.config.kind == "encoder":
             x = self.mlm_norm(F.gelu(self.mlm_dense(x)))
         logits = x @ self.embed.wte.weight.T  # tied head

@@ -100,6 +100,13 @@ class BlockSpec:
     def __post_init__(self) -> None:
         for name, accepted in _CHOICES.items():
             check_choice(name, getattr(self, name), accepted)
+        for name, rule in _NUMBERS.items():
+            _check_number(name, getattr(self, name), *rule)
+        for name in _FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise SigpropError(f"knob {name} must be true or false, got {getattr(self, name)!r}")
+        if not isinstance(self.trainable, tuple) or not all(isinstance(g, str) for g in self.trainable):
+            raise SigpropError(f"knob trainable must be a tuple of gain names, got {self.trainable!r}; accepted: {', '.join(GAINS)}")
         for g in self.trainable:
             check_choice("trainable gain", g, GAINS)
         if self.value == "reparam":
@@ -114,10 +121,6 @@ class BlockSpec:
             from sigprop.blocks.spa import check_target
 
             check_target(self.attention, self.spa_rho if self.attention == "u-spa" else self.spa_gamma)
-        if self.mlp_mult <= 0:
-            raise SigpropError(f"mlp_mult must be positive, got {self.mlp_mult!r}")
-        if self.norm_eps <= 0:
-            raise SigpropError(f"norm_eps must be positive, got {self.norm_eps!r}")
         if self.parallel and self.norm_position == "post":
             raise SigpropError("norm_position='post' is not defined for parallel=True; accepted: 'pre'")
 
@@ -167,6 +170,34 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "norm_position": ("pre", "post"),
     "activation": typing.get_args(Activation),
 }
+
+
+#: Numeric knobs: (lowest, lowest allowed?, highest, None allowed as) -- every one must be a finite real.
+_GAIN = (0.0, True, math.inf, None)
+_NUMBERS: dict[str, tuple[float, bool, float, str | None]] = {
+    **{k: _GAIN for k in ("alpha_sa", "beta_sa", "alpha_ff", "alpha_comb", "alpha", "beta", "gamma",
+                          "alpha_v", "beta_v", "alpha_p", "beta_p")},
+    "beta_ff": (0.0, True, math.inf, "the 1/sqrt(depth) rule"),
+    "query_init": (0.0, True, math.inf, "init_std"),
+    "norm_eps": (0.0, False, math.inf, None),
+    "leaky_slope": (0.0, True, 1.0, None),
+    "mlp_mult": (0.0, False, math.inf, None),
+    "init_std": (0.0, False, math.inf, None),
+    "spa_rho": (0.0, True, 1.0, None),  # blocks.spa.check_target refines both for the SPA presets
+    "spa_gamma": (0.0, False, math.inf, None),
+}
+_FLAGS = ("parallel", "per_head_gains", "first_layer_value", "first_layer_norm")
+
+
+def _check_number(name: str, v: object, lo: float, lo_ok: bool, hi: float, none_means: str | None) -> None:
+    """One knob's type and range, with the accepted range in the message."""
+    if v is None and none_means is not None:
+        return
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v >= lo if lo_ok else v > lo) and v <= hi
+    if not ok:
+        rng = f"{'>=' if lo_ok else '>'} {lo:g}" + (f" and <= {hi:g}" if math.isfinite(hi) else "")
+        alt = f", or None ({none_means})" if none_means else ""
+        raise SigpropError(f"knob {name} must be a finite number {rng}{alt}; got {v!r}")
 
 
 def knob_names() -> list[str]:
@@ -320,6 +351,8 @@ def get_spec(block: str | BlockSpec, sets: list[str] | tuple[str, ...] = ()) -> 
     """A preset by name (or a spec as is), with `--set` overrides applied."""
     if isinstance(block, BlockSpec):
         return block.with_sets(sets)
+    if not isinstance(block, str):
+        raise choice_error("block", block, PRESETS)
     key = block.strip().lower().replace("_", "-")
     if key not in PRESETS:
         raise choice_error("block", block, PRESETS)

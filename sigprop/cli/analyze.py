@@ -11,6 +11,7 @@ from rich.table import Table
 from sigprop.analysis import DATA_SOURCES, DTYPES, analyze
 from sigprop.cli.app import app, console
 from sigprop.errors import SigpropError, check_choice
+from sigprop.runs import check_writable
 
 FORMATS = ("table", "json", "csv")
 
@@ -46,6 +47,7 @@ def analyze_cmd(
     if every < 1:
         raise SigpropError(f"--every must be >= 1, got {every}")
     if out is not None:
+        check_writable(out)  # before minutes of probing, not after
         check_output_dir(out, "analysis.json")
     a = analyze(block, depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
                 vocab_size=vocab_size, sets=sets, theory=theory, dtype=dtype, kind=kind, progress=fmt == "table")

@@ -25,17 +25,39 @@ if not console.is_terminal and "COLUMNS" not in os.environ:
 err_console = Console(stderr=True)
 
 
+def vocab_alias() -> typer.models.OptionInfo:
+    """`--vocab`: the hidden old name of `--vocab-size` (the one name every command uses)."""
+    return typer.Option(None, "--vocab", hidden=True, help="Old name of --vocab-size.")
+
+
+def pick_vocab(vocab_size: int | None, vocab: int | None) -> int | None:
+    """--vocab-size, or its old name --vocab; both with different values is an error."""
+    if vocab is not None and vocab_size is not None and vocab != vocab_size:
+        raise SigpropError(f"--vocab {vocab} and --vocab-size {vocab_size} disagree; accepted: --vocab-size alone")
+    return vocab_size if vocab_size is not None else vocab
+
+
 def split_list(text: str | None) -> list[str]:
     """'pre-ln, sas,sas-p' -> ['pre-ln', 'sas', 'sas-p']."""
     return [t.strip() for t in (text or "").split(",") if t.strip()]
 
 
+def os_error_text(e: OSError) -> str:
+    """'cannot write runs/x/metrics.jsonl: No space left on device' (the file and the system's reason)."""
+    where = f" {e.filename}" if e.filename else ""
+    return f"file system error{':' if where else ''}{where}: {e.strerror or e}"
+
+
 def main() -> None:
-    """Console entry point: user errors print as one line (exit 2), never as a traceback."""
+    """Console entry point: user errors and file-system errors (read-only folder, full disk, a file where a
+    folder should be) print as one line (exit 2), never as a traceback."""
     try:
         app()
     except SigpropError as e:
         err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:
+        err_console.print(f"[bold red]error:[/] {os_error_text(e)}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")

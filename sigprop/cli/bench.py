@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from sigprop.benchmark import DEFAULT_BLOCKS, PROBE_BUDGET, bench, format_rows, probe_overhead, save_json
-from sigprop.cli.app import app, console, split_list
+from sigprop.cli.app import app, console, pick_vocab, split_list, vocab_alias
 
 
 #: The columns a narrow terminal (< FULL_WIDTH characters) keeps; the JSON always has them all.
@@ -56,7 +56,8 @@ def bench_cmd(
     seq: str = typer.Option("128", help="Sequence length(s) T, comma-separated for a memory sweep: 128,512,2048,4096."),
     batch: int = typer.Option(None, help="Sequences per step; default: --tokens // T (same tokens at every T)."),
     tokens: int = typer.Option(2048, help="Tokens per step when --batch is not given."),
-    vocab: int = typer.Option(8192, help="Vocabulary size (paper: ~50K)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="Vocabulary size [default: 8192] (paper: ~50K)."),
+    vocab: int = vocab_alias(),
     dtype: str = typer.Option("fp32", help="fp32 | bf16 (autocast)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
     mode: str = typer.Option("train", help="train | infer | train,infer (both, interleaved in one run)."),
@@ -72,6 +73,7 @@ def bench_cmd(
     out: Path = typer.Option(None, "--out", help="Write the bar figure (PNG + PDF) into this folder."),
 ) -> None:
     """Tokens/s, ratio to Pre-LN, parameters, MFU and peak memory of each block, measured side by side."""
+    vocab = pick_vocab(vocab_size, vocab) or 8192
     df = bench(
         split_list(blocks), depth=depth, width=width, heads=heads, seq=seq, batch=batch, tokens=tokens,
         vocab=vocab, dtype=dtype, device=device, mode=mode, repeats=repeats, warmup=warmup, compile=compile,

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sigprop.cli.app import app, console, split_list
+from sigprop.cli.app import app, console, pick_vocab, split_list, vocab_alias
 
 # Options shared by both commands; None means "the scale's value".
 _HELP = {
@@ -22,12 +22,15 @@ _HELP = {
     "probe_every": "Probe signal propagation every N steps (0 = off).", "eval_every": "Eval loss every N steps.",
     "eval_batches": "Validation batches per eval.", "ckpt_every": "Checkpoint every N steps.",
     "device": "auto | cpu | cuda | cuda:N.", "threads": "torch CPU threads (0 = default).",
+    "diverge_loss_ratio": "Stop when the loss exceeds this x its running median (0 = off; default 3).",
+    "diverge_grad_ratio": "Stop when the gradient norm exceeds this x its running median (0 = off; default 100).",
+    "diverge_window": "Steps in the divergence guard's running median (default 50).",
 }
 
 
 def _overrides(**kw) -> dict:
     """CLI option names -> TrainConfig field names, dropping the ones not given."""
-    rename = {"batch": "batch_size", "vocab": "vocab_size"}
+    rename = {"batch": "batch_size"}
     return {rename.get(k, k): v for k, v in kw.items() if v is not None}
 
 
@@ -46,13 +49,16 @@ def train_cmd(
     warmup: float = typer.Option(None, help=_HELP["warmup"]), schedule: str = typer.Option(None, help=_HELP["schedule"]),
     seed: int = typer.Option(None, help=_HELP["seed"]), depth: int = typer.Option(None, help=_HELP["depth"]),
     width: int = typer.Option(None, help=_HELP["width"]), heads: int = typer.Option(None, help=_HELP["heads"]),
-    vocab: int = typer.Option(None, help=_HELP["vocab"]), seq_len: int = typer.Option(None, help=_HELP["seq_len"]),
+    vocab_size: int = typer.Option(None, "--vocab-size", help=_HELP["vocab"]), vocab: int = vocab_alias(), seq_len: int = typer.Option(None, help=_HELP["seq_len"]),
     kind: str = typer.Option(None, help=_HELP["kind"]), source: str = typer.Option(None, help=_HELP["source"]),
     max_bytes: int = typer.Option(None, help=_HELP["max_bytes"]), precision: str = typer.Option(None, help=_HELP["precision"]),
     qk_lr_mult: float = typer.Option(None, help=_HELP["qk_lr_mult"]),
     probe_every: int = typer.Option(None, help=_HELP["probe_every"]), eval_every: int = typer.Option(None, help=_HELP["eval_every"]),
     eval_batches: int = typer.Option(None, help=_HELP["eval_batches"]), ckpt_every: int = typer.Option(None, help=_HELP["ckpt_every"]),
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
+    diverge_loss_ratio: float = typer.Option(None, help=_HELP["diverge_loss_ratio"]),
+    diverge_grad_ratio: float = typer.Option(None, help=_HELP["diverge_grad_ratio"]),
+    diverge_window: int = typer.Option(None, help=_HELP["diverge_window"]),
 ) -> None:
     """Train one block (causal LM on the code corpus, or MLM with --kind encoder) into a run directory.
 
@@ -61,20 +67,22 @@ def train_cmd(
     from sigprop.training import train
 
     ov = _overrides(steps=steps, lr=lr, batch=batch, grad_accum=grad_accum, warmup=warmup, schedule=schedule, seed=seed,
-                    depth=depth, width=width, heads=heads, vocab=vocab, seq_len=seq_len, kind=kind, source=source,
+                    depth=depth, width=width, heads=heads, vocab_size=pick_vocab(vocab_size, vocab), seq_len=seq_len, kind=kind, source=source,
                     max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, probe_every=probe_every,
                     eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
-                    compile=compile)
+                    compile=compile, diverge_loss_ratio=diverge_loss_ratio, diverge_grad_ratio=diverge_grad_ratio,
+                    diverge_window=diverge_window)
     if not resume:
         block, scale = block or "pre-ln", scale or "cpu"
     run = train(block, scale, out or Path("runs") / (block or "run"), sets=tuple(sets), resume=resume, overwrite=overwrite, quiet=quiet, **ov)
     if run.status == "interrupted":
         sys.exit(130)
-    if not quiet and run.summary:
+    if not quiet and run.summary and run.rank == 0:  # under torchrun only rank 0 evaluates and reports
         s = run.summary
-        ev = s.get("final_eval_loss")
-        console.print(f"[bold]{s['block']}[/]: {s['step']} steps, eval loss {ev:.4f}, {s['params'] / 1e6:.2f}M params, "
-                      f"{s['tokens_per_s']:,.0f} tok/s, {s['wall_time_s'] / 60:.1f} min -> {run.path}", highlight=False)
+        ev = "–" if s.get("final_eval_loss") is None else f"{s['final_eval_loss']:.4f}"
+        tps = "–" if s.get("tokens_per_s") is None else f"{s['tokens_per_s']:,.0f}"
+        console.print(f"[bold]{s['block']}[/]: {s['step']} steps, eval loss {ev}, {s['params'] / 1e6:.2f}M params, "
+                      f"{tps} tok/s, {s['wall_time_s'] / 60:.1f} min -> {run.path}", highlight=False)
 
 
 @app.command("compare")

@@ -61,6 +61,20 @@ def open_records(source: str) -> Iterable[dict]:
     return datasets.load_dataset(builder, data_files=[str(p) for p in files], split="train", streaming=True)
 
 
+def quiet_datasets(records: Iterable[dict]) -> Iterator[dict]:
+    """Iterate a `datasets` stream with its logger held at ERROR-and-above off: a bad file already becomes one
+    SigpropError line here, so the library's own "Failed to load JSON ..." log line is a duplicate."""
+    import logging
+
+    log = logging.getLogger("datasets")
+    level = log.level
+    log.setLevel(logging.CRITICAL + 1)
+    try:
+        yield from records
+    finally:
+        log.setLevel(level)
+
+
 def record_name(record: dict, index: int) -> str:
     """The name a record is split by: repo_name/path when present, else its position in the stream."""
     parts = [str(record[k]) for k in ("repo_name", "path") if record.get(k)]
@@ -70,7 +84,7 @@ def record_name(record: dict, index: int) -> str:
 def record_documents(records: Iterable[dict], source: str) -> Iterator[Document]:
     """Documents from records' "content" field (text held in memory: a stream cannot be re-read)."""
     try:
-        for i, rec in enumerate(records):
+        for i, rec in enumerate(quiet_datasets(records)):
             if "content" not in rec:
                 raise SigpropError(f"record {i} of {source!r} has no 'content' field; accepted: CodeParrot records {{repo_name, path, content}}")
             text = rec["content"] or ""
@@ -78,7 +92,10 @@ def record_documents(records: Iterable[dict], source: str) -> Iterator[Document]
     except SigpropError:
         raise
     except Exception as e:  # network dropped mid-stream, unreadable file
-        raise SigpropError(f"reading {source!r} failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); without network use source='code'") from e
+        detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        hint = ("without network use source='code'" if source == "codeparrot"
+                else "accepted: .jsonl / .json / .parquet files of {repo_name, path, content} records")
+        raise SigpropError(f"reading {source!r} failed ({detail}); {hint}") from e
 
 
 def records_corpus(source: str, val_fraction: float = 0.05, max_bytes: int | None = None) -> Corpus:

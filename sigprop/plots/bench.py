@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 import numpy as np
 import pandas as pd
 
@@ -37,8 +38,7 @@ def _bars(ax, df: pd.DataFrame, column: str, scale: float, ylabel: str, baseline
                 continue
             st = block_style(b, i)
             ax.bar(i + (j - (len(modes) - 1) / 2) * width, sub.loc[b, column] * scale, width, color=st["color"],
-                   hatch=_MODE_HATCH.get(mode, ""), edgecolor="white", linewidth=0.4,
-                   label=mode if i == 0 else None)
+                   hatch=_MODE_HATCH.get(mode, ""), edgecolor="white", linewidth=0.4)
             if ideal:  # the FLOP-count speed-up, and this block's own min-max spread over repeats
                 x = i + (j - (len(modes) - 1) / 2) * width
                 r, t = sub.loc[b, "ratio"], sub.loc[b, "step_ms"]
@@ -69,7 +69,12 @@ def plot_bench(df: pd.DataFrame, path: str | Path) -> list[Path]:
         top = (fast.ratio * fast.step_ms / fast.step_ms_min).max()
         axes[0].set_ylim(min(lo, (fast.ratio * fast.step_ms / fast.step_ms_max).min() * 0.97), max(1.1, top * 1.03, fast.ideal.max() * 1.05))
         fig.tight_layout(rect=(0, 0, 1, 0.88))
-        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=3, bbox_to_anchor=(0.5, 1.0))
+        handles, labels = axes[0].get_legend_handles_labels()
+        modes = list(dict.fromkeys(fast["mode"]))
+        if len(modes) > 1:  # bars are coloured per block (the x labels say which): the legend explains the hatching
+            handles += [Patch(facecolor="0.8", edgecolor="0.3", hatch=_MODE_HATCH.get(m, ""), lw=0.4) for m in modes]
+            labels += modes
+        fig.legend(handles, labels, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 1.0))
         scale_note(fig, _note(df))
         return savefig(fig, path)
 

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, paper_style, savefig, scale_note
+from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, layer_colors, paper_style, savefig, scale_note
 from sigprop.plots.training import smooth
 
 Y_LABELS = {"loss": "train loss (smoothed)", "eval_loss": "eval loss (nats/token)"}
@@ -147,21 +147,19 @@ def gain_frame(probes: pd.DataFrame, run: str, metric: str) -> pd.DataFrame:
 def plot_gain_trajectories(probes: pd.DataFrame, run: str, metrics: list[tuple[str, str]], path: str | Path,
                            note: str = "", ref: dict[str, float] | None = None) -> list[Path]:
     """One panel per (metric, title): the gain per layer against training step, mean ± std over heads
-    (shaded) as in paper Figs. 17-19; colour runs from the first (light) to the last (dark) layer.
+    (shaded) as in paper Figs. 17-19; colour runs from the first (purple) to the last (orange) layer.
     `ref` draws a dotted horizontal line per metric (e.g. the 0.05 threshold of Fig. 4)."""
     panels = [(m, t) for m, t in metrics if not gain_frame(probes, run, m).empty]
     if not panels:
         return []
     with paper_style():
         fig, axes = plt.subplots(1, len(panels), figsize=(min(TEXTWIDTH, 2.3 * len(panels) + 0.6), 2.3), squeeze=False)
-        cmap = plt.get_cmap("viridis")
         shaded = False
         for ax, (metric, title) in zip(axes[0], panels):
             g = gain_frame(probes, run, metric)
             layers = sorted(g.layer.unique())
-            for j, layer in enumerate(layers):
+            for layer, c in zip(layers, layer_colors(len(layers))):
                 d = g[g.layer == layer].sort_values("step")
-                c = cmap(j / max(1, len(layers) - 1))
                 ax.plot(d.step, d["mean"], color=c, lw=1.0, label=f"layer {layer}")
                 if (d["std"] > 0).any():
                     shaded = True

@@ -56,7 +56,9 @@ def kernel_grid(kernels: dict[str, dict[int, np.ndarray]], note: str = "", layer
     depth = max(max(k) for k in kernels.values())
     layers = layers or (0, depth // 2, depth)
     with paper_style():
-        fig, axes = plt.subplots(len(blocks), len(layers), figsize=(1.45 * len(layers) + 0.6, 1.45 * len(blocks) + 0.3), squeeze=False)
+        # constrained layout sizes the square heatmaps and the colour bar together: no empty band, no floating bar
+        fig, axes = plt.subplots(len(blocks), len(layers), figsize=(1.3 * len(layers) + 0.7, 1.3 * len(blocks) + 0.3),
+                                 squeeze=False, layout="constrained")
         im = None
         for r, block in enumerate(blocks):
             for c, layer in enumerate(layers):
@@ -71,7 +73,7 @@ def kernel_grid(kernels: dict[str, dict[int, np.ndarray]], note: str = "", layer
                     ax.set_title(f"layer {layer}")
                 if c == 0:
                     ax.set_ylabel(block_style(block, r)["label"])
-        fig.colorbar(im, ax=axes, shrink=0.6, label="token cosine")
+        fig.colorbar(im, ax=axes, shrink=0.9, label="token cosine")
         if note:
             scale_note(fig, note)
     return fig

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 #: Paper names, colours and markers, used consistently in every figure.
 BLOCK_STYLE: dict[str, dict[str, str]] = {
     "pre-ln": {"label": "Pre-LN", "color": "#1f77b4", "marker": "o"},
-    "post-ln": {"label": "Post-LN", "color": "#7f7f7f", "marker": "v"},
+    "post-ln": {"label": "Post-LN", "color": "#17becf", "marker": "v"},  # not grey: grey is the theory lines
     "parallel": {"label": "Parallel", "color": "#ff7f0e", "marker": "s"},
     "skipless": {"label": "Naive skipless", "color": "#8c564b", "marker": "x"},
     "v-skipinit": {"label": "V-SkipInit", "color": "#d62728", "marker": "^"},
@@ -20,7 +20,7 @@ BLOCK_STYLE: dict[str, dict[str, str]] = {
     "u-spa": {"label": "U-SPA", "color": "#bcbd22", "marker": "<"},
     "e-spa": {"label": "E-SPA", "color": "#17becf", "marker": ">"},
 }
-_EXTRA_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39"]
+_EXTRA_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
 #: Figure widths in inches: one column and full text width of a conference paper.
 COLUMN, TEXTWIDTH = 3.4, 6.9
@@ -54,6 +54,13 @@ def block_style(name: str, index: int = 0) -> dict[str, str]:
     if name in BLOCK_STYLE:
         return dict(BLOCK_STYLE[name])
     return {"label": name, "color": _EXTRA_COLORS[index % len(_EXTRA_COLORS)], "marker": "o"}
+
+
+def layer_colors(n: int) -> list[tuple]:
+    """One colour per layer, first to last: plasma from dark purple to orange, stopping before its pale
+    yellow end so the last layer stays visible on white."""
+    cmap = plt.get_cmap("plasma")
+    return [cmap(0.8 * j / max(1, n - 1)) for j in range(n)]
 
 
 @contextmanager

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, paper_style, savefig, scale_note
+from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, layer_colors, paper_style, savefig, scale_note
 
 
 def smooth(values: np.ndarray, alpha: float = 0.1) -> np.ndarray:
@@ -51,8 +51,10 @@ def plot_loss_curves(runs, path: str | Path, note: str | None = None) -> list[Pa
         if top is not None:
             axes[0].set_ylim(top=top)
         axes[0].set_title("loss per step")
-        axes[1].set_title("loss per second")
+        axes[1].set_title("loss per minute of training")
         handles, labels = axes[0].get_legend_handles_labels()
+        handles.append(plt.Line2D([], [], color="0.4", alpha=0.35, lw=0.8))
+        labels.append("thin: train loss (smoothed)")
         fig.tight_layout()
         fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), bbox_to_anchor=(0.5, 0.98))
         if note:
@@ -68,7 +70,7 @@ def _ylim_top(m: pd.DataFrame) -> float | None:
     return float(ev.groupby("run")["eval_loss"].quantile(0.1).max() + 0.5)
 
 
-PROBE_PANELS = (("probe", "cos_mean", "cos_mean of X_l"), ("gain", "alpha", r"$\alpha_h$ (on $I$)"),
+PROBE_PANELS = (("probe", "cos_mean", r"cos_mean of $X_\ell$"), ("gain", "alpha", r"$\alpha_h$ (on $I$)"),
                 ("gain", "beta", r"$\beta_h$ (on softmax)"), ("gain", "gamma", r"$\gamma_h$ (on $C$)"),
                 ("gain", "beta_ff", r"$\beta_{FF}$"))
 
@@ -76,7 +78,7 @@ PROBE_PANELS = (("probe", "cos_mean", "cos_mean of X_l"), ("gain", "alpha", r"$\
 def plot_training_probes(runs, path: str | Path, note: str | None = None) -> list[Path]:
     """One row per block: cos_mean per layer over steps, shaped-attention gains (mean over heads) and beta_ff.
 
-    Lines are layers (dark = first, light = last); a panel is left out when no run records that quantity."""
+    Lines are layers (purple = first, orange = last); a panel is left out when no run records that quantity."""
     p = runs.probes
     pairs = _blocks(runs)
     panels = [pn for pn in PROBE_PANELS if ((p["source"] == pn[0]) & (p["metric"] == pn[1])).any()]
@@ -92,10 +94,9 @@ def plot_training_probes(runs, path: str | Path, note: str | None = None) -> lis
                 if source == "probe":
                     d = d[d["module"] != "embed"] if "module" in d else d
                 layers = sorted(d["layer"].unique())
-                cmap = plt.get_cmap("viridis")
-                for j, layer in enumerate(layers):
+                for layer, colour in zip(layers, layer_colors(len(layers))):
                     s = d[d["layer"] == layer].groupby("step")["value"].mean()
-                    ax.plot(s.index, s.values, color=cmap(j / max(1, len(layers) - 1)), lw=0.9)
+                    ax.plot(s.index, s.values, color=colour, lw=0.9)
                 if r == 0:
                     ax.set_title(title)
                 if c == 0:
@@ -105,7 +106,7 @@ def plot_training_probes(runs, path: str | Path, note: str | None = None) -> lis
                 if d.empty:
                     ax.text(0.5, 0.5, "fixed / n.a.", ha="center", va="center", transform=ax.transAxes, color="0.5")
         if note:
-            scale_note(fig, note + "; lines = layers (dark: first, light: last)")
+            scale_note(fig, note + "; lines = layers (purple: first, orange: last)")
         fig.tight_layout()
         return savefig(fig, path)
 

@@ -8,6 +8,7 @@ states are saved too so anything random added later (dropout, MLM masks) resumes
 from __future__ import annotations
 
 import io
+import pickle
 import random
 from pathlib import Path
 
@@ -47,8 +48,10 @@ def _tuplify(x: object) -> object:
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict, extra: dict | None = None) -> None:
-    """Write the training state after `step` completed updates (temp file + os.replace: never half written)."""
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict,
+                    extra: dict | None = None, rng: dict | None = None) -> None:
+    """Write the training state after `step` completed updates (temp file + os.replace: never half written).
+    `rng`: the RNG states as taken at that step (default: now)."""
     buf = io.BytesIO()
     torch.save(
         {
@@ -56,7 +59,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
             "step": int(step),
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "rng": rng_state(),
+            "rng": rng if rng is not None else rng_state(),
             "config": config,
             "extra": extra or {},
         },
@@ -74,6 +77,8 @@ def load_checkpoint(path: str | Path) -> dict:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a damaged file
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, pickle.UnpicklingError) or reason.startswith("Weights only load failed"):
+            reason = "not a file of tensors and plain data"  # torch's own text is advice on weights_only
         raise SigpropError(f"corrupt checkpoint {str(path)!r} ({reason[:120]}); restart the run with --overwrite") from None
     if not isinstance(ck, dict) or ck.get("format") != FORMAT:
         raise SigpropError(f"{str(path)!r} is not a sigprop checkpoint (format {FORMAT!r} expected); restart the run with --overwrite")

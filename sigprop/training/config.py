@@ -55,6 +55,11 @@ class TrainConfig:
     probe_every: int = 25  # 0 = no probes during training
     probe_batch: int = 8
     ckpt_every: int = 100
+    # --- divergence guard (sigprop.training.guard): stop when a step's loss / pre-clip gradient norm exceeds
+    # ratio x its median over the last `diverge_window` steps (0 = that test off; NaN/inf always stops) ---
+    diverge_loss_ratio: float = 3.0
+    diverge_grad_ratio: float = 100.0
+    diverge_window: int = 50
     # --- runtime only (may change on --resume) ---
     device: str = "auto"
     compile: bool = False
@@ -62,7 +67,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("depth", "width", "heads", "vocab_size", "seq_len", "steps", "batch_size", "grad_accum",
-                     "eval_batches", "probe_batch", "ckpt_every", "eval_every"):
+                     "eval_batches", "probe_batch", "ckpt_every", "eval_every", "diverge_window"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool):
                 raise SigpropError(f"{name} must be an integer, got {v!r}")
@@ -76,6 +81,15 @@ class TrainConfig:
         for name in ("min_lr", "weight_decay", "grad_clip", "warmup"):
             if getattr(self, name) < 0:
                 raise SigpropError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("diverge_loss_ratio", "diverge_grad_ratio"):
+            v = getattr(self, name)
+            if not (v == 0 or v > 1):
+                raise SigpropError(f"{name} must be 0 (off) or above 1, got {v!r}")
+        if self.warmup_steps > self.steps:
+            raise SigpropError(
+                f"warmup of {self.warmup_steps} steps is longer than the run's {self.steps} steps (the learning rate would "
+                f"never reach its peak); accepted: a fraction < 1 of the steps, or at most {self.steps} steps"
+            )
         if not 0 < self.mlm_p < 1:
             raise SigpropError(f"mlm_p must be in (0, 1), got {self.mlm_p!r}")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
@@ -109,7 +123,8 @@ class TrainConfig:
 
 
 #: Fields that may differ when a run is resumed (they do not change the numbers on CPU).
-RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "ckpt_every")
+RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "ckpt_every",
+                  "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window")
 #: Fields added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a field never orphans the committed runs that predate it.
 HASH_OMIT_AT_DEFAULT: tuple[str, ...] = ()

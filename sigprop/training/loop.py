@@ -1,6 +1,7 @@
 """The training loop: AdamW with the paper's groups, warm-up + linear decay, clipping, accumulation,
 bf16 autocast, optional torch.compile and DDP, eval and probes on a cadence, and a run directory that
-is never lost (atomic checkpoints, clean stop on Ctrl-C/SIGTERM, NaN stops with the last good state).
+is never lost or mixed (one writer per run folder, atomic checkpoints, clean stop on Ctrl-C/SIGTERM, and a
+divergence guard that stops a blown-up run with its last checkpoint from before the blow-up).
 
     run = train("sas-p", scale="cpu", out="runs/sas-p", steps=300)
     run.metrics()      # DataFrame: step, time, tokens, lr, loss, grad_norm, eval_loss
@@ -9,7 +10,6 @@ is never lost (atomic checkpoints, clean stop on Ctrl-C/SIGTERM, NaN stops with 
 from __future__ import annotations
 
 import contextlib
-import math
 import platform
 import signal
 import socket
@@ -29,10 +29,11 @@ from torch.nn.parallel import DistributedDataParallel
 from sigprop.blocks import BlockSpec, ModelConfig, build_model, get_spec
 from sigprop.cpu import tune_malloc
 from sigprop.errors import SigpropError
-from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir
+from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir, RunLock
 from sigprop.training import distributed as ddp
-from sigprop.training.checkpoint import load_checkpoint, restore, save_checkpoint
+from sigprop.training.checkpoint import load_checkpoint, restore, rng_state, save_checkpoint
 from sigprop.training.config import RUNTIME_FIELDS, TrainConfig, get_config
+from sigprop.training.guard import Guard
 from sigprop.training.schedule import lr_at
 
 #: The fixed validation batches used for eval loss use this seed offset (distinct from the probe rows).
@@ -40,7 +41,8 @@ EVAL_SEED = 1_000
 
 
 class TrainingDiverged(SigpropError):
-    """Loss or gradient norm became NaN/inf: the run stops and its last good checkpoint is kept."""
+    """Loss or gradient norm became NaN/inf or blew up (sigprop.training.guard): the run stops and its
+    last checkpoint from before the blow-up is kept."""
 
 
 @dataclass
@@ -51,6 +53,7 @@ class Run:
     status: str  # done | interrupted
     step: int
     summary: dict = field(default_factory=dict)
+    rank: int = 0  # under torchrun: only rank 0 evaluates, so only its summary has the eval loss
 
     def metrics(self) -> pd.DataFrame:
         return RunDir(self.path).metrics()
@@ -214,13 +217,23 @@ def spec_from_record(rec: dict) -> BlockSpec:
     return BlockSpec(**knobs)
 
 
+def stored_run(stored: dict) -> tuple[BlockSpec, TrainConfig]:
+    """The block and config recorded in a run's config.json; a damaged or foreign record is one line."""
+    try:
+        return spec_from_record(stored["spec"]), TrainConfig(**stored["train"])
+    except SigpropError as e:
+        raise SigpropError(f"the run's {CONFIG} holds an invalid setting ({e}); restart the run with --overwrite") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        what = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else str(e).split("\n")[0]
+        raise SigpropError(f"the run's {CONFIG} is not a sigprop run record ({what}); restart the run with --overwrite") from None
+
+
 def resolve(block: str | BlockSpec | None, scale: str | TrainConfig | None, sets, overrides: dict, stored: dict | None) -> tuple[BlockSpec, TrainConfig]:
     """The spec and config of this run. On resume the stored ones are the base; anything given must agree."""
     if stored is None:
         spec = get_spec(block if block is not None else "pre-ln", sets)
         return spec, get_config(scale if scale is not None else "cpu", **overrides)
-    old_spec = spec_from_record(stored["spec"])
-    old_cfg = TrainConfig(**stored["train"])
+    old_spec, old_cfg = stored_run(stored)
     spec = get_spec(block, sets) if block is not None else old_spec.with_sets(sets)
     cfg = get_config(scale, **overrides) if scale is not None else old_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
     if spec.knobs() != old_spec.knobs():
@@ -267,17 +280,20 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return _train(spec, cfg, out, dist, resume, overwrite, quiet, data, cache_dir, callback)
+        with contextlib.ExitStack() as held:  # the run folder's lock, taken by rank 0 in _open_run_dir
+            return _train(spec, cfg, out, dist, resume, overwrite, quiet, data, cache_dir, callback, held)
     finally:
         torch.set_num_threads(threads)
         ddp.teardown(dist)
 
 
-def _open_run_dir(out: Path, resume: bool, overwrite: bool, dist: ddp.Dist) -> RunDir:
-    """Rank 0 checks and prepares the folder; the other ranks learn whether that worked."""
+def _open_run_dir(out: Path, resume: bool, overwrite: bool, dist: ddp.Dist, held: contextlib.ExitStack) -> RunDir:
+    """Rank 0 locks the folder (held until `held` closes), checks and prepares it; the other ranks learn
+    whether that worked."""
     err = None
     if dist.main:
         try:
+            held.enter_context(RunLock(out))  # a second writer (train, compare, reproduce) stops here
             RunDir.open(out, resume=resume, overwrite=overwrite)  # checks and prepares the folder
         except SigpropError as e:
             err = e
@@ -303,8 +319,13 @@ def _load_data(cfg: TrainConfig, quiet: bool, dist: ddp.Dist, cache_dir):
     return data if data is not None else load(False)
 
 
-def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite, quiet, data, cache_dir, callback) -> Run:
-    run = _open_run_dir(out, resume, overwrite, dist)
+def _note(msg: str, dist: ddp.Dist) -> None:
+    if dist.main:
+        print(f"note: {msg}", file=sys.stderr, flush=True)
+
+
+def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite, quiet, data, cache_dir, callback, held) -> Run:
+    run = _open_run_dir(out, resume, overwrite, dist, held)
     malloc_tuned = dist.device.type == "cpu" and tune_malloc()  # ~10% per CPU step: no page faults on big activations
     data = data if data is not None else _load_data(cfg, quiet, dist, cache_dir)
     if data.seq_len != cfg.seq_len:
@@ -317,6 +338,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
     step, clock = 0, {"time": 0.0, "wall": 0.0, "tokens": 0, "probe_time": 0.0, "eval_time": 0.0}
     last_eval: float | None = None
     losses: list[float] = []  # train losses of this session (plus the checkpoint's recent ones) for the summary
+    guard = Guard(cfg.diverge_loss_ratio, cfg.diverge_grad_ratio, cfg.diverge_window)
     if resume:
         ck = load_checkpoint(run.checkpoint) if run.checkpoint.exists() else None
         if ck is not None:
@@ -325,6 +347,11 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             step = restore(ck, model, optimizer, run.checkpoint)
             clock.update({k: v for k, v in ck["extra"].get("clock", {}).items() if k in clock})
             last_eval, losses = ck["extra"].get("last_eval"), list(ck["extra"].get("losses", []))
+            guard = Guard(guard.loss_ratio, guard.grad_ratio, guard.window, **ck["extra"].get("guard", {}))
+        else:
+            _note(f"{out} has no checkpoint (the run stopped before its first one): training it again from step 0", dist)
+        if dist.main:
+            run.truncate(step)  # records past the checkpoint are replayed: each step is recorded once
     env = {**env_info(dist.device, dist.world_size), "malloc_tuned": malloc_tuned}
     if dist.main:
         if not resume or not run.has(CONFIG):
@@ -370,9 +397,13 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
         run.append(PROBES, rows.to_dict(orient="records"))
         clock["probe_time"] += time.perf_counter() - t0
 
-    def checkpoint(at: int) -> None:
+    def snapshot(at: int) -> dict:
+        """What a checkpoint after `at` steps records besides model and optimiser (taken at that step)."""
+        return {"step": at, "rng": rng_state(), "extra": {"clock": dict(clock), "last_eval": last_eval, "losses": losses[-20:], "guard": guard.state()}}
+
+    def checkpoint(snap: dict) -> None:
         if dist.main:
-            save_checkpoint(run.checkpoint, model, optimizer, at, record, {"clock": dict(clock), "last_eval": last_eval, "losses": losses[-20:]})
+            save_checkpoint(run.checkpoint, model, optimizer, snap["step"], record, snap["extra"], rng=snap["rng"])
 
     def finish(status: str, at: int, last_eval: float | None) -> Run:
         summary = {
@@ -386,7 +417,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
         }
         if dist.main:
             run.write_json(SUMMARY, summary)
-        return Run(out, status, at, summary)
+        return Run(out, status, at, summary, rank=dist.rank)
 
     def recent_loss() -> float | None:
         tail = losses[-max(1, min(20, len(losses))):]
@@ -402,9 +433,9 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
         run_probes(0)
     model.train()
     bar = _progress(cfg, step, quiet or not dist.main)
+    pending: dict | None = None
     with StopFlag() as stop, bar:
-        task = bar.add_task("train", total=cfg.steps, completed=step, loss=recent_loss() or float("nan"),
-                            eval=last_eval if last_eval is not None else float("nan"), tps=0.0)
+        task = bar.add_task("train", total=cfg.steps, completed=step, loss=_fmt(recent_loss()), eval=_fmt(last_eval), tps=0.0)
         while step < cfg.steps:
             t0 = time.perf_counter()
             lr = lr_at(step, lr=cfg.lr, steps=cfg.steps, warmup_steps=cfg.warmup_steps, schedule=cfg.schedule, min_lr=cfg.min_lr)
@@ -426,15 +457,16 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             clip = cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
             loss_all, stop_votes = ddp.all_sum([loss_sum, 1.0 if stop.set else 0.0], dist)
-            if not (math.isfinite(loss_all) and math.isfinite(grad_norm)):
+            why = guard.check(loss_all, grad_norm)  # the same numbers on every rank, so the same verdict
+            if why is not None:
                 optimizer.zero_grad(set_to_none=True)
                 clock["wall"] += time.perf_counter() - wall0
                 finish("diverged", step, last_eval)
                 where = f"{run.checkpoint} (step {load_checkpoint(run.checkpoint)['step']})" if run.checkpoint.exists() else "none written yet"
-                raise TrainingDiverged(
-                    f"{'loss' if not math.isfinite(loss_all) else 'gradient norm'} is {loss_all if not math.isfinite(loss_all) else grad_norm} "
-                    f"at step {step + 1}; run stopped, last good checkpoint kept: {where}"
-                )
+                raise TrainingDiverged(f"{why} at step {step + 1}; run stopped, last checkpoint from before it kept: {where}")
+            if pending is not None:  # the weights of the due checkpoint just passed the guard: now it is safe to keep
+                checkpoint(pending)
+                pending = None
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -453,20 +485,26 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             rec["wall"] = clock["wall"]
             if dist.main:
                 run.append(METRICS, rec)
-            bar.update(task, completed=step, loss=loss_all, eval=last_eval if last_eval is not None else float("nan"),
-                       tps=clock["tokens"] / clock["time"])
+            bar.update(task, completed=step, loss=_fmt(loss_all), eval=_fmt(last_eval), tps=clock["tokens"] / clock["time"])
             if callback is not None:
                 callback(step, rec)
             if stop_votes > 0 or stop.set:
-                checkpoint(step)
+                checkpoint(snapshot(step))
                 if dist.main:
                     name = signal.Signals(stop.signal).name if stop.signal else "a signal on another rank"
                     msg = f"stopped by {name} at step {step}/{cfg.steps}; checkpoint saved. Resume with: sigprop train --out {out} --resume"
                     print(msg, file=sys.stderr, flush=True)
                 return finish("interrupted", step, last_eval)
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                checkpoint(step)
+            if step == cfg.steps:
+                checkpoint(snapshot(step))
+            elif step % cfg.ckpt_every == 0:
+                pending = snapshot(step)  # written once the next step's loss shows these weights have not blown up
     return finish("done", step, last_eval)
+
+
+def _fmt(x: float | None) -> str:
+    """A loss for the progress bar: '–' before the first one (not 'nan')."""
+    return "–" if x is None else f"{x:.3f}"
 
 
 def _progress(cfg: TrainConfig, step: int, quiet: bool):
@@ -477,8 +515,8 @@ def _progress(cfg: TrainConfig, step: int, quiet: bool):
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TextColumn("eval {task.fields[eval]:.3f}"),
+        TextColumn("loss {task.fields[loss]}"),
+        TextColumn("eval {task.fields[eval]}"),
         TextColumn("{task.fields[tps]:,.0f} tok/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
