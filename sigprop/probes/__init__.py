@@ -1,7 +1,9 @@
-"""Signal-propagation probes: metrics of kernels (pure functions), forward-hook capture, trained gains."""
+"""Signal-propagation probes: metrics of kernels (pure functions), canonical probe points of any model,
+forward-hook capture, trained gains."""
 
 from sigprop.probes.capture import DEFAULT_METRICS, LAYER_METRICS, Probe, Target, default_layers, measure, probe, resolve_layers
 from sigprop.probes.gains import gains
+from sigprop.probes.points import ADAPTERS, Adapter, Point, ProbePoints, Weight, point_name, probe_points
 from sigprop.probes.metrics import (
     KERNEL_METRICS,
     SPECTRAL_METRICS,
@@ -20,6 +22,13 @@ from sigprop.probes.metrics import (
 )
 
 __all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "Point",
+    "ProbePoints",
+    "Weight",
+    "point_name",
+    "probe_points",
     "DEFAULT_METRICS",
     "KERNEL_METRICS",
     "LAYER_METRICS",

@@ -1,17 +1,21 @@
 """Probes: forward hooks on any nn.Module that turn per-layer outputs into tidy metric rows.
 
-    with probe(model) as p:          # sigprop Transformer: embed = layer 0, blocks.i = layer i+1
+    with probe(model) as p:          # any model: layer 0 = blocks.0.hook_resid_pre, layer l = blocks.{l-1}.hook_resid_post
         model(idx)
-    p.metrics                        # DataFrame: layer, module, metric, head, value (mean over sequences)
+    p.metrics                        # DataFrame: layer, module (probe point), metric, head, value (mean over sequences)
 
-Each hook computes the kernel Sigma = X X^T / d of every sequence in float64 and only keeps the
+The layers are the model's canonical probe points (`sigprop.probes.points`): sigprop's models declare
+them, Hugging Face families come from an adapter table, anything else from its stack of same-class
+blocks. Each hook computes the kernel Sigma = X X^T / d of every sequence in float64 and only keeps the
 metrics of it (so memory stays O(rows)); kernels, attention matrices and activations are kept only
-when asked. Hooks are always removed, and sigprop attention is switched back to its fast path, when
-the `with` block ends, also when the forward raises.
+when asked. Hooks are always removed, and attention is switched back to its fast path (sigprop's
+explicit flag, HF's attention implementation), when the `with` block ends, also when the forward raises.
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,10 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sigprop.blocks.attention import Attention
-from sigprop.blocks.model import Transformer
 from sigprop.errors import SigpropError, check_choice
 from sigprop.probes.metrics import KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, eigenvalues, kernel, kurtosis
+from sigprop.probes.points import Point, ProbePoints, probe_points
 
 #: Metrics a probe can record per layer: the kernel metrics plus activation kurtosis.
 LAYER_METRICS = (*KERNEL_METRICS, "kurtosis")
@@ -38,26 +41,22 @@ Layers = str | Sequence[str | nn.Module] | Mapping[int, str | nn.Module] | None
 
 @dataclass(frozen=True)
 class Target:
-    """One probed module: its layer number, qualified name and the module itself."""
+    """One probed tensor: its layer number, name (canonical point or module name), the module, how to read it."""
 
     layer: int
     name: str
     module: nn.Module
+    pre: bool = False  # the module's input (forward pre-hook), not its output
+    index: int = 0  # element of a tuple output
+
+    @classmethod
+    def of(cls, point: Point) -> Target:
+        return cls(point.layer, point.name, point.module, point.pre, point.index)
 
 
 # ------------------------------------------------------------------------------------------------
 # Which modules are the layers
 # ------------------------------------------------------------------------------------------------
-
-
-def _gpt2_trunk(model: nn.Module) -> nn.Module | None:
-    """The GPT-2-style trunk (has `.drop` and a ModuleList `.h`), for HF GPT2LMHeadModel / GPT2Model."""
-    for trunk in (getattr(model, "transformer", None), model):
-        if isinstance(trunk, nn.Module) and isinstance(getattr(trunk, "h", None), nn.ModuleList) and isinstance(
-            getattr(trunk, "drop", None), nn.Module
-        ):
-            return trunk
-    return None
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -72,18 +71,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def default_layers(model: nn.Module) -> list[Target]:
-    """sigprop Transformer: embed, blocks.0..L-1; HF GPT-2: transformer.drop (embedding sum), transformer.h.*."""
-    names = {id(m): n for n, m in model.named_modules()}
-    if isinstance(model, Transformer):
-        modules = [model.embed, *model.blocks]
-    elif (trunk := _gpt2_trunk(model)) is not None:
-        modules = [trunk.drop, *trunk.h]
-    else:
-        raise SigpropError(
-            f"cannot tell which modules of {type(model).__name__} are its layers; pass layers= "
-            "(a name pattern such as 'encoder.layer.*', a list of modules/names, or {layer: module})"
-        )
-    return [Target(i, names[id(m)], m) for i, m in enumerate(modules)]
+    """Layer 0 = the stream entering the first block, layer l = the stream leaving block l (canonical points)."""
+    return [Target.of(p) for p in probe_points(unwrap(model)).stream()]
 
 
 def _pattern_regex(pattern: str) -> re.Pattern:
@@ -91,6 +80,13 @@ def _pattern_regex(pattern: str) -> re.Pattern:
     parts = re.split(r"(\*\*|\*|\?)", pattern)
     sub = {"**": ".*", "*": "[^.]*", "?": "[^.]"}
     return re.compile("".join(sub.get(p, re.escape(p)) for p in parts))
+
+
+def _points_or_none(model: nn.Module) -> ProbePoints | None:
+    try:
+        return probe_points(model)
+    except SigpropError:
+        return None
 
 
 def match_modules(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
@@ -127,11 +123,18 @@ def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
     Wrappers (torch.compile, DDP) are looked through, so names are those of the model inside.
     None -> `default_layers`. A pattern or list keeps the default numbering when every module is one of
     the model's default layers (so 'blocks.*' gives layers 1..L), else numbers them 0, 1, ... in order.
-    A mapping {layer: module or name} sets the numbers explicitly.
+    A mapping {layer: module or name} sets the numbers explicitly. A name or glob over canonical point
+    names ('blocks.*.hook_mlp_out') selects those points, with their own layer numbers.
     """
     model = unwrap(model)
     if layers is None:
         return default_layers(model)
+    points = _points_or_none(model)
+    if points is not None and isinstance(layers, str):
+        glob = _pattern_regex(layers)
+        chosen = [Target.of(p) for p in points.points if glob.fullmatch(p.name)]
+        if chosen:
+            return sorted(chosen, key=lambda t: t.layer)
     names = {id(m): n for n, m in model.named_modules()}
     if isinstance(layers, Mapping):
         out = []
@@ -145,10 +148,7 @@ def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
     if not items:
         raise SigpropError("layers is empty; accepted: None, a name pattern, a list of modules/names, {layer: module}")
     found = list({id(m): (n, m) for item in items for n, m in _resolve_one(model, item, names)}.values())
-    try:
-        known = {id(t.module): t.layer for t in default_layers(model)}
-    except SigpropError:
-        known = {}
+    known = {id(p.module): p.layer for p in points.stream() if not p.pre} if points is not None else {}
     if all(id(m) in known for _, m in found):
         return sorted((Target(known[id(m)], n, m) for n, m in found), key=lambda t: t.layer)
     return [Target(i, n, m) for i, (n, m) in enumerate(found)]
@@ -169,6 +169,16 @@ def _stream(output: object, where: str) -> torch.Tensor:
         kind = type(output).__name__ if not isinstance(output, torch.Tensor) else f"tensor of shape {tuple(output.shape)}"
         raise SigpropError(f"probe: {where} returned a {kind}; accepted: a (..., T, d) tensor or a tuple starting with one")
     return output
+
+
+def _element(output: object, index: int, where: str) -> torch.Tensor:
+    """Element `index` of a tuple output (0: the stream itself, via `_stream`)."""
+    if index == 0:
+        return _stream(output, where)
+    item = output[index] if isinstance(output, (tuple, list)) and len(output) > index else None
+    if not isinstance(item, torch.Tensor):
+        raise SigpropError(f"probe: {where} gave no tensor at output[{index}] (attention probabilities); got {type(item).__name__}")
+    return item
 
 
 class Probe:
@@ -193,14 +203,15 @@ class Probe:
         self.keep_kernels, self.keep_activations = kernels, activations
         self.key_mask = None if key_mask is None else key_mask.bool()
         self.targets = resolve_layers(model, layers)
-        self.attention_targets = self._attention_targets() if attention else []
-        if attention and not self.attention_targets:
+        self.points = _points_or_none(unwrap(model)) if attention else None
+        self.pattern_targets, self.matrix_targets = self._attention_targets() if attention else ([], [])
+        if attention and not self.pattern_targets:
             raise SigpropError(
-                f"attention=True needs sigprop Attention modules inside the probed layers; {type(model).__name__} "
-                "has none there (attention capture is for sigprop models)"
+                f"attention=True needs attention probabilities (blocks.*.attn.hook_pattern); {type(model).__name__} "
+                "has no such probe point (sigprop models and the Hugging Face families in sigprop.probes.ADAPTERS do)"
             )
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._explicit: dict[Attention, bool] = {}
+        self._stack: contextlib.ExitStack | None = None
         self._rows: list[dict[str, np.ndarray]] = []
         self._seen: dict[str, int] = defaultdict(int)
         self._kernels: dict[int, list[np.ndarray]] = defaultdict(list)
@@ -210,32 +221,33 @@ class Probe:
 
     @property
     def layers(self) -> dict[int, str]:
-        """{layer number: module name} of the probed modules."""
+        """{layer number: probe point or module name} of the probed tensors."""
         return {t.layer: t.name for t in self.targets}
 
-    def _attention_targets(self) -> list[Target]:
-        """sigprop Attention modules inside the probed modules, each with its enclosing layer number."""
-        seen, out = set(), []
-        for t in self.targets:
-            for name, m in t.module.named_modules(prefix=t.name):
-                if isinstance(m, Attention) and id(m) not in seen:
-                    seen.add(id(m))
-                    out.append(Target(t.layer, name, m))
-        return out
+    def _attention_targets(self) -> tuple[list[Target], list[Target]]:
+        """(probability points, points whose matrices `.attention` keeps: the whole matrix where it differs)."""
+        if self.points is None:
+            return [], []
+        patterns = [Target.of(p) for p in self.points.of_kind("pattern")]
+        matrix = {p.block: Target.of(p) for p in self.points.of_kind("matrix")}
+        by_block = {p.block: Target.of(p) for p in self.points.of_kind("pattern")}
+        return patterns, [matrix.get(b, t) for b, t in by_block.items()]
 
     # -- attach / detach --------------------------------------------------------------------------
     def __enter__(self) -> Probe:
-        if self._handles or self._explicit:
+        if self._handles or self._stack is not None:
             raise SigpropError("this probe is already attached; use a new probe(...) for a nested `with`")
         try:
+            self._stack = contextlib.ExitStack()
             for t in self.targets:
-                self._handles.append(t.module.register_forward_hook(self._stream_hook(t)))
-            for t in self.attention_targets:
-                attn: Attention = t.module  # type: ignore[assignment]
-                self._explicit[attn] = attn.explicit
-                attn.explicit = True
-                self._handles.append(attn.hook_softmax.register_forward_hook(self._softmax_hook(t)))
-                self._handles.append(attn.hook_pattern.register_forward_hook(self._pattern_hook(t)))
+                self._handles.append(self._register(t, self._stream_hook(t)))
+            if self.pattern_targets:
+                if self.points.patterns is not None:
+                    self._stack.enter_context(self.points.patterns())
+                for t in self.pattern_targets:
+                    self._handles.append(self._register(t, self._softmax_hook(t)))
+                for t in self.matrix_targets:
+                    self._handles.append(self._register(t, self._pattern_hook(t)))
         except BaseException:
             self.detach()
             raise
@@ -245,13 +257,29 @@ class Probe:
         self.detach()
 
     def detach(self) -> None:
-        """Remove every hook and restore each attention's fast/explicit flag."""
+        """Remove every hook and switch attention back to what it was (fast path, attention implementation)."""
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for attn, flag in self._explicit.items():
-            attn.explicit = flag
-        self._explicit.clear()
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.close()
+
+    @staticmethod
+    def _register(t: Target, fn) -> torch.utils.hooks.RemovableHandle:
+        """A forward hook fn(tensor) on the target's output element, or a pre-hook on its first input."""
+        where = t.name
+        if t.pre:
+            def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+                x = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
+                fn(_stream(x, where))
+
+            return t.module.register_forward_pre_hook(pre, with_kwargs=True)
+
+        def post(module: nn.Module, inputs: object, output: object) -> None:
+            fn(_element(output, t.index, where))
+
+        return t.module.register_forward_hook(post)
 
     # -- hooks ------------------------------------------------------------------------------------
     def _mask_for(self, shape: torch.Size, where: str) -> torch.Tensor | None:
@@ -279,8 +307,8 @@ class Probe:
         self._frame = None
 
     def _stream_hook(self, t: Target):
-        def hook(module: nn.Module, inputs: object, output: object) -> None:
-            x = _stream(output, t.name).detach()
+        def hook(x: torch.Tensor) -> None:
+            x = x.detach()
             x = x.reshape(-1, *x.shape[-2:])
             mask = self._mask_for(x.shape[:-1], t.name)
             first = self._seen[t.name]
@@ -308,7 +336,7 @@ class Probe:
         return hook
 
     def _softmax_hook(self, t: Target):
-        def hook(module: nn.Module, inputs: object, A: torch.Tensor) -> None:
+        def hook(A: torch.Tensor) -> None:
             ent = attention_entropy(A.detach())  # (B, H, T): entropy of each query row
             mask = self._mask_for(A.shape[:1] + A.shape[-1:], t.name)
             if mask is None:
@@ -323,7 +351,7 @@ class Probe:
         return hook
 
     def _pattern_hook(self, t: Target):
-        def hook(module: nn.Module, inputs: object, full: torch.Tensor) -> None:
+        def hook(full: torch.Tensor) -> None:
             full = full.detach()
             self._attention[t.layer].append((full.float() if full.dtype == torch.bfloat16 else full).cpu().numpy())
 
@@ -390,8 +418,10 @@ def probe(
     """A context manager that records per-layer metrics of every forward run inside it.
 
     layers: None (model defaults), a glob/regex over module names ('transformer.h.*'), a list of
-    modules/names, or {layer: module}. attention=True (sigprop models) runs attention on its explicit
-    path, keeps full matrices in `.attention` and records per-head `attn_entropy` of the softmax part.
+    modules/names, {layer: module}, or a glob over canonical probe points ('blocks.*.hook_attn_out').
+    attention=True switches attention to a path that forms the T x T matrices (sigprop's explicit path,
+    HF's eager implementation) for the `with` block only, keeps them in `.attention` and records per-head
+    `attn_entropy` of the softmax probabilities.
     key_mask (B, T) bool (True = real token) restricts every metric to real tokens.
     """
     return Probe(model, layers, attention, kernels, activations, metrics, key_mask)
@@ -419,7 +449,7 @@ def measure(
         with torch.no_grad(), p:
             if key_mask is None:
                 model(idx)
-            elif isinstance(unwrap(model), Transformer):
+            elif "key_mask" in inspect.signature(unwrap(model).forward).parameters:  # sigprop's models
                 model(idx, key_mask=key_mask)
             else:
                 model(idx, attention_mask=key_mask.long())
