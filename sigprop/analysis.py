@@ -5,6 +5,9 @@
     a.table("sas") # one row per layer: cos_mean, eff_rank, rank1_residual, norm_sq, theory_cos_mean
     a.verdicts     # {"skipless": "rank collapse: cos_mean reaches 0.95 by layer 3", ...}
     a.plot()       # cos_mean and eff_rank vs depth (measured solid, theory dashed)
+
+    sp.analyze(model)                                  # any nn.Module (its block stack is found)
+    sp.analyze(model="DIR_OR_HUB_ID", revisions=[...])  # pretrained checkpoints (sigprop.pretrained)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.progress import track
+from torch import nn
 
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
@@ -83,7 +87,7 @@ class Analysis:
     metrics: pd.DataFrame
     kernels: dict[str, dict[int, np.ndarray]]  # block -> layer -> mean cosine kernel (T, T)
     theory: dict[str, TheoryResult]
-    specs: dict[str, BlockSpec]
+    specs: dict[str, BlockSpec | None]  # None: a model sigprop did not build
     settings: dict
     verdicts: dict[str, str] = field(default_factory=dict)
 
@@ -127,6 +131,9 @@ class Analysis:
 
     def scale_text(self) -> str:
         s = self.settings
+        if s.get("model"):
+            return (f"{s['model']} · L={s['depth']}, d={s['width']}, T={s['seq_len']}, batch {s['batch']}, "
+                    f"{s['data_desc']}, {s['dtype']}, seed {s['seed']}")
         return (
             f"at init · L={s['depth']}, d={s['width']}, H={s['heads']}, T={s['seq_len']}, batch {s['batch']}, "
             f"{s['data_desc']}, {s['dtype']}, seed {s['seed']}"
@@ -154,6 +161,17 @@ class Analysis:
             savefig(fig, Path(out) / "kernels")
         return fig
 
+    def plot_revisions(self, out: str | Path | None = None, metric: str = "cos_mean"):
+        """One figure of a metric per layer x checkpoint: rank collapse through the pre-training of a model."""
+        from sigprop.plots.checkpoints import layer_by_checkpoint
+
+        fig = layer_by_checkpoint(self.metrics, self.blocks, metric=metric, note=self.scale_text())
+        if out is not None:
+            from sigprop.plots import savefig
+
+            savefig(fig, Path(out) / "revisions")
+        return fig
+
     def save(self, out: str | Path) -> list[Path]:
         """Write metrics.csv, summary.json and the figures into `out`."""
         out = Path(out)
@@ -167,6 +185,8 @@ class Analysis:
 
         paths = [out / "metrics.csv", out / "analysis.json"]
         paths += savefig(self.plot(), out / "rank_collapse")
+        if len(self.specs) > 1 and self.settings.get("revisions"):
+            paths += savefig(self.plot_revisions(), out / "revisions")
         if self.kernels:
             paths += savefig(self.plot_kernels(), out / "kernels")
         return paths
@@ -179,8 +199,10 @@ class Analysis:
 
 
 def analyze(
-    blocks: str | BlockSpec | list[str | BlockSpec] = "sas",
+    blocks: str | BlockSpec | list[str | BlockSpec] | nn.Module = "sas",
     *,
+    model: str | None = None,
+    revisions: list[str] | tuple[str, ...] = (),
     depth: int = 18,
     width: int = 768,
     heads: int = 12,
@@ -198,7 +220,17 @@ def analyze(
     max_bytes: int | None = None,
     progress: bool = True,
 ) -> Analysis:
-    """Probe every block at initialisation on the same batch; add the infinite-width prediction."""
+    """Probe every block at initialisation on the same batch; add the infinite-width prediction.
+
+    `blocks` may also be an nn.Module, and `model` a folder written by `save_pretrained` or a hub id
+    (with `revisions`, one analysis per checkpoint); those are probed as they are, without theory.
+    """
+    if isinstance(blocks, nn.Module) or model is not None:
+        return _analyze_models(blocks if isinstance(blocks, nn.Module) else None, model, list(revisions), seq_len=seq_len,
+                               batch=batch, seed=seed, data=data, vocab_size=vocab_size, dtype=dtype, kernels=kernels,
+                               max_bytes=max_bytes, progress=progress)
+    if revisions:
+        raise SigpropError("revisions= needs model= (a folder or hub id of a pretrained model)")
     specs = [s.with_sets(sets) for s in resolve_blocks(blocks)]
     check_choice("dtype", dtype, DTYPES)
     for name, v in (("batch", batch), ("seq_len", seq_len)):
@@ -225,5 +257,40 @@ def analyze(
     settings = dict(depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
                     data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets))
     a = Analysis(metrics=metrics, kernels=kern, theory=theo, specs=named, settings=settings)
+    a.verdicts = {b: verdict(a.measured(b)) for b in named}
+    return a
+
+
+def _analyze_models(module: nn.Module | None, source: str | None, revisions: list[str], *, seq_len: int, batch: int,
+                    seed: int, data: str, vocab_size: int, dtype: str, kernels: bool, max_bytes: int | None,
+                    progress: bool) -> Analysis:
+    """`analyze` of models sigprop did not build: one entry per module or checkpoint, on one batch each."""
+    from sigprop.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
+    from sigprop.probes import probe_points
+
+    check_choice("dtype", dtype, DTYPES)
+    for name, v in (("batch", batch), ("seq_len", seq_len)):
+        check_positive(name, v)
+    revs: list[str | None] = [r.strip() for rev in revisions for r in rev.split(",") if r.strip()] or [None]
+    frames, kern, named, descs = [], {}, {}, set()
+    first = None
+    for rev in track(revs, description=f"probing {len(revs)} checkpoint(s)", disable=not progress or len(revs) < 2, transient=True):
+        if module is not None:
+            loaded = Loaded(type(module).__name__, module.to(DTYPES[dtype]))
+        else:
+            loaded = load_pretrained(source, rev, DTYPES[dtype])
+        first = first or loaded
+        tokens, desc = model_tokens(loaded, data, batch, seq_len, vocab_size, seed, max_bytes)
+        descs.add(desc)
+        m, k = probe_loaded(loaded, tokens, kernels)
+        frames.append(m)
+        if kernels:
+            kern[loaded.label] = k
+        named[loaded.label] = None
+    label = source if source is not None else type(module).__name__
+    settings = dict(model=label, revisions=[r for r in revs if r], depth=probe_points(first.model).depth,
+                    width=width_of(first.model) or "?", heads=getattr(getattr(first.model, "config", None), "num_attention_heads", "?"),
+                    seq_len=seq_len, batch=batch, seed=seed, data=data, data_desc="; ".join(sorted(descs)), dtype=dtype)
+    a = Analysis(metrics=pd.concat(frames, ignore_index=True), kernels=kern, theory={}, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a
