@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from sigprop.errors import SigpropError, check_choice
-from sigprop.probes.metrics import KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, eigenvalues, kernel, kurtosis
+from sigprop.probes.backward import GRAD_STREAM_METRICS, lm_loss, weight_grad_norms
+from sigprop.probes.metrics import KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, cos_mean, eigenvalues, kernel, kurtosis, token_norm
 from sigprop.probes.points import Point, ProbePoints, probe_points
 
 #: Metrics a probe can record per layer: the kernel metrics plus activation kurtosis.
@@ -193,6 +194,7 @@ class Probe:
         activations: bool = False,
         metrics: Iterable[str] | str = DEFAULT_METRICS,
         key_mask: torch.Tensor | None = None,
+        grad: bool = False,
     ):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else list(metrics)
         for m in metrics:
@@ -200,7 +202,7 @@ class Probe:
         if key_mask is not None and (not isinstance(key_mask, torch.Tensor) or key_mask.ndim != 2):
             raise SigpropError(f"key_mask must be a (B, T) bool tensor, got {getattr(key_mask, 'shape', key_mask)!r}")
         self.model, self.metric_names = model, metrics
-        self.keep_kernels, self.keep_activations = kernels, activations
+        self.keep_kernels, self.keep_activations, self.grad = kernels, activations, grad
         self.key_mask = None if key_mask is None else key_mask.bool()
         self.targets = resolve_layers(model, layers)
         self.points = _points_or_none(unwrap(model)) if attention else None
@@ -217,6 +219,7 @@ class Probe:
         self._kernels: dict[int, list[np.ndarray]] = defaultdict(list)
         self._attention: dict[int, list[np.ndarray]] = defaultdict(list)
         self._activations: dict[int, list[torch.Tensor]] = defaultdict(list)
+        self._gradients: dict[int, list[torch.Tensor]] = defaultdict(list)
         self._frame: pd.DataFrame | None = None
 
     @property
@@ -306,8 +309,33 @@ class Probe:
         )
         self._frame = None
 
+    def _grad_hook(self, t: Target, first: int, mask: torch.Tensor | None):
+        """A tensor hook: the backward metrics of dL/dX at this layer, from the gradient alone."""
+        def hook(g: torch.Tensor) -> None:
+            g = g.detach().reshape(-1, *g.shape[-2:])
+            ms = None if mask is None else mask.to(g.device)
+            self._add(t, "grad_norm", token_norm(g, ms), first)
+            if self.keep_activations:
+                self._gradients[t.layer].append(g.clone())
+            self._add(t, "grad_cos_mean", torch.cat([cos_mean(kernel(g[s : s + CHUNK]), None if ms is None else ms[s : s + CHUNK])
+                                                     for s in range(0, g.shape[0], CHUNK)]), first)
+
+        return hook
+
+    def record_backward(self, loss: torch.Tensor) -> None:
+        """One backward pass of `loss` (autograd.grad: .grad buffers untouched): the stream hooks record
+        dL/dX per layer, and the weight-gradient norms of the model's declared weights are added."""
+        points = _points_or_none(unwrap(self.model))
+        params = [p for p in self.model.parameters() if p.requires_grad]  # all of them: every stream hook fires
+        grads = dict(zip(map(id, params), torch.autograd.grad(loss, params, allow_unused=True)))
+        for layer, name, metric, value in weight_grad_norms(points.weights if points is not None else [], grads):
+            self._add(Target(layer, name, self.model), metric, torch.tensor([value]), 0)
+
     def _stream_hook(self, t: Target):
         def hook(x: torch.Tensor) -> None:
+            if self.grad and x.requires_grad:
+                n = x.reshape(-1, *x.shape[-2:]).shape[0]
+                x.register_hook(self._grad_hook(t, self._seen[t.name], self._mask_for((n, x.shape[-2]), t.name)))
             x = x.detach()
             x = x.reshape(-1, *x.shape[-2:])
             mask = self._mask_for(x.shape[:-1], t.name)
@@ -396,6 +424,11 @@ class Probe:
         """{layer: (B, T, d) outputs} when activations=True, else {}."""
         return {layer: torch.cat(a) for layer, a in sorted(self._activations.items())}
 
+    @property
+    def gradients(self) -> dict[int, torch.Tensor]:
+        """{layer: (B, T, d) dL/dX} when activations=True and grad=True, else {}."""
+        return {layer: torch.cat(g) for layer, g in sorted(self._gradients.items())}
+
     def value(self, metric: str, layer: int | None = None, head: int = -1) -> float | pd.Series:
         """A metric's mean over sequences: one float for a layer, else a Series indexed by layer."""
         df = self.metrics
@@ -414,6 +447,7 @@ def probe(
     activations: bool = False,
     metrics: Iterable[str] | str = DEFAULT_METRICS,
     key_mask: torch.Tensor | None = None,
+    grad: bool = False,
 ) -> Probe:
     """A context manager that records per-layer metrics of every forward run inside it.
 
@@ -422,9 +456,11 @@ def probe(
     attention=True switches attention to a path that forms the T x T matrices (sigprop's explicit path,
     HF's eager implementation) for the `with` block only, keeps them in `.attention` and records per-head
     `attn_entropy` of the softmax probabilities.
-    key_mask (B, T) bool (True = real token) restricts every metric to real tokens.
+    key_mask (B, T) bool (True = real token) restricts every metric to real tokens. grad=True also
+    records dL/dX per layer (`grad_norm`, `grad_cos_mean`) when a backward pass runs inside the block
+    (see `measure(..., grad=True)`).
     """
-    return Probe(model, layers, attention, kernels, activations, metrics, key_mask)
+    return Probe(model, layers, attention, kernels, activations, metrics, key_mask, grad)
 
 
 def measure(
@@ -436,18 +472,23 @@ def measure(
     activations: bool = False,
     metrics: Iterable[str] | str = DEFAULT_METRICS,
     key_mask: torch.Tensor | None = None,
+    grad: bool = False,
 ) -> Probe:
     """Run model(idx) once in eval mode under torch.no_grad() inside a probe; return the finished probe.
 
+    grad=True runs the model's own loss (`lm_loss`) forward and backward instead, adding the backward
+    metrics (`sigprop.probes.backward`): dL/dX per layer and the weight-gradient norms per block.
     key_mask is passed to a sigprop model as `key_mask=` and to other models as `attention_mask=`.
     Each module's train/eval mode is restored afterwards.
     """
-    p = probe(model, layers, attention, kernels, activations, metrics, key_mask)
+    p = probe(model, layers, attention, kernels, activations, metrics, key_mask, grad)
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
-        with torch.no_grad(), p:
-            if key_mask is None:
+        with torch.enable_grad() if grad else torch.no_grad(), p:
+            if grad:
+                p.record_backward(lm_loss(model, idx, key_mask))
+            elif key_mask is None:
                 model(idx)
             elif "key_mask" in inspect.signature(unwrap(model).forward).parameters:  # sigprop's models
                 model(idx, key_mask=key_mask)
