@@ -1,6 +1,7 @@
 """Signal-propagation probes: metrics of kernels (pure functions), canonical probe points of any model,
 forward-hook capture, trained gains."""
 
+from sigprop.probes.backward import GRAD_STREAM_METRICS, WEIGHT_METRICS, lm_loss
 from sigprop.probes.capture import DEFAULT_METRICS, LAYER_METRICS, Probe, Target, default_layers, measure, probe, resolve_layers
 from sigprop.probes.gains import gains
 from sigprop.probes.points import ADAPTERS, Adapter, Point, ProbePoints, Weight, point_name, probe_points
@@ -19,10 +20,14 @@ from sigprop.probes.metrics import (
     rank1_residual,
     stable_rank,
     stable_rank_of,
+    token_norm,
 )
 
 __all__ = [
     "ADAPTERS",
+    "GRAD_STREAM_METRICS",
+    "WEIGHT_METRICS",
+    "lm_loss",
     "Adapter",
     "Point",
     "ProbePoints",
@@ -52,4 +57,5 @@ __all__ = [
     "resolve_layers",
     "stable_rank",
     "stable_rank_of",
+    "token_norm",
 ]
