@@ -83,3 +83,17 @@ def test_gradient_theory_refuses_where_it_is_not_exact() -> None:
     with pytest.raises(SigpropError, match="W\\^Q = 0") as err:
         propagate_grad(model.spec, model.config, x, x)
     assert "\n" not in str(err.value)
+
+
+def test_analyze_grad_tables_theory_and_figure(tmp_path) -> None:
+    import sigprop as sp
+
+    a = sp.analyze(["skipless", "sas"], depth=4, width=64, heads=4, seq_len=17, batch=2, data="random", vocab_size=128,
+                   grad=True, progress=False)
+    sas, naive = a.grad_table("sas"), a.grad_table("skipless")
+    assert list(sas.layer) == [0, 1, 2, 3, 4] and "theory_grad_norm" in sas and "theory_grad_norm" not in naive
+    np.testing.assert_allclose(sas.theory_grad_norm, sas.grad_norm, rtol=0.15)  # exact in the limit; width 64 here
+    paths = a.save(tmp_path / "out")
+    assert (tmp_path / "out" / "gradients.png") in paths
+    with pytest.raises(SigpropError, match="--grad"):
+        sp.analyze("sas", depth=2, width=32, heads=4, seq_len=8, batch=1, data="random", vocab_size=64, progress=False).grad_table("sas")
