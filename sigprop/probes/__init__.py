@@ -4,6 +4,7 @@ forward-hook capture, trained gains."""
 from sigprop.probes.backward import GRAD_STREAM_METRICS, WEIGHT_METRICS, lm_loss
 from sigprop.probes.capture import DEFAULT_METRICS, LAYER_METRICS, Probe, Target, default_layers, measure, probe, resolve_layers
 from sigprop.probes.gains import gains
+from sigprop.probes.updates import UpdateRatios, training_rows
 from sigprop.probes.points import ADAPTERS, Adapter, Point, ProbePoints, Weight, point_name, probe_points
 from sigprop.probes.metrics import (
     KERNEL_METRICS,
@@ -40,6 +41,8 @@ __all__ = [
     "SPECTRAL_METRICS",
     "Probe",
     "Target",
+    "UpdateRatios",
+    "training_rows",
     "attention_entropy",
     "cos_mean",
     "cosine_kernel",
