@@ -333,7 +333,7 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
         if kernels:
             kern[loaded.label] = k
         named[loaded.label] = None
-    label = source if source is not None else type(module).__name__
+    label = first.label.split("@")[0] if source is not None else type(module).__name__
     settings = dict(model=label, revisions=[r for r in revs if r], depth=probe_points(first.model).depth,
                     width=width_of(first.model) or "?", heads=getattr(getattr(first.model, "config", None), "num_attention_heads", "?"),
                     seq_len=seq_len, batch=batch, seed=seed, data=data, data_desc="; ".join(sorted(descs)), dtype=dtype, grad=grad)

@@ -19,6 +19,7 @@ def grad_profile(df: pd.DataFrame, note: str = ""):
     the identity); ||dL/dW^K|| likewise. Rank collapse starves queries and keys: their curves fall with depth."""
     with paper_style():
         fig, axes = plt.subplots(1, 3, figsize=(TEXTWIDTH, 2.4))
+        against_mlp = False
         for i, block in enumerate(dict.fromkeys(df.block)):
             st = block_style(block, i)
             g = _series(df, block, "grad_norm")
@@ -28,6 +29,7 @@ def grad_profile(df: pd.DataFrame, note: str = ""):
                 axes[0].plot(th.index, th.values, ls="--", color=st["color"], alpha=0.8)
             v = _series(df, block, "grad_W_V")
             ref, ref_name = (v, "V") if len(v) > 1 else (_series(df, block, "grad_mlp"), "MLP")
+            against_mlp |= ref_name == "MLP"
             for ax, w in ((axes[1], "grad_W_Q"), (axes[2], "grad_W_K")):
                 r = (_series(df, block, w) / ref).dropna()
                 r = r[r > 0]
@@ -44,8 +46,9 @@ def grad_profile(df: pd.DataFrame, note: str = ""):
         if (df.source == "theory").any() and (df[df.source == "theory"].metric == "grad_norm").any():
             handles.append(plt.Line2D([], [], color="0.3", ls="--"))
             labels.append(r"theory ($W^Q = 0$, infinite width)")
-        handles.append(plt.Line2D([], [], color="0.3", ls=":"))
-        labels.append(r"ratio to the MLP (no $W^V$)")
+        if against_mlp:
+            handles.append(plt.Line2D([], [], color="0.3", ls=":"))
+            labels.append(r"ratio to the MLP (no $W^V$)")
         fig.tight_layout(rect=(0, 0, 1, 0.86))
         fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), bbox_to_anchor=(0.5, 1.0))
         if note:
