@@ -2,7 +2,8 @@
 forward-hook capture, trained gains."""
 
 from sigprop.probes.backward import GRAD_STREAM_METRICS, WEIGHT_METRICS, lm_loss
-from sigprop.probes.capture import DEFAULT_METRICS, LAYER_METRICS, Probe, Target, default_layers, measure, probe, resolve_layers
+from sigprop.probes.capture import DEFAULT_METRICS, LAYER_METRICS, Probe, measure, probe
+from sigprop.probes.layers import Target, default_layers, resolve_layers
 from sigprop.probes.gains import gains
 from sigprop.probes.updates import UpdateRatios, training_rows
 from sigprop.probes.points import ADAPTERS, Adapter, Point, ProbePoints, Weight, point_name, probe_points

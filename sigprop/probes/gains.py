@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from sigprop.errors import SigpropError
+from sigprop.probes.layers import unwrap
 
 COLUMNS = ["layer", "metric", "head", "value"]
 
@@ -48,8 +49,6 @@ def gains(model: nn.Module) -> pd.DataFrame:
     shaped / value-skipinit attention); alpha_v, beta_v, beta_v/alpha_v and alpha_p, beta_p,
     beta_p/alpha_p where W^V / W^P are reparameterised (Eq. 6).
     """
-    from sigprop.probes.capture import unwrap
-
     inner = unwrap(model)
     if not callable(getattr(inner, "probe_gains", None)):
         raise SigpropError(f"gains() needs a model that declares its gains (probe_gains(), e.g. a sigprop model); got {type(inner).__name__}")

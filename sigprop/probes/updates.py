@@ -14,7 +14,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sigprop.probes.capture import measure, unwrap
+from sigprop.probes.capture import measure
+from sigprop.probes.layers import unwrap
 from sigprop.probes.points import probe_points
 
 COLUMNS = ["source", "layer", "module", "metric", "head", "value"]
