@@ -36,3 +36,5 @@ $S bench --blocks pre-ln,sas-p --mode train --threads 2 --repeats 7 --probes --n
 for t in no-tune-malloc tune-malloc; do
   $S bench --blocks pre-ln,sas,sas-p --mode train,infer --threads 2 --repeats 5 --no-memory --$t --json $R/malloc_$t.json
 done
+# what a probe pass costs, forward and backward, at 18 x 768 (12 heads), T = 1024, batch 8 (peak RSS: malloc tuning off)
+SIGPROP_NO_MALLOC_TUNING=1 $P benchmarks/probe_cost.py --threads 1 --out $R/probe_cost.json

@@ -13,7 +13,7 @@ from sigprop.benchmark import bench
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, build_model, get_spec, param_groups
 from sigprop.data import load_data
 from sigprop.errors import SigpropError
-from sigprop.probes import gains, measure, probe
+from sigprop.probes import gains, measure, probe, probe_points
 from sigprop.runs import load_runs
 from sigprop.phases import Phase, phase
 from sigprop.sweeps import Sweep, sweep
@@ -43,6 +43,7 @@ __all__ = [
     "measure",
     "param_groups",
     "probe",
+    "probe_points",
     "propagate",
     "sweep",
     "train",

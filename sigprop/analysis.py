@@ -5,6 +5,9 @@
     a.table("sas") # one row per layer: cos_mean, eff_rank, rank1_residual, norm_sq, theory_cos_mean
     a.verdicts     # {"skipless": "rank collapse: cos_mean reaches 0.95 by layer 3", ...}
     a.plot()       # cos_mean and eff_rank vs depth (measured solid, theory dashed)
+
+    sp.analyze(model)                                  # any nn.Module (its block stack is found)
+    sp.analyze(model="DIR_OR_HUB_ID", revisions=[...])  # pretrained checkpoints (sigprop.pretrained)
 """
 
 from __future__ import annotations
@@ -17,15 +20,17 @@ import numpy as np
 import pandas as pd
 import torch
 from rich.progress import track
+from torch import nn
 
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.probes import cosine_kernel, measure
-from sigprop.theory import TheoryResult, propagate
+from sigprop.theory import TheoryResult, propagate, propagate_grad
 
 DATA_SOURCES = ("code", "random", "repeat")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 TABLE_METRICS = ("cos_mean", "eff_rank", "rank1_residual", "norm_sq")
+GRAD_TABLE_METRICS = ("grad_norm", "grad_cos_mean", "grad_W_Q", "grad_W_K", "grad_W_V", "grad_mlp")
 #: A layer whose mean token cosine reaches this has collapsed (tokens nearly parallel).
 COLLAPSE_COS = 0.9
 
@@ -83,7 +88,7 @@ class Analysis:
     metrics: pd.DataFrame
     kernels: dict[str, dict[int, np.ndarray]]  # block -> layer -> mean cosine kernel (T, T)
     theory: dict[str, TheoryResult]
-    specs: dict[str, BlockSpec]
+    specs: dict[str, BlockSpec | None]  # None: a model sigprop did not build
     settings: dict
     verdicts: dict[str, str] = field(default_factory=dict)
 
@@ -107,6 +112,18 @@ class Analysis:
             wide["theory_cos_mean"] = th
         return wide.reset_index()
 
+    def grad_table(self, block: str) -> pd.DataFrame:
+        """One row per layer with the backward metrics (analyze(..., grad=True)) and the theory's grad_norm."""
+        df = self.metrics[(self.metrics.block == block) & self.metrics.metric.str.startswith("grad_")]
+        if df.empty:
+            raise SigpropError(f"no gradient metrics for {block!r}; run analyze(..., grad=True) (CLI: --grad)")
+        wide = df[df.source == "measured"].pivot_table(index="layer", columns="metric", values="value")
+        wide = wide[[m for m in GRAD_TABLE_METRICS if m in wide]]
+        th = df[(df.source == "theory") & (df.metric == "grad_norm")].set_index("layer")["value"]
+        if len(th):
+            wide["theory_grad_norm"] = th
+        return wide.reset_index()
+
     def summary(self) -> pd.DataFrame:
         """One row per block: embedding and last-layer cos_mean / eff_rank, theory error, verdict."""
         rows = []
@@ -127,6 +144,9 @@ class Analysis:
 
     def scale_text(self) -> str:
         s = self.settings
+        if s.get("model"):
+            return (f"{s['model']} · L={s['depth']}, d={s['width']}, T={s['seq_len']}, batch {s['batch']}, "
+                    f"{s['data_desc']}, {s['dtype']}, seed {s['seed']}")
         return (
             f"at init · L={s['depth']}, d={s['width']}, H={s['heads']}, T={s['seq_len']}, batch {s['batch']}, "
             f"{s['data_desc']}, {s['dtype']}, seed {s['seed']}"
@@ -154,6 +174,28 @@ class Analysis:
             savefig(fig, Path(out) / "kernels")
         return fig
 
+    def plot_grad(self, out: str | Path | None = None):
+        """Depth profiles of the backward signal: ||dL/dX_l|| (theory dashed) and ||dW^Q||, ||dW^K|| against ||dW^V||."""
+        from sigprop.plots.grad import grad_profile
+
+        fig = grad_profile(self.metrics, note=self.scale_text())
+        if out is not None:
+            from sigprop.plots import savefig
+
+            savefig(fig, Path(out) / "gradients")
+        return fig
+
+    def plot_revisions(self, out: str | Path | None = None, metric: str = "cos_mean"):
+        """One figure of a metric per layer x checkpoint: rank collapse through the pre-training of a model."""
+        from sigprop.plots.checkpoints import layer_by_checkpoint
+
+        fig = layer_by_checkpoint(self.metrics, self.blocks, metric=metric, note=self.scale_text())
+        if out is not None:
+            from sigprop.plots import savefig
+
+            savefig(fig, Path(out) / "revisions")
+        return fig
+
     def save(self, out: str | Path) -> list[Path]:
         """Write metrics.csv, summary.json and the figures into `out`."""
         out = Path(out)
@@ -167,6 +209,10 @@ class Analysis:
 
         paths = [out / "metrics.csv", out / "analysis.json"]
         paths += savefig(self.plot(), out / "rank_collapse")
+        if self.metrics.metric.str.startswith("grad_").any():
+            paths += savefig(self.plot_grad(), out / "gradients")
+        if len(self.specs) > 1 and self.settings.get("revisions"):
+            paths += savefig(self.plot_revisions(), out / "revisions")
         if self.kernels:
             paths += savefig(self.plot_kernels(), out / "kernels")
         return paths
@@ -179,8 +225,10 @@ class Analysis:
 
 
 def analyze(
-    blocks: str | BlockSpec | list[str | BlockSpec] = "sas",
+    blocks: str | BlockSpec | list[str | BlockSpec] | nn.Module = "sas",
     *,
+    model: str | None = None,
+    revisions: list[str] | tuple[str, ...] = (),
     depth: int = 18,
     width: int = 768,
     heads: int = 12,
@@ -194,11 +242,22 @@ def analyze(
     dtype: str = "float32",
     kind: str = "decoder",
     kernels: bool = True,
+    grad: bool = False,
     cache_dir: str | None = None,
     max_bytes: int | None = None,
     progress: bool = True,
 ) -> Analysis:
-    """Probe every block at initialisation on the same batch; add the infinite-width prediction."""
+    """Probe every block at initialisation on the same batch; add the infinite-width prediction.
+
+    `blocks` may also be an nn.Module, and `model` a folder written by `save_pretrained` or a hub id
+    (with `revisions`, one analysis per checkpoint); those are probed as they are, without theory.
+    """
+    if isinstance(blocks, nn.Module) or model is not None:
+        return _analyze_models(blocks if isinstance(blocks, nn.Module) else None, model, list(revisions), seq_len=seq_len,
+                               batch=batch, seed=seed, data=data, vocab_size=vocab_size, dtype=dtype, kernels=kernels,
+                               grad=grad, max_bytes=max_bytes, progress=progress)
+    if revisions:
+        raise SigpropError("revisions= needs model= (a folder or hub id of a pretrained model)")
     specs = [s.with_sets(sets) for s in resolve_blocks(blocks)]
     check_choice("dtype", dtype, DTYPES)
     for name, v in (("batch", batch), ("seq_len", seq_len)):
@@ -220,10 +279,64 @@ def analyze(
             th = propagate(spec, cfg, torch.from_numpy(K[0]), seed=seed)
             theo[label] = th
             frames.append(th.metrics().assign(block=label, source="theory"))
+        if grad:
+            frames += grad_frames(model, tokens, label, spec if theory else None)
         named[label] = spec
     metrics = pd.concat(frames, ignore_index=True)
     settings = dict(depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
-                    data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets))
+                    data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets), grad=grad)
     a = Analysis(metrics=metrics, kernels=kern, theory=theo, specs=named, settings=settings)
+    a.verdicts = {b: verdict(a.measured(b)) for b in named}
+    return a
+
+
+def grad_frames(model: nn.Module, tokens: torch.Tensor, label: str, spec: BlockSpec | None) -> list[pd.DataFrame]:
+    """The backward metrics of one model on the batch (its own loss), plus the gradient theory where it is exact."""
+    p = measure(model, tokens, grad=True, activations=spec is not None, metrics=("norm_sq",))
+    m = p.metrics
+    m = m[m.metric.str.startswith("grad_")].assign(block=label, source="measured")
+    frames = [m.groupby(["block", "layer", "metric", "source"], as_index=False)["value"].mean()[["block", "layer", "metric", "value", "source"]]]
+    if spec is not None:
+        try:
+            th = propagate_grad(spec, model.config, p.activations[0], p.gradients[max(p.gradients)])
+        except SigpropError:  # not exact for this spec (W^Q != 0): measured only
+            return frames
+        frames.append(th.metrics().assign(block=label, source="theory"))
+    return frames
+
+
+def _analyze_models(module: nn.Module | None, source: str | None, revisions: list[str], *, seq_len: int, batch: int,
+                    seed: int, data: str, vocab_size: int, dtype: str, kernels: bool, grad: bool, max_bytes: int | None,
+                    progress: bool) -> Analysis:
+    """`analyze` of models sigprop did not build: one entry per module or checkpoint, on one batch each."""
+    from sigprop.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
+    from sigprop.probes import probe_points
+
+    check_choice("dtype", dtype, DTYPES)
+    for name, v in (("batch", batch), ("seq_len", seq_len)):
+        check_positive(name, v)
+    revs: list[str | None] = [r.strip() for rev in revisions for r in rev.split(",") if r.strip()] or [None]
+    frames, kern, named, descs = [], {}, {}, set()
+    first = None
+    for rev in track(revs, description=f"probing {len(revs)} checkpoint(s)", disable=not progress or len(revs) < 2, transient=True):
+        if module is not None:
+            loaded = Loaded(type(module).__name__, module.to(DTYPES[dtype]))
+        else:
+            loaded = load_pretrained(source, rev, DTYPES[dtype])
+        first = first or loaded
+        tokens, desc = model_tokens(loaded, data, batch, seq_len, vocab_size, seed, max_bytes)
+        descs.add(desc)
+        m, k = probe_loaded(loaded, tokens, kernels)
+        frames.append(m)
+        if grad:
+            frames += grad_frames(loaded.model, tokens, loaded.label, None)
+        if kernels:
+            kern[loaded.label] = k
+        named[loaded.label] = None
+    label = first.label.split("@")[0] if source is not None else type(module).__name__
+    settings = dict(model=label, revisions=[r for r in revs if r], depth=probe_points(first.model).depth,
+                    width=width_of(first.model) or "?", heads=getattr(getattr(first.model, "config", None), "num_attention_heads", "?"),
+                    seq_len=seq_len, batch=batch, seed=seed, data=data, data_desc="; ".join(sorted(descs)), dtype=dtype, grad=grad)
+    a = Analysis(metrics=pd.concat(frames, ignore_index=True), kernels=kern, theory={}, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a

@@ -277,3 +277,122 @@ def propagate(
         K = block_kernel(K, spec, cfg, layer, attention)
         kernels.append(K)
     return TheoryResult(spec=spec, kernels=kernels, notes=notes, key_mask=key_mask)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Backward: gradient kernels, exact at W^Q = 0
+# ---------------------------------------------------------------------------------------------------
+#
+# With W^Q = 0 the attention matrix is the constant A0 = shape(C) (identity for shaped attention) and
+# carries no gradient into X (dlogits/dX = 0), so every block is a fixed linear token mixing followed
+# by per-token maps. Gradient kernels G = g g^T / d then propagate backward like the forward kernels,
+# with the derivative kernel E[phi'(u) phi'(u')] in place of the activation kernel (gradient
+# independence; norms act as 1/rms, their projection terms are O(1/d)). Weight gradients follow exactly:
+# ||dL/dW||_F^2 = sum_tt' (x_t . x_t')(g_t . g_t'), so the batch is one joint kernel over all B*T tokens.
+
+
+def derivative_kernel(K: Kernel, activation: str, slope: float = 0.2, nodes: int = 24) -> Kernel:
+    """E[phi'(u_i) phi'(u_j)] for u ~ N(0, K): what a pointwise nonlinearity does to gradient kernels."""
+    if activation == "linear":
+        return torch.ones_like(K)
+    d = torch.sqrt(torch.diagonal(K, dim1=-2, dim2=-1).clamp_min(0))
+    cos = (K / (d[..., :, None] * d[..., None, :]).clamp_min(1e-30)).clamp(-1.0, 1.0)
+    both_positive = (math.pi - torch.arccos(cos)) / (2 * math.pi)  # P(u_i > 0, u_j > 0)
+    if activation == "relu":
+        return both_positive
+    if activation == "leaky_relu":  # phi' = s + (1 - s) 1[u > 0]
+        return slope**2 + slope * (1 - slope) + (1 - slope) ** 2 * both_positive
+    if activation == "gelu":
+        return _quadrature_kernel(K, lambda x: 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x**2 / 2) / math.sqrt(2 * math.pi), nodes)
+    raise ValueError(activation)
+
+
+@dataclass
+class GradTheoryResult:
+    """Predicted gradient kernels dL/dX per layer (0..L, joint over the batch's tokens) and MLP weight-gradient norms."""
+
+    spec: BlockSpec
+    width: int
+    grad_kernels: list[Kernel]  # (N, N) each, N = B * T
+    mlp_grad_norms: list[float]  # block 1..L: sqrt(||dL/dW_in||^2 + ||dL/dW_out||^2)
+
+    def metrics(self) -> pd.DataFrame:
+        """Tidy rows (layer, metric, value) named like the backward probes: grad_norm, grad_mlp."""
+        rows = [{"layer": l, "metric": "grad_norm", "value": float(torch.sqrt(self.width * torch.diagonal(G).clamp_min(0)).mean())}
+                for l, G in enumerate(self.grad_kernels)]
+        rows += [{"layer": l, "metric": "grad_mlp", "value": v} for l, v in enumerate(self.mlp_grad_norms, start=1)]
+        return pd.DataFrame(rows)
+
+
+def _check_grad_exact(spec: BlockSpec) -> None:
+    q_std = spec.init_std if spec.query_init is None else spec.query_init
+    skip = spec.alpha_comb if spec.parallel else spec.alpha_sa
+    d_value = _matrix_map(spec.value, spec.value_init, spec.alpha_v, 2, spec.init_std).deterministic
+    d_proj = _matrix_map(spec.proj, spec.proj_init, spec.alpha_p, 2, spec.init_std).deterministic
+    if q_std != 0 or spec.norm_position != "pre" or (skip != 0 and d_value is not None and d_proj is not None):
+        raise SigpropError(
+            f"the gradient theory is exact only for pre-norm blocks with W^Q = 0 and no skip beside identity values "
+            f"(e.g. sas, sas-p, v-skipinit); {spec.name!r} has query_init={spec.query_init}, norm_position={spec.norm_position!r}"
+        )
+
+
+def propagate_grad(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, grad_top: torch.Tensor, nodes: int = 24) -> GradTheoryResult:
+    """Gradient kernels for layers L..0 from the measured embeddings x0 (B, T, d) and the measured
+    dL/dX_L (B, T, d) at the top of the stack, for a W^Q = 0 spec (see `_check_grad_exact`)."""
+    _check_grad_exact(spec)
+    B, T, d = x0.shape
+    flat = lambda x: x.reshape(B * T, -1).to(torch.float64)  # noqa: E731
+    K = flat(x0) @ flat(x0).T / d
+    A0 = shape_attention(centring(T, cfg.causal, None)[0], centring(T, cfg.causal, None)[0], spec)
+    A = torch.block_diag(*[A0] * B)
+    std, hidden = spec.init_std, int(round(spec.mlp_mult * d))
+    beta_ff = spec.resolve_beta_ff(cfg.depth)
+
+    def normed(X: Kernel, norm: str) -> tuple[Kernel, Kernel]:
+        if norm == "none":
+            return X, torch.ones(X.shape[-1], dtype=X.dtype)
+        return normalise(X)
+
+    def mlp_backward(N: Kernel, G_out: Kernel) -> tuple[Kernel, float]:
+        """(gradient kernel at the MLP input, ||dW_in||^2 + ||dW_out||^2) for output gradient kernel G_out."""
+        pre = std**2 * d * N
+        Phi = activation_kernel(pre, spec.activation, spec.leaky_slope, nodes)
+        G_h = std**2 * d * G_out
+        G_pre = G_h * derivative_kernel(pre, spec.activation, spec.leaky_slope, nodes)
+        sq = hidden * d * float((Phi * G_out).sum()) + d * hidden * float((N * G_pre).sum())
+        return std**2 * hidden * G_pre, sq
+
+    # Forward: keep what each block's backward needs.
+    saved = []
+    for layer in range(cfg.depth):
+        value = (_LinearMap(1.0, 1.0) if layer == 0 and spec.first_layer_value and spec.value == "identity"
+                 else _matrix_map(spec.value, spec.value_init, spec.alpha_v, d, std))
+        vp = value.scale * _matrix_map(spec.proj, spec.proj_init, spec.alpha_p, d, std).scale
+        norm1 = "layer" if spec.norm == "none" and spec.first_layer_norm and layer == 0 else spec.norm
+        N1, inv1 = normed(K, norm1)
+        attn = spec.beta_sa**2 * vp * A @ N1 @ A.T
+        if spec.parallel:
+            saved.append((vp, N1, inv1, None, None))
+            K = spec.alpha_comb**2 * K + attn + beta_ff**2 * std**2 * hidden * activation_kernel(std**2 * d * N1, spec.activation, spec.leaky_slope, nodes)
+            continue
+        mid = spec.alpha_sa**2 * K + attn
+        N2, inv2 = normed(mid, spec.norm)
+        saved.append((vp, N1, inv1, N2, inv2))
+        K = spec.alpha_ff**2 * mid + beta_ff**2 * std**2 * hidden * activation_kernel(std**2 * d * N2, spec.activation, spec.leaky_slope, nodes)
+
+    # Backward from the measured top gradient.
+    G = flat(grad_top) @ flat(grad_top).T / d
+    grads, mlp_norms = [G], []
+    outer = lambda inv: inv[:, None] * inv[None, :]  # noqa: E731
+    for vp, N1, inv1, N2, inv2 in reversed(saved):
+        if spec.parallel:
+            G_mlp, sq = mlp_backward(N1, beta_ff**2 * G)
+            G_attn = spec.beta_sa**2 * vp * A.T @ G @ A
+            G = spec.alpha_comb**2 * G + (G_mlp + G_attn) * outer(inv1)
+        else:
+            G_mlp, sq = mlp_backward(N2, beta_ff**2 * G)
+            G_mid = spec.alpha_ff**2 * G + G_mlp * outer(inv2)
+            G = spec.alpha_sa**2 * G_mid + spec.beta_sa**2 * vp * (A.T @ G_mid @ A) * outer(inv1)
+        mlp_norms.append(math.sqrt(sq))
+        grads.append(G)
+    return GradTheoryResult(spec, d, grads[::-1], mlp_norms[::-1])

@@ -46,7 +46,7 @@ def test_probe_matches_hand_computation(block: str) -> None:
     idx = tokens()
     p = measure(model, idx, kernels=True, activations=True, metrics=(*KERNEL_METRICS, "kurtosis"))
     L = SIZES["depth"]
-    assert p.layers == {0: "embed", **{i + 1: f"blocks.{i}" for i in range(L)}}
+    assert p.layers == {0: "blocks.0.hook_resid_pre", **{i + 1: f"blocks.{i}.hook_resid_post" for i in range(L)}}
     df = p.metrics
     assert list(df.columns) == ["layer", "module", "metric", "head", "value"]
     assert sorted(df.layer.unique()) == list(range(L + 1))
@@ -81,7 +81,7 @@ def test_sas_attention_is_exactly_identity_at_init() -> None:
     # Zero queries: the softmax part is the causal uniform matrix C, whose row i has entropy log i.
     ent = p.metrics.query("metric == 'attn_entropy'")
     assert sorted(ent["head"].unique()) == list(range(H)) and sorted(ent.layer.unique()) == [1, 2, 3]
-    assert set(ent.module) == {f"blocks.{i}.attn" for i in range(3)}
+    assert set(ent.module) == {f"blocks.{i}.attn.hook_pattern" for i in range(3)}
     expected = np.mean(np.log(np.arange(1, T + 1)))
     np.testing.assert_allclose(ent.value.to_numpy(), expected, rtol=1e-6)
     assert all(not m.explicit for m in model.modules() if isinstance(m, Attention))
@@ -228,7 +228,7 @@ def test_hf_gpt2() -> None:
         hidden = model(idx, output_hidden_states=True).hidden_states  # the last one is after ln_f
     before = hooks(model)  # transformers installs hooks of its own (output capturing); ours must not stay
     p = measure(model, idx)
-    assert p.layers == {0: "transformer.drop", 1: "transformer.h.0", 2: "transformer.h.1"}
+    assert p.layers == {0: "blocks.0.hook_resid_pre", 1: "blocks.0.hook_resid_post", 2: "blocks.1.hook_resid_post"}
     assert len(p.metrics) == 3 * len(KERNEL_METRICS)
     for layer in (0, 1):
         for name, fn in KERNEL_METRICS.items():
@@ -240,7 +240,7 @@ def test_hf_gpt2() -> None:
     alone = measure(model, idx[:1, :6]).per_sequence.drop(columns="seq")
     pd.testing.assert_frame_equal(padded, alone, rtol=1e-4, atol=1e-6)
     with pytest.raises(SigpropError, match="attention=True"):
-        probe(model, attention=True)
+        probe(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), attention=True)  # a bare block stack has no probabilities
     assert hooks(model) == before
 
 

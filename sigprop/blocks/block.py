@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sigprop.blocks.attention import Attention, HookPoint, gain, normal_linear
+from sigprop.blocks.attention import Attention, HookPoint, ReparamMatrix, gain, normal_linear
 from sigprop.blocks.spec import BlockSpec
 
 
@@ -87,6 +87,20 @@ class Block(nn.Module):
         self.hook_attn_out = HookPoint()  # beta_sa * MHA(...) branch output
         self.hook_mlp_out = HookPoint()  # beta_ff * MLP(...) branch output
         self.hook_mid = HookPoint()  # X^ between the sub-blocks (sequential only)
+
+    def gains(self) -> dict[str, torch.Tensor]:
+        """Every gain of this block (trained or fixed): branch gains, shaped attention's alpha, beta, gamma
+        (per head) and the Eq. 6 gains alpha_v, beta_v / alpha_p, beta_p of reparameterised values/projections."""
+        names = ("alpha_comb", "beta_sa", "beta_ff") if self.spec.parallel else ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff")
+        out = {name: getattr(self, name).detach() for name in names}
+        for name in ("alpha", "beta", "gamma"):
+            g = getattr(self.attn, name, None)
+            if isinstance(g, torch.Tensor):
+                out[name] = g.detach()
+        for suffix, matrix in (("v", self.attn.value), ("p", self.attn.proj)):
+            if isinstance(matrix, ReparamMatrix):
+                out[f"alpha_{suffix}"], out[f"beta_{suffix}"] = matrix.alpha.detach(), matrix.beta.detach()
+        return out
 
     def _scale(self, name: str, x: torch.Tensor) -> torch.Tensor | None:
         fixed = self._fixed.get(name)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sigprop.blocks.attention import normal_linear
+from sigprop.blocks.attention import Attention, normal_linear
 from sigprop.blocks.block import Block, make_norm
 from sigprop.blocks.spec import BlockSpec, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
@@ -116,12 +118,60 @@ class Transformer(nn.Module):
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
+    # -- what probes read (the same protocol as an adapter of a foreign model; sigprop.probes.points) ----------
+    def probe_points(self) -> dict[str, nn.Module]:
+        """{canonical probe point: the module whose output it is}, block by block in forward order."""
+        points: dict[str, nn.Module] = {}
+        for l, block in enumerate(self.blocks):
+            points[f"blocks.{l}.hook_resid_pre"] = self.embed if l == 0 else self.blocks[l - 1]
+            points[f"blocks.{l}.hook_attn_out"] = block.hook_attn_out
+            points[f"blocks.{l}.attn.hook_pattern"] = block.attn.hook_softmax  # softmax probabilities A(X)
+            if block.spec.attention != "softmax":  # shaped / value-skipinit: alpha I + beta A (- gamma C)
+                points[f"blocks.{l}.attn.hook_matrix"] = block.attn.hook_pattern
+            points[f"blocks.{l}.hook_mlp_out"] = block.hook_mlp_out
+            points[f"blocks.{l}.hook_resid_post"] = block
+        return points
+
+    def probe_weights(self) -> dict[str, nn.Parameter]:
+        """{canonical weight name: trainable matrix} (W_V / W_O: the trainable part dW of Eq. 6 when reparameterised)."""
+        out: dict[str, nn.Parameter] = {}
+        for l, block in enumerate(self.blocks):
+            attn = block.attn
+            mats = {"attn.W_Q": attn.w_q.weight, "attn.W_K": attn.w_k.weight, "attn.W_V": _trainable(attn.value),
+                    "attn.W_O": _trainable(attn.proj), "mlp.W_in": block.mlp.w_in.weight, "mlp.W_out": block.mlp.w_out.weight}
+            out.update({f"blocks.{l}.{k}": p for k, p in mats.items() if p is not None and p.requires_grad})
+        return out
+
+    @contextlib.contextmanager
+    def attention_patterns(self) -> Iterator[None]:
+        """Run attention on its explicit path (which passes the T x T matrices through hook points) inside the block."""
+        attns = [m for m in self.modules() if isinstance(m, Attention)]
+        before = [a.explicit for a in attns]
+        for a in attns:
+            a.explicit = True
+        try:
+            yield
+        finally:
+            for a, flag in zip(attns, before):
+                a.explicit = flag
+
+    def probe_gains(self) -> list[dict[str, torch.Tensor]]:
+        """Per block (layer 1..L) {gain name: scalar or per-head tensor}, named as in the paper."""
+        return [block.gains() for block in self.blocks]
+
     def num_params(self, embeddings: bool = True) -> int:
         """Trainable parameters (fixed buffers such as identity V/P or fixed gains are not counted)."""
         n = sum(p.numel() for p in self.parameters() if p.requires_grad)
         if not embeddings:
             n -= self.embed.wte.weight.numel() + self.embed.wpe.weight.numel()
         return n
+
+
+def _trainable(matrix: nn.Module | None) -> nn.Parameter | None:
+    """The trainable matrix of a value/projection: W (dense), dW (Eq. 6 reparam), None (identity)."""
+    if matrix is None:
+        return None
+    return matrix.delta if hasattr(matrix, "delta") else matrix.weight
 
 
 def build_model(block: str | BlockSpec = "pre-ln", config: ModelConfig | None = None, *, sets=(), seed: int | None = None, **sizes) -> Transformer:

@@ -25,6 +25,8 @@ def check_output_dir(out: Path, manifest: str) -> None:
 @app.command("analyze")
 def analyze_cmd(
     block: list[str] = typer.Option(["sas"], "--block", "-b", help="Preset(s): repeat, comma-separate, or 'all'."),
+    model: str | None = typer.Option(None, "--model", "-m", help="A pretrained model instead of presets: a folder written by save_pretrained, or a hub id (needs a network)."),
+    revision: list[str] = typer.Option([], "--revision", help="Checkpoint(s) of --model, comma-separated (hub revisions, or subfolders of a local folder), e.g. step1000,step10000."),
     depth: int = typer.Option(18, help="Number of blocks L (paper: 18)."),
     width: int = typer.Option(768, help="Width d (paper: 768)."),
     heads: int = typer.Option(12, help="Attention heads H (paper: 12)."),
@@ -37,20 +39,21 @@ def analyze_cmd(
     kind: str = typer.Option("decoder", help="decoder (causal GPT) or encoder (BERT, no mask)."),
     sets: list[str] = typer.Option([], "--set", help="Override a knob for every block, e.g. --set beta_ff=0.2."),
     theory: bool = typer.Option(True, "--theory/--no-theory", help="Add the infinite-width prediction."),
+    grad: bool = typer.Option(False, "--grad", help="Also one backward pass of the model's loss: dL/dX per layer and W^Q/W^K/W^V/MLP gradient norms."),
     out: Path | None = typer.Option(None, "--out", help="Folder for figures, metrics.csv and analysis.json."),
     fmt: str = typer.Option("table", "--format", help=f"Output on stdout: {', '.join(FORMATS)}."),
     every: int = typer.Option(1, "--every", help="Show every k-th layer in the table (the last is always shown)."),
     show_table: bool = typer.Option(True, "--table/--no-table", help="Print the per-layer tables (format=table)."),
 ) -> None:
-    """Probe blocks at initialisation on one batch: cos_mean, eff_rank, rank-1 residual per layer, with theory."""
+    """Probe blocks at initialisation (or a pretrained --model) on one batch: cos_mean, eff_rank, rank-1 residual per layer."""
     check_choice("format", fmt, FORMATS)
     if every < 1:
         raise SigpropError(f"--every must be >= 1, got {every}")
     if out is not None:
         check_writable(out)  # before minutes of probing, not after
         check_output_dir(out, "analysis.json")
-    a = analyze(block, depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
-                vocab_size=vocab_size, sets=sets, theory=theory, dtype=dtype, kind=kind, progress=fmt == "table")
+    a = analyze(block, model=model, revisions=revision, depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
+                vocab_size=vocab_size, sets=sets, theory=theory, dtype=dtype, kind=kind, grad=grad, progress=fmt == "table")
     if fmt == "json":
         print(json.dumps({"settings": a.settings, "verdicts": a.verdicts, "metrics": a.metrics.to_dict(orient="records")}))
     elif fmt == "csv":
@@ -60,6 +63,8 @@ def analyze_cmd(
         for name in a.blocks:
             if show_table:
                 _print_table(name, a.table(name), every)
+                if grad:
+                    _print_table(f"{name}: gradients", a.grad_table(name), every)
             style = "red" if a.verdicts[name].startswith("rank collapse") else "green" if a.verdicts[name].startswith("no") else "yellow"
             console.print(f"[bold]{name}[/]: [{style}]{a.verdicts[name]}[/]")
             for note in a.theory[name].notes if name in a.theory else ():
@@ -78,5 +83,14 @@ def _print_table(name: str, t, every: int) -> None:
     for i, row in t.iterrows():
         if i % every and i != last:
             continue
-        table.add_row(*(f"{int(v)}" if c == "layer" else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}" for c, v in row.items()))
+        table.add_row(*(f"{int(v)}" if c == "layer" else _fmt(v) for c, v in row.items()))
     console.print(table)
+
+
+def _fmt(v: float) -> str:
+    """3 decimals for O(1) values, 3 significant digits for small gradient norms, 1 decimal for large ones."""
+    if v != v:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:.1f}"
+    return f"{v:.3f}" if abs(v) >= 0.01 or v == 0 else f"{v:.3g}"

@@ -92,7 +92,7 @@ def plot_training_probes(runs, path: str | Path, note: str | None = None) -> lis
                 ax = axes[r, c]
                 d = q[(q["source"] == source) & (q["metric"] == metric)]
                 if source == "probe":
-                    d = d[d["module"] != "embed"] if "module" in d else d
+                    d = d[d["layer"] > 0]  # layer 0 is the embedding (module "embed", or "blocks.0.hook_resid_pre" in newer runs)
                 layers = sorted(d["layer"].unique())
                 for layer, colour in zip(layers, layer_colors(len(layers))):
                     s = d[d["layer"] == layer].groupby("step")["value"].mean()

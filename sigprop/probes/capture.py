@@ -1,158 +1,39 @@
 """Probes: forward hooks on any nn.Module that turn per-layer outputs into tidy metric rows.
 
-    with probe(model) as p:          # sigprop Transformer: embed = layer 0, blocks.i = layer i+1
+    with probe(model) as p:          # any model: layer 0 = blocks.0.hook_resid_pre, layer l = blocks.{l-1}.hook_resid_post
         model(idx)
-    p.metrics                        # DataFrame: layer, module, metric, head, value (mean over sequences)
+    p.metrics                        # DataFrame: layer, module (probe point), metric, head, value (mean over sequences)
 
-Each hook computes the kernel Sigma = X X^T / d of every sequence in float64 and only keeps the
+The layers are the model's canonical probe points (`sigprop.probes.points`): sigprop's models declare
+them, Hugging Face families come from an adapter table, anything else from its stack of same-class
+blocks. Each hook computes the kernel Sigma = X X^T / d of every sequence in float64 and only keeps the
 metrics of it (so memory stays O(rows)); kernels, attention matrices and activations are kept only
-when asked. Hooks are always removed, and sigprop attention is switched back to its fast path, when
-the `with` block ends, also when the forward raises.
+when asked. Hooks are always removed, and attention is switched back to its fast path (sigprop's
+explicit flag, HF's attention implementation), when the `with` block ends, also when the forward raises.
 """
 
 from __future__ import annotations
 
-import re
+import contextlib
+import inspect
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
-from sigprop.blocks.attention import Attention
-from sigprop.blocks.model import Transformer
 from sigprop.errors import SigpropError, check_choice
-from sigprop.probes.metrics import KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, eigenvalues, kernel, kurtosis
+from sigprop.probes.backward import lm_loss, weight_grad_norms
+from sigprop.probes.metrics import KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, cos_mean, eigenvalues, kernel, kurtosis, token_norm
+from sigprop.probes.layers import Layers, Target, points_or_none, resolve_layers, unwrap
 
 #: Metrics a probe can record per layer: the kernel metrics plus activation kurtosis.
 LAYER_METRICS = (*KERNEL_METRICS, "kurtosis")
 DEFAULT_METRICS = tuple(KERNEL_METRICS)
 #: Sequences per float64 chunk inside a hook (bounds the hook's extra memory).
 CHUNK = 16
-
-Layers = str | Sequence[str | nn.Module] | Mapping[int, str | nn.Module] | None
-
-
-@dataclass(frozen=True)
-class Target:
-    """One probed module: its layer number, qualified name and the module itself."""
-
-    layer: int
-    name: str
-    module: nn.Module
-
-
-# ------------------------------------------------------------------------------------------------
-# Which modules are the layers
-# ------------------------------------------------------------------------------------------------
-
-
-def _gpt2_trunk(model: nn.Module) -> nn.Module | None:
-    """The GPT-2-style trunk (has `.drop` and a ModuleList `.h`), for HF GPT2LMHeadModel / GPT2Model."""
-    for trunk in (getattr(model, "transformer", None), model):
-        if isinstance(trunk, nn.Module) and isinstance(getattr(trunk, "h", None), nn.ModuleList) and isinstance(
-            getattr(trunk, "drop", None), nn.Module
-        ):
-            return trunk
-    return None
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside torch.compile (`_orig_mod`) and DistributedDataParallel (`.module`) wrappers."""
-    while True:
-        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel):
-            model = model.module
-        else:
-            return model
-
-
-def default_layers(model: nn.Module) -> list[Target]:
-    """sigprop Transformer: embed, blocks.0..L-1; HF GPT-2: transformer.drop (embedding sum), transformer.h.*."""
-    names = {id(m): n for n, m in model.named_modules()}
-    if isinstance(model, Transformer):
-        modules = [model.embed, *model.blocks]
-    elif (trunk := _gpt2_trunk(model)) is not None:
-        modules = [trunk.drop, *trunk.h]
-    else:
-        raise SigpropError(
-            f"cannot tell which modules of {type(model).__name__} are its layers; pass layers= "
-            "(a name pattern such as 'encoder.layer.*', a list of modules/names, or {layer: module})"
-        )
-    return [Target(i, names[id(m)], m) for i, m in enumerate(modules)]
-
-
-def _pattern_regex(pattern: str) -> re.Pattern:
-    """Glob over dotted names: '*' and '?' stay within one name part, '**' crosses dots."""
-    parts = re.split(r"(\*\*|\*|\?)", pattern)
-    sub = {"**": ".*", "*": "[^.]*", "?": "[^.]"}
-    return re.compile("".join(sub.get(p, re.escape(p)) for p in parts))
-
-
-def match_modules(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
-    """Submodules whose name matches a glob ('blocks.*') or, failing that, a regex (r'blocks\\.\\d+')."""
-    named = [(n, m) for n, m in model.named_modules() if n]
-    glob = _pattern_regex(pattern)
-    found = [(n, m) for n, m in named if glob.fullmatch(n)]
-    if not found:
-        try:
-            rx = re.compile(pattern)
-        except re.error:
-            rx = None
-        found = [(n, m) for n, m in named if rx is not None and rx.fullmatch(n)]
-    if not found:
-        top = ", ".join(n for n, _ in named if "." not in n)
-        raise SigpropError(f"no module of {type(model).__name__} matches layers={pattern!r}; top-level modules: {top}")
-    return found
-
-
-def _resolve_one(model: nn.Module, item: str | nn.Module, names: dict[int, str]) -> list[tuple[str, nn.Module]]:
-    if isinstance(item, nn.Module):
-        if id(item) not in names:
-            raise SigpropError(f"layers: {type(item).__name__} module is not a submodule of {type(model).__name__}")
-        return [(names[id(item)], item)]
-    if isinstance(item, str):
-        exact = dict(model.named_modules())
-        return [(item, exact[item])] if item in exact and item else match_modules(model, item)
-    raise SigpropError(f"layers: bad entry {item!r}; accepted: module names, patterns or nn.Module objects")
-
-
-def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
-    """The probed modules with their layer numbers.
-
-    Wrappers (torch.compile, DDP) are looked through, so names are those of the model inside.
-    None -> `default_layers`. A pattern or list keeps the default numbering when every module is one of
-    the model's default layers (so 'blocks.*' gives layers 1..L), else numbers them 0, 1, ... in order.
-    A mapping {layer: module or name} sets the numbers explicitly.
-    """
-    model = unwrap(model)
-    if layers is None:
-        return default_layers(model)
-    names = {id(m): n for n, m in model.named_modules()}
-    if isinstance(layers, Mapping):
-        out = []
-        for layer, item in layers.items():
-            (name, module), *rest = _resolve_one(model, item, names)
-            if rest:
-                raise SigpropError(f"layers: {item!r} matches {len(rest) + 1} modules; a mapping needs one each")
-            out.append(Target(int(layer), name, module))
-        return sorted(out, key=lambda t: t.layer)
-    items = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
-    if not items:
-        raise SigpropError("layers is empty; accepted: None, a name pattern, a list of modules/names, {layer: module}")
-    found = list({id(m): (n, m) for item in items for n, m in _resolve_one(model, item, names)}.values())
-    try:
-        known = {id(t.module): t.layer for t in default_layers(model)}
-    except SigpropError:
-        known = {}
-    if all(id(m) in known for _, m in found):
-        return sorted((Target(known[id(m)], n, m) for n, m in found), key=lambda t: t.layer)
-    return [Target(i, n, m) for i, (n, m) in enumerate(found)]
-
 
 # ------------------------------------------------------------------------------------------------
 # The probe
@@ -171,6 +52,16 @@ def _stream(output: object, where: str) -> torch.Tensor:
     return output
 
 
+def _element(output: object, index: int, where: str) -> torch.Tensor:
+    """Element `index` of a tuple output (0: the stream itself, via `_stream`)."""
+    if index == 0:
+        return _stream(output, where)
+    item = output[index] if isinstance(output, (tuple, list)) and len(output) > index else None
+    if not isinstance(item, torch.Tensor):
+        raise SigpropError(f"probe: {where} gave no tensor at output[{index}] (attention probabilities); got {type(item).__name__}")
+    return item
+
+
 class Probe:
     """Records signal-propagation metrics per layer while a model runs; use through `probe(...)`."""
 
@@ -183,6 +74,7 @@ class Probe:
         activations: bool = False,
         metrics: Iterable[str] | str = DEFAULT_METRICS,
         key_mask: torch.Tensor | None = None,
+        grad: bool = False,
     ):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else list(metrics)
         for m in metrics:
@@ -190,52 +82,55 @@ class Probe:
         if key_mask is not None and (not isinstance(key_mask, torch.Tensor) or key_mask.ndim != 2):
             raise SigpropError(f"key_mask must be a (B, T) bool tensor, got {getattr(key_mask, 'shape', key_mask)!r}")
         self.model, self.metric_names = model, metrics
-        self.keep_kernels, self.keep_activations = kernels, activations
+        self.keep_kernels, self.keep_activations, self.grad = kernels, activations, grad
         self.key_mask = None if key_mask is None else key_mask.bool()
         self.targets = resolve_layers(model, layers)
-        self.attention_targets = self._attention_targets() if attention else []
-        if attention and not self.attention_targets:
+        self.points = points_or_none(unwrap(model)) if attention else None
+        self.pattern_targets, self.matrix_targets = self._attention_targets() if attention else ([], [])
+        if attention and not self.pattern_targets:
             raise SigpropError(
-                f"attention=True needs sigprop Attention modules inside the probed layers; {type(model).__name__} "
-                "has none there (attention capture is for sigprop models)"
+                f"attention=True needs attention probabilities (blocks.*.attn.hook_pattern); {type(model).__name__} "
+                "has no such probe point (sigprop models and the Hugging Face families in sigprop.probes.ADAPTERS do)"
             )
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._explicit: dict[Attention, bool] = {}
+        self._stack: contextlib.ExitStack | None = None
         self._rows: list[dict[str, np.ndarray]] = []
         self._seen: dict[str, int] = defaultdict(int)
         self._kernels: dict[int, list[np.ndarray]] = defaultdict(list)
         self._attention: dict[int, list[np.ndarray]] = defaultdict(list)
         self._activations: dict[int, list[torch.Tensor]] = defaultdict(list)
+        self._gradients: dict[int, list[torch.Tensor]] = defaultdict(list)
         self._frame: pd.DataFrame | None = None
 
     @property
     def layers(self) -> dict[int, str]:
-        """{layer number: module name} of the probed modules."""
+        """{layer number: probe point or module name} of the probed tensors."""
         return {t.layer: t.name for t in self.targets}
 
-    def _attention_targets(self) -> list[Target]:
-        """sigprop Attention modules inside the probed modules, each with its enclosing layer number."""
-        seen, out = set(), []
-        for t in self.targets:
-            for name, m in t.module.named_modules(prefix=t.name):
-                if isinstance(m, Attention) and id(m) not in seen:
-                    seen.add(id(m))
-                    out.append(Target(t.layer, name, m))
-        return out
+    def _attention_targets(self) -> tuple[list[Target], list[Target]]:
+        """(probability points, points whose matrices `.attention` keeps: the whole matrix where it differs)."""
+        if self.points is None:
+            return [], []
+        patterns = [Target.of(p) for p in self.points.of_kind("pattern")]
+        matrix = {p.block: Target.of(p) for p in self.points.of_kind("matrix")}
+        by_block = {p.block: Target.of(p) for p in self.points.of_kind("pattern")}
+        return patterns, [matrix.get(b, t) for b, t in by_block.items()]
 
     # -- attach / detach --------------------------------------------------------------------------
     def __enter__(self) -> Probe:
-        if self._handles or self._explicit:
+        if self._handles or self._stack is not None:
             raise SigpropError("this probe is already attached; use a new probe(...) for a nested `with`")
         try:
+            self._stack = contextlib.ExitStack()
             for t in self.targets:
-                self._handles.append(t.module.register_forward_hook(self._stream_hook(t)))
-            for t in self.attention_targets:
-                attn: Attention = t.module  # type: ignore[assignment]
-                self._explicit[attn] = attn.explicit
-                attn.explicit = True
-                self._handles.append(attn.hook_softmax.register_forward_hook(self._softmax_hook(t)))
-                self._handles.append(attn.hook_pattern.register_forward_hook(self._pattern_hook(t)))
+                self._handles.append(self._register(t, self._stream_hook(t)))
+            if self.pattern_targets:
+                if self.points.patterns is not None:
+                    self._stack.enter_context(self.points.patterns())
+                for t in self.pattern_targets:
+                    self._handles.append(self._register(t, self._softmax_hook(t)))
+                for t in self.matrix_targets:
+                    self._handles.append(self._register(t, self._pattern_hook(t)))
         except BaseException:
             self.detach()
             raise
@@ -245,13 +140,29 @@ class Probe:
         self.detach()
 
     def detach(self) -> None:
-        """Remove every hook and restore each attention's fast/explicit flag."""
+        """Remove every hook and switch attention back to what it was (fast path, attention implementation)."""
         for h in self._handles:
             h.remove()
         self._handles.clear()
-        for attn, flag in self._explicit.items():
-            attn.explicit = flag
-        self._explicit.clear()
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.close()
+
+    @staticmethod
+    def _register(t: Target, fn) -> torch.utils.hooks.RemovableHandle:
+        """A forward hook fn(tensor) on the target's output element, or a pre-hook on its first input."""
+        where = t.name
+        if t.pre:
+            def pre(module: nn.Module, args: tuple, kwargs: dict) -> None:
+                x = args[0] if args else kwargs.get("hidden_states", next(iter(kwargs.values()), None))
+                fn(_stream(x, where))
+
+            return t.module.register_forward_pre_hook(pre, with_kwargs=True)
+
+        def post(module: nn.Module, inputs: object, output: object) -> None:
+            fn(_element(output, t.index, where))
+
+        return t.module.register_forward_hook(post)
 
     # -- hooks ------------------------------------------------------------------------------------
     def _mask_for(self, shape: torch.Size, where: str) -> torch.Tensor | None:
@@ -278,9 +189,34 @@ class Probe:
         )
         self._frame = None
 
+    def _grad_hook(self, t: Target, first: int, mask: torch.Tensor | None):
+        """A tensor hook: the backward metrics of dL/dX at this layer, from the gradient alone."""
+        def hook(g: torch.Tensor) -> None:
+            g = g.detach().reshape(-1, *g.shape[-2:])
+            ms = None if mask is None else mask.to(g.device)
+            self._add(t, "grad_norm", token_norm(g, ms), first)
+            if self.keep_activations:
+                self._gradients[t.layer].append(g.clone())
+            self._add(t, "grad_cos_mean", torch.cat([cos_mean(kernel(g[s : s + CHUNK]), None if ms is None else ms[s : s + CHUNK])
+                                                     for s in range(0, g.shape[0], CHUNK)]), first)
+
+        return hook
+
+    def record_backward(self, loss: torch.Tensor) -> None:
+        """One backward pass of `loss` (autograd.grad: .grad buffers untouched): the stream hooks record
+        dL/dX per layer, and the weight-gradient norms of the model's declared weights are added."""
+        points = points_or_none(unwrap(self.model))
+        params = [p for p in self.model.parameters() if p.requires_grad]  # all of them: every stream hook fires
+        grads = dict(zip(map(id, params), torch.autograd.grad(loss, params, allow_unused=True)))
+        for layer, name, metric, value in weight_grad_norms(points.weights if points is not None else [], grads):
+            self._add(Target(layer, name, self.model), metric, torch.tensor([value]), 0)
+
     def _stream_hook(self, t: Target):
-        def hook(module: nn.Module, inputs: object, output: object) -> None:
-            x = _stream(output, t.name).detach()
+        def hook(x: torch.Tensor) -> None:
+            if self.grad and x.requires_grad:
+                n = x.reshape(-1, *x.shape[-2:]).shape[0]
+                x.register_hook(self._grad_hook(t, self._seen[t.name], self._mask_for((n, x.shape[-2]), t.name)))
+            x = x.detach()
             x = x.reshape(-1, *x.shape[-2:])
             mask = self._mask_for(x.shape[:-1], t.name)
             first = self._seen[t.name]
@@ -308,7 +244,7 @@ class Probe:
         return hook
 
     def _softmax_hook(self, t: Target):
-        def hook(module: nn.Module, inputs: object, A: torch.Tensor) -> None:
+        def hook(A: torch.Tensor) -> None:
             ent = attention_entropy(A.detach())  # (B, H, T): entropy of each query row
             mask = self._mask_for(A.shape[:1] + A.shape[-1:], t.name)
             if mask is None:
@@ -323,7 +259,7 @@ class Probe:
         return hook
 
     def _pattern_hook(self, t: Target):
-        def hook(module: nn.Module, inputs: object, full: torch.Tensor) -> None:
+        def hook(full: torch.Tensor) -> None:
             full = full.detach()
             self._attention[t.layer].append((full.float() if full.dtype == torch.bfloat16 else full).cpu().numpy())
 
@@ -368,6 +304,11 @@ class Probe:
         """{layer: (B, T, d) outputs} when activations=True, else {}."""
         return {layer: torch.cat(a) for layer, a in sorted(self._activations.items())}
 
+    @property
+    def gradients(self) -> dict[int, torch.Tensor]:
+        """{layer: (B, T, d) dL/dX} when activations=True and grad=True, else {}."""
+        return {layer: torch.cat(g) for layer, g in sorted(self._gradients.items())}
+
     def value(self, metric: str, layer: int | None = None, head: int = -1) -> float | pd.Series:
         """A metric's mean over sequences: one float for a layer, else a Series indexed by layer."""
         df = self.metrics
@@ -386,15 +327,20 @@ def probe(
     activations: bool = False,
     metrics: Iterable[str] | str = DEFAULT_METRICS,
     key_mask: torch.Tensor | None = None,
+    grad: bool = False,
 ) -> Probe:
     """A context manager that records per-layer metrics of every forward run inside it.
 
     layers: None (model defaults), a glob/regex over module names ('transformer.h.*'), a list of
-    modules/names, or {layer: module}. attention=True (sigprop models) runs attention on its explicit
-    path, keeps full matrices in `.attention` and records per-head `attn_entropy` of the softmax part.
-    key_mask (B, T) bool (True = real token) restricts every metric to real tokens.
+    modules/names, {layer: module}, or a glob over canonical probe points ('blocks.*.hook_attn_out').
+    attention=True switches attention to a path that forms the T x T matrices (sigprop's explicit path,
+    HF's eager implementation) for the `with` block only, keeps them in `.attention` and records per-head
+    `attn_entropy` of the softmax probabilities.
+    key_mask (B, T) bool (True = real token) restricts every metric to real tokens. grad=True also
+    records dL/dX per layer (`grad_norm`, `grad_cos_mean`) when a backward pass runs inside the block
+    (see `measure(..., grad=True)`).
     """
-    return Probe(model, layers, attention, kernels, activations, metrics, key_mask)
+    return Probe(model, layers, attention, kernels, activations, metrics, key_mask, grad)
 
 
 def measure(
@@ -406,20 +352,25 @@ def measure(
     activations: bool = False,
     metrics: Iterable[str] | str = DEFAULT_METRICS,
     key_mask: torch.Tensor | None = None,
+    grad: bool = False,
 ) -> Probe:
     """Run model(idx) once in eval mode under torch.no_grad() inside a probe; return the finished probe.
 
+    grad=True runs the model's own loss (`lm_loss`) forward and backward instead, adding the backward
+    metrics (`sigprop.probes.backward`): dL/dX per layer and the weight-gradient norms per block.
     key_mask is passed to a sigprop model as `key_mask=` and to other models as `attention_mask=`.
     Each module's train/eval mode is restored afterwards.
     """
-    p = probe(model, layers, attention, kernels, activations, metrics, key_mask)
+    p = probe(model, layers, attention, kernels, activations, metrics, key_mask, grad)
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()
-        with torch.no_grad(), p:
-            if key_mask is None:
+        with torch.enable_grad() if grad else torch.no_grad(), p:
+            if grad:
+                p.record_backward(lm_loss(model, idx, key_mask))
+            elif key_mask is None:
                 model(idx)
-            elif isinstance(unwrap(model), Transformer):
+            elif "key_mask" in inspect.signature(unwrap(model).forward).parameters:  # sigprop's models
                 model(idx, key_mask=key_mask)
             else:
                 model(idx, attention_mask=key_mask.long())

@@ -10,9 +10,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sigprop.blocks.attention import ReparamMatrix
-from sigprop.blocks.block import Block
 from sigprop.errors import SigpropError
+from sigprop.probes.layers import unwrap
 
 COLUMNS = ["layer", "metric", "head", "value"]
 
@@ -32,34 +31,28 @@ def _gain_rows(layer: int, metric: str, g: torch.Tensor) -> list[tuple[int, str,
     return [(layer, metric, h, float(v)) for h, v in enumerate(g.reshape(-1).tolist())]
 
 
-def block_gains(block: Block, layer: int) -> list[tuple[int, str, int, float]]:
-    """Every gain of one block (trained or fixed) as (layer, metric, head, value) rows."""
-    names = ("alpha_comb", "beta_sa", "beta_ff") if block.spec.parallel else ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff")
-    rows = [row for name in names for row in _gain_rows(layer, name, getattr(block, name))]
-    attn = block.attn
-    for name in ("alpha", "beta", "gamma"):
-        g = getattr(attn, name, None)
-        if isinstance(g, torch.Tensor):
-            rows += _gain_rows(layer, name, g)
-    for suffix, matrix in (("v", attn.value), ("p", attn.proj)):
-        if isinstance(matrix, ReparamMatrix):
-            a, b = float(matrix.alpha.detach()), float(matrix.beta.detach())
-            rows += [(layer, f"alpha_{suffix}", -1, a), (layer, f"beta_{suffix}", -1, b)]
-            rows.append((layer, f"beta_{suffix}/alpha_{suffix}", -1, ratio(b, a)))
+def block_gains(named: dict[str, torch.Tensor], layer: int) -> list[tuple[int, str, int, float]]:
+    """One block's {gain: value} as (layer, metric, head, value) rows, plus beta_v/alpha_v, beta_p/alpha_p."""
+    rows = [row for name, g in named.items() for row in _gain_rows(layer, name, g)]
+    for suffix in ("v", "p"):
+        a, b = named.get(f"alpha_{suffix}"), named.get(f"beta_{suffix}")
+        if a is not None and b is not None:
+            rows.append((layer, f"beta_{suffix}/alpha_{suffix}", -1, ratio(float(b), float(a))))
     return rows
 
 
 def gains(model: nn.Module) -> pd.DataFrame:
-    """Tidy gains of a sigprop model: columns layer (1..L), metric, head (-1 if not per head), value.
+    """Tidy gains of a model that declares them (`model.probe_gains()`, as sigprop's models do):
+    columns layer (1..L), metric, head (-1 if not per head), value.
 
     Metrics: alpha_sa | alpha_comb, beta_sa, beta_ff, alpha_ff (per block); alpha, beta, gamma (per head,
     shaped / value-skipinit attention); alpha_v, beta_v, beta_v/alpha_v and alpha_p, beta_p,
     beta_p/alpha_p where W^V / W^P are reparameterised (Eq. 6).
     """
-    blocks = [m for m in model.modules() if isinstance(m, Block)]
-    if not blocks:
-        raise SigpropError(f"gains() needs a sigprop model (with sigprop Block modules); got {type(model).__name__}")
-    rows = [row for layer, block in enumerate(blocks, start=1) for row in block_gains(block, layer)]
+    inner = unwrap(model)
+    if not callable(getattr(inner, "probe_gains", None)):
+        raise SigpropError(f"gains() needs a model that declares its gains (probe_gains(), e.g. a sigprop model); got {type(inner).__name__}")
+    rows = [row for layer, named in enumerate(inner.probe_gains(), start=1) for row in block_gains(named, layer)]
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["value"] = frame["value"].astype(float)
     return frame

@@ -146,6 +146,16 @@ def kurtosis(x: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
     return torch.where(second > 0, s2.square().mean(-1) / torch.where(second > 0, second, 1.0).square(), 0.0)
 
 
+def token_norm(x: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Mean over (real) tokens of the Euclidean norm ||x_t|| for x (..., T, d) -> (...,); 0 if none.
+
+    On gradients g = dL/dX_l it is the backward signal per token (Noci et al. 2022: it vanishes for
+    queries/keys once the tokens have collapsed)."""
+    x = _as_f64(x)
+    m = _token_mask(x, mask)
+    return (x.norm(dim=-1) * m).sum(-1) / m.sum(-1).clamp_min(1)
+
+
 #: The kernel metrics probes record by default; each is `fn(K, mask=None) -> (...,)`.
 KERNEL_METRICS: dict[str, Callable[..., Tensor]] = {
     "cos_mean": cos_mean,

@@ -54,6 +54,7 @@ class TrainConfig:
     eval_batches: int = 8  # batches of `batch_size` validation rows, the same ones at every eval
     probe_every: int = 25  # 0 = no probes during training
     probe_batch: int = 8
+    probe_grad: bool = False  # probes also record gradients (grad_*) and update-to-weight ratios per layer
     ckpt_every: int = 100
     # --- divergence guard (sigprop.training.guard): stop when a step's loss / pre-clip gradient norm exceeds
     # ratio x its median over the last `diverge_window` steps (0 = that test off; NaN/inf always stops) ---
@@ -124,7 +125,7 @@ class TrainConfig:
 
 #: Fields that may differ when a run is resumed (they do not change the numbers on CPU).
 RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "ckpt_every",
-                  "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window")
+                  "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window", "probe_grad")
 #: Fields added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a field never orphans the committed runs that predate it.
 HASH_OMIT_AT_DEFAULT: tuple[str, ...] = ()

@@ -386,13 +386,16 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
         clock["eval_time"] += time.perf_counter() - t0
         return total / max(count, 1)
 
-    def run_probes(at: int) -> None:
-        from sigprop.probes import gains, measure
+    from sigprop.probes import UpdateRatios, gains, measure, training_rows
 
+    updates = UpdateRatios() if cfg.probe_grad else None
+
+    def run_probes(at: int) -> None:
         t0 = time.perf_counter()
         m = measure(model, probe_idx).metrics.assign(step=at, source="probe")
         g = gains(model).assign(step=at, source="gain", module="block")
-        rows = pd.concat([m, g], ignore_index=True)
+        extra = [training_rows(model, probe_idx, updates).assign(step=at)] if updates is not None else []
+        rows = pd.concat([m, g, *extra], ignore_index=True)
         rows = rows[["step", "source", "layer", "module", "metric", "head", "value"]]
         run.append(PROBES, rows.to_dict(orient="records"))
         clock["probe_time"] += time.perf_counter() - t0

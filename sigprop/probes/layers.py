@@ -1,0 +1,135 @@
+"""Which tensors a probe reads: the model's canonical stream points by default, or what `layers=` names.
+
+`layers=` takes a glob over canonical probe points ('blocks.*.hook_mlp_out'), a glob or regex over module
+names ('transformer.h.*'), a list of modules/names, or {layer: module or name}. torch.compile and DDP
+wrappers are looked through.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from sigprop.errors import SigpropError
+from sigprop.probes.points import Point, ProbePoints, probe_points
+
+Layers = str | Sequence[str | nn.Module] | Mapping[int, str | nn.Module] | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One probed tensor: its layer number, name (canonical point or module name), the module, how to read it."""
+
+    layer: int
+    name: str
+    module: nn.Module
+    pre: bool = False  # the module's input (forward pre-hook), not its output
+    index: int = 0  # element of a tuple output
+
+    @classmethod
+    def of(cls, point: Point) -> Target:
+        return cls(point.layer, point.name, point.module, point.pre, point.index)
+
+
+# ------------------------------------------------------------------------------------------------
+# Which modules are the layers
+# ------------------------------------------------------------------------------------------------
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside torch.compile (`_orig_mod`) and DistributedDataParallel (`.module`) wrappers."""
+    while True:
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+def default_layers(model: nn.Module) -> list[Target]:
+    """Layer 0 = the stream entering the first block, layer l = the stream leaving block l (canonical points)."""
+    return [Target.of(p) for p in probe_points(unwrap(model)).stream()]
+
+
+def _pattern_regex(pattern: str) -> re.Pattern:
+    """Glob over dotted names: '*' and '?' stay within one name part, '**' crosses dots."""
+    parts = re.split(r"(\*\*|\*|\?)", pattern)
+    sub = {"**": ".*", "*": "[^.]*", "?": "[^.]"}
+    return re.compile("".join(sub.get(p, re.escape(p)) for p in parts))
+
+
+def points_or_none(model: nn.Module) -> ProbePoints | None:
+    """The model's probe points, or None when it has none (then only explicit `layers=` work)."""
+    try:
+        return probe_points(model)
+    except SigpropError:
+        return None
+
+
+def match_modules(model: nn.Module, pattern: str) -> list[tuple[str, nn.Module]]:
+    """Submodules whose name matches a glob ('blocks.*') or, failing that, a regex (r'blocks\\.\\d+')."""
+    named = [(n, m) for n, m in model.named_modules() if n]
+    glob = _pattern_regex(pattern)
+    found = [(n, m) for n, m in named if glob.fullmatch(n)]
+    if not found:
+        try:
+            rx = re.compile(pattern)
+        except re.error:
+            rx = None
+        found = [(n, m) for n, m in named if rx is not None and rx.fullmatch(n)]
+    if not found:
+        top = ", ".join(n for n, _ in named if "." not in n)
+        raise SigpropError(f"no module of {type(model).__name__} matches layers={pattern!r}; top-level modules: {top}")
+    return found
+
+
+def _resolve_one(model: nn.Module, item: str | nn.Module, names: dict[int, str]) -> list[tuple[str, nn.Module]]:
+    if isinstance(item, nn.Module):
+        if id(item) not in names:
+            raise SigpropError(f"layers: {type(item).__name__} module is not a submodule of {type(model).__name__}")
+        return [(names[id(item)], item)]
+    if isinstance(item, str):
+        exact = dict(model.named_modules())
+        return [(item, exact[item])] if item in exact and item else match_modules(model, item)
+    raise SigpropError(f"layers: bad entry {item!r}; accepted: module names, patterns or nn.Module objects")
+
+
+def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
+    """The probed modules with their layer numbers.
+
+    Wrappers (torch.compile, DDP) are looked through, so names are those of the model inside.
+    None -> `default_layers`. A pattern or list keeps the default numbering when every module is one of
+    the model's default layers (so 'blocks.*' gives layers 1..L), else numbers them 0, 1, ... in order.
+    A mapping {layer: module or name} sets the numbers explicitly. A name or glob over canonical point
+    names ('blocks.*.hook_mlp_out') selects those points, with their own layer numbers.
+    """
+    model = unwrap(model)
+    if layers is None:
+        return default_layers(model)
+    points = points_or_none(model)
+    if points is not None and isinstance(layers, str):
+        glob = _pattern_regex(layers)
+        chosen = [Target.of(p) for p in points.points if glob.fullmatch(p.name)]
+        if chosen:
+            return sorted(chosen, key=lambda t: t.layer)
+    names = {id(m): n for n, m in model.named_modules()}
+    if isinstance(layers, Mapping):
+        out = []
+        for layer, item in layers.items():
+            (name, module), *rest = _resolve_one(model, item, names)
+            if rest:
+                raise SigpropError(f"layers: {item!r} matches {len(rest) + 1} modules; a mapping needs one each")
+            out.append(Target(int(layer), name, module))
+        return sorted(out, key=lambda t: t.layer)
+    items = [layers] if isinstance(layers, (str, nn.Module)) else list(layers)
+    if not items:
+        raise SigpropError("layers is empty; accepted: None, a name pattern, a list of modules/names, {layer: module}")
+    found = list({id(m): (n, m) for item in items for n, m in _resolve_one(model, item, names)}.values())
+    known = {id(p.module): p.layer for p in points.stream() if not p.pre} if points is not None else {}
+    if all(id(m) in known for _, m in found):
+        return sorted((Target(known[id(m)], n, m) for n, m in found), key=lambda t: t.layer)
+    return [Target(i, n, m) for i, (n, m) in enumerate(found)]

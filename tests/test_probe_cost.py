@@ -1,0 +1,28 @@
+"""benchmarks/probe_cost.py runs on a tiny model and reports every case with its ratios."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_cost.py"
+
+
+def test_probe_cost_script_tiny(tmp_path, capsys) -> None:
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("peak RSS needs Linux /proc")
+    spec = importlib.util.spec_from_file_location("probe_cost", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "cost.json"
+    result = module.main(["--depth", "2", "--width", "32", "--heads", "4", "--seq-len", "16", "--batch", "2", "--vocab-size", "64", "--out", str(out)])
+    assert set(result["cases"]) == {"forward", "forward + probe", "backward", "backward + probe"}
+    assert all(c["time_s"] > 0 and c["peak_mb"] >= 0 for c in result["cases"].values())
+    assert "time_ratio" in result["cases"]["backward + probe"]
+    assert json.loads(out.read_text())["settings"]["seq_len"] == 16
+    assert "| forward + probe |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--repeats"):
+        module.main(["--repeats", "0"])
