@@ -51,6 +51,24 @@ def resolve_blocks(blocks: str | BlockSpec | list[str | BlockSpec] | tuple) -> l
     return specs
 
 
+def steps(items: list, description: str, enabled: bool, name=str):
+    """Iterate with progress on stderr: a rich bar on a terminal; one line per item ('3/8 sas-p, 41 s') when
+    stderr is a pipe or a file, where a live bar would show nothing."""
+    import sys
+    import time
+
+    if not enabled:
+        yield from items
+        return
+    if sys.stderr.isatty():
+        yield from track(items, description=description, transient=True)
+        return
+    t0 = time.perf_counter()
+    for i, item in enumerate(items, 1):
+        print(f"{description}: {i}/{len(items)} {name(item)} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+        yield item
+
+
 def input_tokens(
     data: str, batch: int, seq_len: int, vocab_size: int, seed: int, cache_dir: str | None = None, progress: bool = True, max_bytes: int | None = None
 ):
@@ -265,7 +283,7 @@ def analyze(
     tokens, vocab, data_desc = input_tokens(data, batch, seq_len, vocab_size, seed, cache_dir, progress, max_bytes)
     cfg = ModelConfig(depth=depth, width=width, heads=heads, vocab_size=vocab, context=seq_len, kind=kind)
     frames, kern, theo, named = [], {}, {}, {}
-    for spec in track(specs, description=f"probing {len(specs)} block(s) at init", disable=not progress, transient=True):
+    for spec in steps(specs, f"probing {len(specs)} block(s) at init", progress, name=lambda s: s.name):
         label = spec.name if spec.name not in named else f"{spec.name}#{len(named)}"
         torch.manual_seed(seed)
         model = Transformer(spec, cfg).to(DTYPES[dtype])

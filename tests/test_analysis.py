@@ -129,3 +129,16 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: unknown block 'sass'; accepted:") and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_analyze_shows_progress_when_piped():
+    """Piped (stderr not a terminal), each probed block gets a progress line instead of an invisible bar."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "sigprop", "analyze", "--block", "pre-ln,sas", "--depth", "2", "--width", "32",
+                        "--heads", "2", "--seq-len", "16", "--batch", "2", "--data", "random", "--vocab-size", "128", "--no-theory"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("probing 2 block(s) at init")]
+    assert [ln.split(": ")[1].split(" (")[0] for ln in lines] == ["1/2 pre-ln", "2/2 sas"], r.stderr
