@@ -86,7 +86,7 @@ def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "") -> lis
                             mfc="white", label=st["label"], capsize=2)
                 best = g.loc[g["mean"].idxmin()] if g["mean"].notna().any() else None
                 if best is not None:
-                    ax.plot([best["lr"]], [best["mean"]], marker=st["marker"], color=st["color"], ls="none")
+                    ax.plot([best["lr"]], [best["mean"]], marker=st["marker"], color=st["color"], mfc=st["color"], ls="none", zorder=4)
             ax.set_xscale("log")
             lrs = sorted(set(d["lr"]))
             ax.set_xticks(lrs, [f"{x:g}" for x in lrs])
@@ -94,7 +94,7 @@ def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "") -> lis
             ax.set_xlabel("peak learning rate")
             ax.set_title(f"{size} (depth x width)")
         axes[0].set_ylabel("final eval loss")
-        axes[-1].legend(loc="upper right")
+        axes[-1].legend(loc="upper right", title="filled: the block's best LR", title_fontsize=6)
         fig.tight_layout()
         _note(fig, note)
     return savefig(fig, path)
