@@ -15,8 +15,8 @@ import pandas as pd
 
 from sigprop.plots.catchup import plot_dynamics, plot_gap_vs_tokens, plot_loss_vs_lr
 from sigprop.recipes.base import CI, CPU_LONG, Context, Recipe, RunPlan, plan, verdict
-from sigprop.recipes.stats import (FLOOR_PCT, NOT_REPRODUCED, REPRODUCED, Gap, caught_up, not_decidable, paired_gap, rel_gap,
-                                   verdict_for)
+from sigprop.recipes.stats import (FLOOR_PCT, NOT_REPRODUCED, REPRODUCED, Gap, band, caught_up, not_decidable, paired_gap,
+                                   rel_gap, verdict_for)
 
 BLOCKS = ("pre-ln", "sas", "sas-p", "v-skipinit")
 #: model sizes of the study (depth x width); heads keep head_dim = 32
@@ -99,7 +99,7 @@ def best_lrs(grid_: pd.DataFrame, first_seed: int) -> dict[tuple[str, str], floa
 def eval_curves(metrics: pd.DataFrame, t: pd.DataFrame, chosen: dict) -> tuple[pd.DataFrame, dict]:
     """Per size and block (not Pre-LN): the eval-loss gap to Pre-LN in % at every eval, over the seeds both have
     at their chosen LRs (mean, std, n per eval), and the per-seed final gaps as `stats.Gap`s."""
-    ev = metrics[metrics.eval_loss.notna()].drop_duplicates(["run", "step"], keep="last")
+    ev = metrics[metrics.eval_loss.notna()]  # load_runs keeps one record per step already
     done = t[t.final_eval_loss.notna()]
     rows, finals = [], {}
     for size in dict.fromkeys(done["size"]):
@@ -135,8 +135,7 @@ def dynamics(runs, t: pd.DataFrame, chosen: dict) -> tuple[pd.DataFrame, pd.Data
     pick = done[[chosen.get((s, b)) == lr for s, b, lr in zip(done["size"], done.block, done.lr)]]
     meta = pick.set_index("run")[["size", "block"]]
     m = runs.metrics
-    ev = (m[m.eval_loss.notna() & m.run.isin(meta.index)].drop_duplicates(["run", "step"], keep="last")
-          .drop(columns=["block"], errors="ignore").join(meta, on="run"))
+    ev = m[m.eval_loss.notna() & m.run.isin(meta.index)].drop(columns=["block"], errors="ignore").join(meta, on="run")
     evals = ev.groupby(["size", "block", "step"], sort=False).agg(tokens=("tokens", "first"), eval_loss=("eval_loss", "mean")).reset_index()
     p = runs.probes
     if p.empty or "metric" not in p:
@@ -155,7 +154,7 @@ def reach_tokens(curves: pd.DataFrame) -> dict[tuple[str, str], float | None]:
     out = {}
     for (size, block), g in curves.groupby(["size", "block"], sort=False):
         g = g.sort_values("tokens")
-        bands = [max(2 * s, FLOOR_PCT) if n >= 2 else FLOOR_PCT for s, n in zip(g["std"], g["n"])]
+        bands = [band(s, n) for s, n in zip(g["std"], g["n"])]
         out[(size, block)] = caught_up(list(g["tokens"]), list(g["mean"]), bands)
     return out
 
@@ -196,7 +195,7 @@ def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict, lrs: tupl
         text = f"{size}: best grid LR {own:g} for {block} vs {pre:g} for Pre-LN; at Pre-LN's LR {gap.text()}"
         ok = "not decidable (seeds only at the best LR, need 3 at both)"
     else:
-        inside = abs(gap.mean) <= max(2 * best["std"], FLOOR_PCT)
+        inside = abs(gap.mean) <= band(best["std"], best["n"])
         ok = REPRODUCED if inside else NOT_REPRODUCED
         text = (f"{size}: best grid LR {own:g} for {block} vs {pre:g} for Pre-LN; at Pre-LN's LR {gap.text()} "
                 f"({'inside' if inside else 'outside'} max(2 std, {FLOOR_PCT:g}%) of the seeds at its best)")

@@ -51,7 +51,7 @@ def runs(scale: str) -> list[RunPlan]:
 
 def tokens_to(metrics: pd.DataFrame, run: str, loss: float) -> float:
     """Tokens at the first eval with eval loss <= `loss` (NaN if the run never gets there)."""
-    ev = metrics[(metrics.run == run) & metrics.eval_loss.notna()].drop_duplicates("step", keep="last").sort_values("step")
+    ev = metrics[(metrics.run == run) & metrics.eval_loss.notna()].sort_values("step")  # one record per step (load_runs)
     hit = ev[ev.eval_loss <= loss]
     return float(hit.tokens.iloc[0]) if len(hit) else math.nan
 

@@ -24,6 +24,11 @@ def not_decidable(why: str) -> str:
     return f"not decidable ({why})"
 
 
+def band(std: float, n: int) -> float:
+    """Half-width of the 'matches' band of a gap over n seeds: max(2 std, FLOOR_PCT) (FLOOR_PCT alone with one seed)."""
+    return max(2 * std, FLOOR_PCT) if n >= 2 else FLOOR_PCT
+
+
 @dataclass(frozen=True)
 class Gap:
     """A relative gap in %, over paired seeds."""
@@ -44,8 +49,8 @@ class Gap:
 
     @property
     def band(self) -> float:
-        """Half-width of the 'matches' band: max(2 std, FLOOR_PCT) (FLOOR_PCT alone with one seed)."""
-        return max(2 * self.std, FLOOR_PCT) if self.n >= 2 else FLOOR_PCT
+        """Half-width of the 'matches' band (see `band`)."""
+        return band(self.std, self.n)
 
     def outcome(self) -> str:
         """matches | better | worse, or 'not decidable (...)' below MIN_SEEDS seeds."""
