@@ -253,6 +253,15 @@ def test_cli_train_sets_knobs_and_refuses_an_existing_dir(tmp_path, runner, data
     assert isinstance(r.exception, SigpropError) and "unknown block 'nope'" in str(r.exception)
 
 
+def test_cli_train_probe_grad_records_gradients(tmp_path, runner, data):
+    """--probe-grad turns on the gradient and update-ratio probes; without it there are none."""
+    for flag, sources in (("--probe-grad", {"probe", "gain", "grad", "update"}), ("--no-probe-grad", {"probe", "gain"})):
+        out = tmp_path / flag
+        r = runner(["train", "--scale", "ci", "--out", str(out), "--steps", "2", "--probe-every", "1", "--quiet", flag])
+        assert r.exit_code == 0, r.output
+        assert {json.loads(line)["source"] for line in (out / "probes.jsonl").read_text().splitlines()} == sources
+
+
 def test_cli_sigint_checkpoints_and_says_how_to_resume(tmp_path, cache, data):
     """A real process stopped by Ctrl-C: finishes its step, writes the checkpoint, exits 130 with a hint."""
     out = tmp_path / "sig"

@@ -20,6 +20,7 @@ _HELP = {
     "source": "Data: 'code' (stdlib), 'codeparrot', or a local .jsonl/.parquet path.",
     "max_bytes": "Cap on corpus bytes.", "precision": "fp32 | bf16 | auto.", "qk_lr_mult": "LR multiplier for W^Q, W^K.",
     "probe_every": "Probe signal propagation every N steps (0 = off).", "eval_every": "Eval loss every N steps.",
+    "probe_grad": "Probes also record per-layer gradients (grad_*) and update-to-weight ratios.",
     "eval_batches": "Validation batches per eval.", "ckpt_every": "Checkpoint every N steps.",
     "device": "auto | cpu | cuda | cuda:N.", "threads": "torch CPU threads (0 = default).",
     "diverge_loss_ratio": "Stop when the loss exceeds this x its running median (0 = off; default 3).",
@@ -54,6 +55,7 @@ def train_cmd(
     max_bytes: int = typer.Option(None, help=_HELP["max_bytes"]), precision: str = typer.Option(None, help=_HELP["precision"]),
     qk_lr_mult: float = typer.Option(None, help=_HELP["qk_lr_mult"]),
     probe_every: int = typer.Option(None, help=_HELP["probe_every"]), eval_every: int = typer.Option(None, help=_HELP["eval_every"]),
+    probe_grad: bool = typer.Option(None, "--probe-grad/--no-probe-grad", help=_HELP["probe_grad"]),
     eval_batches: int = typer.Option(None, help=_HELP["eval_batches"]), ckpt_every: int = typer.Option(None, help=_HELP["ckpt_every"]),
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
     diverge_loss_ratio: float = typer.Option(None, help=_HELP["diverge_loss_ratio"]),
@@ -69,7 +71,7 @@ def train_cmd(
     ov = _overrides(steps=steps, lr=lr, batch=batch, grad_accum=grad_accum, warmup=warmup, schedule=schedule, seed=seed,
                     depth=depth, width=width, heads=heads, vocab_size=pick_vocab(vocab_size, vocab), seq_len=seq_len, kind=kind, source=source,
                     max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, probe_every=probe_every,
-                    eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
+                    probe_grad=probe_grad, eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
                     compile=compile, diverge_loss_ratio=diverge_loss_ratio, diverge_grad_ratio=diverge_grad_ratio,
                     diverge_window=diverge_window)
     if not resume:
@@ -99,13 +101,15 @@ def compare_cmd(
     depth: int = typer.Option(None, help=_HELP["depth"]), width: int = typer.Option(None, help=_HELP["width"]),
     heads: int = typer.Option(None, help=_HELP["heads"]), precision: str = typer.Option(None, help=_HELP["precision"]),
     probe_every: int = typer.Option(None, help=_HELP["probe_every"]), eval_every: int = typer.Option(None, help=_HELP["eval_every"]),
+    probe_grad: bool = typer.Option(None, "--probe-grad/--no-probe-grad", help=_HELP["probe_grad"]),
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
 ) -> None:
     """Train several blocks with the same data order and seed; write summary.csv and loss-vs-step/time figures."""
     from sigprop.training.compare import compare
 
     ov = _overrides(steps=steps, lr=lr, batch=batch, warmup=warmup, schedule=schedule, seed=seed, depth=depth, width=width,
-                    heads=heads, precision=precision, probe_every=probe_every, eval_every=eval_every, device=device, threads=threads)
+                    heads=heads, precision=precision, probe_every=probe_every, probe_grad=probe_grad, eval_every=eval_every,
+                    device=device, threads=threads)
     table = compare(split_list(blocks), scale, out, sets=tuple(sets), overwrite=overwrite, quiet=quiet, **ov)
     t = Table(title=f"sigprop compare ({scale}) -> {out}")
     for col in ("block", "params", "final eval loss", "tokens/s", "train time", "status"):
