@@ -12,6 +12,7 @@ position's output by D_l: D_l SDPA(Q, K, V; bias Gamma_l), again without forming
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -84,11 +85,18 @@ def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask=None, is_c
     return y.to(low)
 
 
+def draw_(init_: Callable[..., torch.Tensor], w: torch.Tensor, **kw: object) -> None:
+    """Initialise `w` in place with an nn.init function, except on the meta device: there are no values to draw, and
+    drawing there runs torch's Python reference ops, whose first use imports torch._dynamo (seconds on 2 cores)."""
+    if not w.is_meta:
+        init_(w, **kw)
+
+
 def normal_linear(fan_in: int, fan_out: int, std: float) -> nn.Linear:
     """A bias-free Linear drawn once from N(0, std^2) (zeros when std = 0), skipping nn.Linear's own init."""
     lin = skip_init(nn.Linear, fan_in, fan_out, bias=False, device=torch.get_default_device())
     if std > 0:
-        nn.init.normal_(lin.weight, std=std)
+        draw_(nn.init.normal_, lin.weight, std=std)
     else:
         nn.init.zeros_(lin.weight)
     return lin
@@ -101,9 +109,9 @@ class DenseMatrix(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(d, d))
         if init == "orthogonal":
-            nn.init.orthogonal_(self.weight)
+            draw_(nn.init.orthogonal_, self.weight)
         else:
-            nn.init.normal_(self.weight, std=std)
+            draw_(nn.init.normal_, self.weight, std=std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.weight
@@ -117,7 +125,7 @@ class ReparamMatrix(nn.Module):
         self.identity_init = init == "identity"
         if not self.identity_init:
             w = torch.empty(d, d)
-            nn.init.orthogonal_(w)
+            draw_(nn.init.orthogonal_, w)
             self.register_buffer("w_init", w)
         self.delta = nn.Parameter(torch.zeros(d, d))
         a, b = gain(alpha, trainable_gains), gain(beta, trainable_gains)

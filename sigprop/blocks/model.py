@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sigprop.blocks.attention import Attention, normal_linear
+from sigprop.blocks.attention import Attention, draw_, normal_linear
 from sigprop.blocks.block import Block, make_norm
 from sigprop.blocks.spec import BlockSpec, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
@@ -46,15 +46,22 @@ class ModelConfig:
         return dataclasses.replace(self, **kw)  # type: ignore[arg-type]
 
 
+def embedding(n: int, d: int) -> nn.Embedding:
+    """An n x d nn.Embedding; on the meta device only its shape (see attention.draw_)."""
+    if torch.get_default_device().type == "meta":
+        return nn.Embedding(n, d, _weight=torch.empty(n, d))  # a given weight skips reset_parameters' draw
+    return nn.Embedding(n, d)
+
+
 class Embedding(nn.Module):
     """Token + learned position embeddings; its output is 'layer 0' for the probes."""
 
     def __init__(self, cfg: ModelConfig, std: float):
         super().__init__()
-        self.wte = nn.Embedding(cfg.vocab_size, cfg.width)
-        self.wpe = nn.Embedding(cfg.context, cfg.width)
-        nn.init.normal_(self.wte.weight, std=std)
-        nn.init.normal_(self.wpe.weight, std=std)
+        # nn.Embedding's own N(0, 1) draws stay before ours, so the RNG stream (every seeded run) is unchanged
+        self.wte, self.wpe = embedding(cfg.vocab_size, cfg.width), embedding(cfg.context, cfg.width)
+        draw_(nn.init.normal_, self.wte.weight, std=std)
+        draw_(nn.init.normal_, self.wpe.weight, std=std)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
