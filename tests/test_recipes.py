@@ -315,3 +315,28 @@ def test_the_committed_catch_up_gallery_replots_to_its_committed_numbers(tmp_pat
     assert again["numbers"] == committed["numbers"] and again["claims"] == committed["claims"]
     assert sorted(res.reused) == sorted(committed["reused"] + committed["trained"])
     assert {"catch-up.png", "lr.png", "dynamics.png"} <= {f.name for f in res.files}
+
+
+def test_committed_gallery_runs_are_finished_records_only():
+    """Every run folder committed under figures/*/runs is a finished run's records (config, env, metrics, probes,
+    summary): no lock, no checkpoint, and metrics that reach the step its summary reports."""
+    import subprocess
+
+    from sigprop.recipes.base import FINISHED
+
+    repo = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(["git", "ls-files", "figures"], cwd=repo, capture_output=True, text=True)
+    files = [Path(f) for f in listed.stdout.split()] if listed.returncode == 0 else \
+        [p.relative_to(repo) for p in (repo / "figures").rglob("*") if p.is_file()]
+    runs: dict[Path, set[str]] = {}
+    for f in files:
+        if len(f.parts) >= 5 and f.parts[2] == "runs":
+            runs.setdefault(Path(*f.parts[:4]), set()).add("/".join(f.parts[4:]))
+    assert runs, "no committed gallery runs found"
+    for run, names in runs.items():
+        assert names <= {"config.json", "env.json", "metrics.jsonl", "probes.jsonl", "summary.json"}, (run, names)
+        assert {"config.json", "metrics.jsonl", "summary.json"} <= names, (run, names)
+        summary = json.loads((repo / run / "summary.json").read_text())
+        assert summary["status"] in FINISHED, (run, summary["status"])
+        last = json.loads((repo / run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        assert last == summary["step"], (run, last, summary["step"])

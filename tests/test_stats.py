@@ -80,7 +80,15 @@ def test_lr_claim_needs_a_complete_grid_and_an_interior_optimum():
     edge = claim(pre + [("sas-p", 1e-3, {0: 4.0}), ("sas-p", 2e-3, {0: 3.8}), ("sas-p", 4e-3, {0: 3.7})])
     assert "grid's edge (sas-p 0.004)" in edge["verdict"]
     same = claim(pre + [("sas-p", 1e-3, {0: 4.0}), ("sas-p", 2e-3, {0: 3.7}), ("sas-p", 4e-3, {0: 3.9})])
-    assert same["verdict"] == "reproduced" and "best grid LR 0.002 for both" in same["evidence"]
+    assert same["verdict"] == "not decidable (need 3 seeds at the shared best LR for both blocks)"
+    assert "best grid LR 0.002 for both" in same["evidence"]
+    seeded = [("pre-ln", 1e-3, {0: 4.0}), ("pre-ln", 2e-3, {0: 3.80, 1: 3.81, 2: 3.79}), ("pre-ln", 4e-3, {0: 3.9})]
+    same = claim(seeded + [("sas-p", 1e-3, {0: 4.0}), ("sas-p", 2e-3, {0: 3.7, 1: 3.71, 2: 3.69}), ("sas-p", 4e-3, {0: 3.9})])
+    assert same["verdict"] == "reproduced" and "+2.63% (pre-ln; band ±1.00%, 3 seeds)" in same["evidence"], same
+    # a runner-up inside the best's seed noise leaves the argmin, and the claim, open
+    close = claim([("pre-ln", 1e-3, {0: 4.0}), ("pre-ln", 2e-3, {0: 3.80, 1: 3.81, 2: 3.79}), ("pre-ln", 4e-3, {0: 3.82})]
+                  + [("sas-p", 1e-3, {0: 4.0}), ("sas-p", 2e-3, {0: 3.7, 1: 3.71, 2: 3.69}), ("sas-p", 4e-3, {0: 3.9})])
+    assert close["verdict"] == "not decidable (the runner-up LR is within seed noise of the best)"
     pre_low = [("pre-ln", 1e-3, {0: 3.9}), ("pre-ln", 2e-3, {0: 3.8}), ("pre-ln", 4e-3, {0: 4.0}), ("pre-ln", 8e-3, {0: 4.1})]
     lrs = (1e-3, 2e-3, 4e-3, 8e-3)
     far = claim(pre_low + [("sas-p", 1e-3, {0: 4.2}), ("sas-p", 2e-3, {0: 3.9, 1: 3.92, 2: 3.91}),

@@ -180,6 +180,30 @@ def head_flop_share(size: dict, vocab_size: int, seq_len: int, block: str = "pre
 PER_STEP_CLAIMS = {8: ("sas", "matches"), 10: ("sas-p", "matches"), 1: ("v-skipinit", "worse")}
 
 
+def seed_band(row: pd.Series) -> float:
+    """The match band of one grid point's seeds, in % of its loss (like a gap): max(2 std, FLOOR_PCT)."""
+    return band(100.0 * row["std"] / row["mean"], row["n"])
+
+
+def shared_argmin(size: str, block: str, lr: float, grid_: pd.DataFrame) -> tuple[str, str]:
+    """Claim 15 when both blocks' grids are lowest at the same LR: reproduced once that argmin is resolved, i.e.
+    with 3 seeds at it every other LR is worse by more than its seed band, for both blocks."""
+    margins, bands, seeds = {}, {}, {}
+    for b in (block, "pre-ln"):
+        g = grid_[(grid_["size"] == size) & (grid_.block == b)].set_index("lr")
+        best = g.loc[lr]
+        seeds[b], bands[b] = int(best.n), seed_band(best)
+        margins[b] = min(float(np.mean([rel_gap(row.losses[s], best.losses[s]) for s in row.losses if s in best.losses]))
+                         for other, row in g.iterrows() if other != lr)
+    text = (f"{size}: best grid LR {lr:g} for both {block} and Pre-LN; the runner-up LR is "
+            + ", ".join(f"+{margins[b]:.2f}% ({b}; band ±{bands[b]:.2f}%, {seeds[b]} seeds)" for b in margins))
+    if min(seeds.values()) < 3:
+        return not_decidable("need 3 seeds at the shared best LR for both blocks"), text
+    if any(margins[b] <= bands[b] for b in margins):
+        return not_decidable("the runner-up LR is within seed noise of the best"), text
+    return REPRODUCED, text
+
+
 def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict, lrs: tuple[float, ...]) -> dict | None:
     """Claim 15 for one block: is its loss at Pre-LN's best grid LR within its seed noise of its own best?
     Decided only on complete grids (every LR of the study finished for both blocks)."""
@@ -196,15 +220,15 @@ def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict, lrs: tupl
         return verdict(15, not_decidable(f"best LR at the grid's edge ({', '.join(edge)}): the optimum may lie outside"),
                        f"{size}: best grid LR {own:g} for {block}, {pre:g} for Pre-LN")
     best = g.loc[own]
+    if own == pre:
+        return verdict(15, *shared_argmin(size, block, own, grid_))
     at_pre = g.loc[pre]
     gap = Gap(tuple(rel_gap(at_pre.losses[s], best.losses[s]) for s in best.losses if s in at_pre.losses))
-    if own == pre:
-        text, ok = f"{size}: best grid LR {own:g} for both {block} and Pre-LN", REPRODUCED
-    elif best.n < 3:
+    if best.n < 3:
         text = f"{size}: best grid LR {own:g} for {block} vs {pre:g} for Pre-LN; at Pre-LN's LR {gap.text()}"
         ok = "not decidable (seeds only at the best LR, need 3 at both)"
     else:
-        inside = abs(gap.mean) <= band(100.0 * best["std"] / best["mean"], best["n"])  # the seeds' spread in %, as the gap
+        inside = abs(gap.mean) <= seed_band(best)
         ok = REPRODUCED if inside else NOT_REPRODUCED
         text = (f"{size}: best grid LR {own:g} for {block} vs {pre:g} for Pre-LN; at Pre-LN's LR {gap.text()} "
                 f"({'inside' if inside else 'outside'} max(2 std, {FLOOR_PCT:g}%) of the seeds at its best)")
