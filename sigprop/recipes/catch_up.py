@@ -196,7 +196,7 @@ def shared_argmin(size: str, block: str, lr: float, grid_: pd.DataFrame) -> tupl
         margins[b] = min(float(np.mean([rel_gap(row.losses[s], best.losses[s]) for s in row.losses if s in best.losses]))
                          for other, row in g.iterrows() if other != lr)
     text = (f"{size}: best grid LR {lr:g} for both {block} and Pre-LN; the runner-up LR is "
-            + ", ".join(f"+{margins[b]:.2f}% ({b}; band ±{bands[b]:.2f}%, {seeds[b]} seeds)" for b in margins))
+            + ", ".join(f"+{margins[b]:.2f}% ({b}; band ±{bands[b]:.2f}%, {seeds[b]} seed{'s' * (seeds[b] != 1)})" for b in margins))
     if min(seeds.values()) < 3:
         return not_decidable("need 3 seeds at the shared best LR for both blocks"), text
     if any(margins[b] <= bands[b] for b in margins):
