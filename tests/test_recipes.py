@@ -288,6 +288,22 @@ def test_a_recipe_that_needs_all_its_runs_refuses_a_partial_set(cache, tmp_path)
         reproduce("fig2", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", cache_dir=cache, quiet=True, only="pre-ln")
 
 
+def test_a_gallery_figure_copies_the_finished_runs_of_its_siblings(cache, tmp_path, monkeypatch):
+    """figures/<a>/runs and figures/<b>/runs share a run with the same id (block and config): the second figure
+    copies its records (no checkpoints) instead of training it again, and draws the same numbers from them."""
+    import sigprop.training as training
+
+    first = reproduce("fig2", "ci", tmp_path / "figs" / "fig2", cache_dir=cache, quiet=True)
+    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("a shared run must not be retrained"))
+    again = reproduce("fig2", "ci", tmp_path / "figs" / "fig2-copy", cache_dir=cache, quiet=True)
+    assert again.trained == [] and sorted(again.reused) == sorted(first.trained) and len(first.trained) == 2
+    for f in first.trained:
+        src, dst = tmp_path / "figs" / "fig2" / "runs" / f, tmp_path / "figs" / "fig2-copy" / "runs" / f
+        assert (dst / "summary.json").read_bytes() == (src / "summary.json").read_bytes()
+        assert (src / "checkpoints").exists() and not (dst / "checkpoints").exists()
+    assert again.result["claims"] == first.result["claims"]
+
+
 def test_thinned_records_keep_every_eval_and_draw_the_same_curves(cache, tmp_path):
     from sigprop.recipes.records import thin_metrics
 

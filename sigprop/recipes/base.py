@@ -27,6 +27,7 @@ import pandas as pd
 from sigprop.blocks import BlockSpec, get_spec
 from sigprop.blocks.spec import KNOBS_OMIT_AT_DEFAULT
 from sigprop.errors import SigpropError, check_choice
+from sigprop.recipes.records import copy_records, find_shared, thin_metrics
 from sigprop.runs import CONFIG, RunDir, Runs, atomic_write_json, load_runs
 from sigprop.training import SCALES, TrainConfig
 from sigprop.training.config import HASH_OMIT_AT_DEFAULT, RUNTIME_FIELDS
@@ -48,9 +49,11 @@ CPU = SCALES["cpu"].replace(
 )
 #: cpu, long: the scale where per-step claims get decided (issue 10): 2,000 steps x 4,096 tokens = 8.2M tokens at
 #: 4x128, T=128, batch 32, with a 4,096-token BPE vocabulary so that the blocks, not the tied LM head, carry most
-#: of a step's FLOPs. Dense evals early (every 50 steps) for the log-token catch-up curves; thin probes.
+#: of a step's FLOPs. Dense evals early (every 50 steps) for the log-token catch-up curves; thin probes. Peak LR
+#: 4e-3: the best of the catch-up grid 1e-3..8e-3 for both Pre-LN and SAS-P at this size (the paper's 1e-3 is
+#: 0.27 / 0.35 nats worse there), so the long-scale recipes share the catch-up study's runs at it.
 CPU_LONG = SCALES["cpu"].replace(
-    depth=4, width=128, heads=4, vocab_size=4096, seq_len=128, batch_size=32, steps=2000, eval_every=50,
+    lr=4e-3, depth=4, width=128, heads=4, vocab_size=4096, seq_len=128, batch_size=32, steps=2000, eval_every=50,
     eval_batches=8, probe_every=100, probe_batch=4, ckpt_every=200, precision="fp32",
 )
 #: paper: the CodeParrot setting of paper.md §3.1 (18x768, T=128, batch 128, 40K steps); needs a GPU.
@@ -331,7 +334,8 @@ def reproduce(
 ) -> Result:
     """Run (or reuse) every training run of recipe `name` at `scale`, then draw its figures and write
     `<out>/result.json` with the numbers that decide its claims. `out` defaults to figures/<name>,
-    `runs_dir` to <out>/runs. An interrupted run is resumed by calling this again.
+    `runs_dir` to <out>/runs. An interrupted run is resumed by calling this again. With the default runs_dir, a run
+    that another figure beside `out` has finished (same run id: same block and config) is copied, not retrained.
 
     replot: train nothing; redraw the figures and verdicts from the run records already in `runs_dir`
     (finished runs only; the others are listed as missing). only: train just the plans whose slug matches
@@ -344,6 +348,8 @@ def reproduce(
     check_choice("scale", scale, RECIPE_SCALES)
     out = Path(out) if out is not None else Path("figures") / recipe.name
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
+    # a gallery figure's runs/ borrows finished runs with the same id from its sibling figures' runs/
+    share = [d for d in sorted(out.parent.glob("*/runs")) if d.resolve() != runs_dir.resolve()] if runs_dir == out / "runs" else []
     base = recipe.base[scale]
     plans = recipe.plans(scale)
     if len({p.slug for p in plans}) != len(plans):
@@ -364,10 +370,11 @@ def reproduce(
         if replot or p.slug not in chosen:
             continue
         console.print(f"[bold]{recipe.name}[/] run {i}/{len(plans)}: {p.label} -> {path}", highlight=False)
+        if not path.exists() and (src := find_shared(folder, share)) is not None:
+            copy_records(src, path)
+            console.print(f"  the same run is finished in {src}: its records copied, not retrained", style="dim")
         did = ensure_run(p, cfg, path, data_cache, cache_dir, quiet, threads)
         if did and thin and finished(path, cfg):
-            from sigprop.recipes.records import thin_metrics
-
             thin_metrics(path, thin)
         (trained if did else reused).append(folder)
         if not did:

@@ -23,7 +23,7 @@ PLATEAU_LOSS = {"ci": 6.1, "cpu": 6.0, "paper": 6.0}  # ci: ln V = 6.24 at init,
 FACTORS: dict[str, tuple] = {"beta_ff": (0.05, 0.1, None, 0.5), "lr": (5e-4, None, 2e-3, 4e-3),
                              "batch_size": (16, None, 64), "depth": (2, None, 8)}
 CI_FACTORS: dict[str, tuple] = {"beta_ff": (0.1, None), "lr": (None, 3e-3)}
-PLATEAU = CPU_LONG.replace(steps=400, schedule="constant", warmup=100, eval_every=10, eval_batches=4, probe_every=20, ckpt_every=100)
+PLATEAU = CPU_LONG.replace(lr=1e-3, steps=400, schedule="constant", warmup=100, eval_every=10, eval_batches=4, probe_every=20, ckpt_every=100)
 PLATEAU_CI = CI.replace(steps=10, eval_every=1, warmup=2, schedule="constant")
 
 

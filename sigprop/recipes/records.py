@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from sigprop.errors import SigpropError
-from sigprop.runs import METRICS, SUMMARY, RunDir, atomic_write_bytes, atomic_write_json, read_jsonl
+from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir, atomic_write_bytes, atomic_write_json, read_jsonl
 
 
 def thin_metrics(path: str | Path, every: int = 10) -> int:
@@ -34,3 +34,28 @@ def thin_metrics(path: str | Path, every: int = 10) -> int:
     atomic_write_bytes(run.path / METRICS, "".join(json.dumps(r) + "\n" for r in keep).encode())
     atomic_write_json(run.path / SUMMARY, {**summary, "metrics_thinned_every": every})
     return len(keep)
+
+
+#: the files that make a run's record (what a gallery commits, and what is shared between recipes)
+RECORDS = (CONFIG, ENV, METRICS, PROBES, SUMMARY)
+
+
+def find_shared(folder: str, search: list[Path]) -> Path | None:
+    """A finished run with this run's id (the hash after the slug, which fixes its whole config) in one of the
+    `search` folders, e.g. another gallery figure's runs/: recipes share a run instead of training it twice."""
+    rid = folder.rsplit("-", 1)[-1]
+    for d in search:
+        for cand in sorted(Path(d).glob(f"*-{rid}")):
+            summary = RunDir(cand).summary() if (cand / CONFIG).exists() else None
+            if summary is not None and summary.get("status") in ("done", "diverged"):
+                return cand
+    return None
+
+
+def copy_records(src: Path, dst: Path) -> None:
+    """Copy a finished run's records (never its checkpoints) into a new run folder, summary last (it marks the
+    run finished, so a copy cut short is never taken for a finished run)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in sorted(RECORDS, key=lambda n: n == SUMMARY):
+        if (src / name).exists():
+            atomic_write_bytes(dst / name, (src / name).read_bytes())
