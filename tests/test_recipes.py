@@ -283,9 +283,12 @@ def test_only_trains_the_matching_runs_and_draws_what_exists(cache, tmp_path):
         reproduce("catch-up", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", quiet=True, only="nope")
 
 
-def test_a_recipe_that_needs_all_its_runs_refuses_a_partial_set(cache, tmp_path):
+def test_a_recipe_that_needs_all_its_runs_trains_a_partial_set_but_draws_nothing(cache, tmp_path):
+    res = reproduce("fig2", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", cache_dir=cache, quiet=True, only="pre-ln")
+    assert len(res.trained) == 1 and len(res.result["missing"]) == 1 and res.files == []
+    assert not (tmp_path / "out" / "result.json").exists()  # a committed result is never replaced by a partial one
     with pytest.raises(SigpropError, match="needs all 2 runs and 1 are not finished"):
-        reproduce("fig2", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", cache_dir=cache, quiet=True, only="pre-ln")
+        reproduce("fig2", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", quiet=True, replot=True)
 
 
 def test_a_gallery_figure_copies_the_finished_runs_of_its_siblings(cache, tmp_path, monkeypatch):
@@ -319,18 +322,20 @@ def test_thinned_records_keep_every_eval_and_draw_the_same_curves(cache, tmp_pat
         thin_metrics(tmp_path / "runs" / res.trained[0], 0)
 
 
-def test_the_committed_catch_up_gallery_replots_to_its_committed_numbers(tmp_path, monkeypatch):
-    """figures/catch-up holds its runs' records: --replot from them (no training) gives the committed result.json."""
+@pytest.mark.parametrize("name, figures", [("catch-up", {"catch-up.png", "lr.png", "dynamics.png"}),
+                                           ("fig5", {"fig5_fig26.png"})])
+def test_a_committed_gallery_figure_replots_to_its_committed_numbers(tmp_path, monkeypatch, name, figures):
+    """figures/<name> holds its runs' records: --replot from them (no training) gives the committed result.json."""
     import sigprop.recipes.base as base
 
-    gallery = Path(__file__).resolve().parents[1] / "figures" / "catch-up"
+    gallery = Path(__file__).resolve().parents[1] / "figures" / name
     committed = json.loads((gallery / "result.json").read_text())
     monkeypatch.setattr(base, "ensure_run", lambda *a, **k: pytest.fail("--replot must not train"))
-    res = reproduce("catch-up", "cpu", tmp_path, runs_dir=gallery / "runs", quiet=True, replot=True)
+    res = reproduce(name, "cpu", tmp_path, runs_dir=gallery / "runs", quiet=True, replot=True)
     again = json.loads((tmp_path / "result.json").read_text())
     assert again["numbers"] == committed["numbers"] and again["claims"] == committed["claims"]
     assert sorted(res.reused) == sorted(committed["reused"] + committed["trained"])
-    assert {"catch-up.png", "lr.png", "dynamics.png"} <= {f.name for f in res.files}
+    assert figures <= {f.name for f in res.files}
 
 
 def test_committed_gallery_runs_are_finished_records_only():

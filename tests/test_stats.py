@@ -36,6 +36,7 @@ def test_verdicts_for_each_expectation():
     worse, match, better = Gap((2.3, 2.2, 2.4)), Gap((0.1, 0.2, 0.3)), Gap((-2.3, -2.2, -2.4))
     assert [verdict_for(g, "matches") for g in (worse, match, better)] == ["not reproduced", "reproduced", "reproduced"]
     assert [verdict_for(g, "worse") for g in (worse, match, better)] == ["reproduced", "not reproduced", "reversed"]
+    assert [verdict_for(g, "better") for g in (worse, match, better)] == ["reversed", "not reproduced", "reproduced"]
     with pytest.raises(ValueError):
         verdict_for(worse, "faster")
 

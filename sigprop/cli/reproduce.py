@@ -52,7 +52,7 @@ def reproduce_cmd(
     for n in names:
         target = out if (out is None or len(names) == 1) else out / n
         res = reproduce(n, scale=scale, out=target, runs_dir=runs, quiet=quiet, threads=threads, replot=replot, only=only, thin=thin)
-        if quiet:
+        if quiet or not res.files:  # nothing drawn: --only trained part of a figure's runs (reproduce said so)
             continue
         r = res.result
         console.print(f"[bold]{r['recipe']}[/] ({r['paper']}) at scale {scale}: wrote {len(res.files)} files to {res.out} "

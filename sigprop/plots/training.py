@@ -27,8 +27,9 @@ def _blocks(runs) -> list[tuple[str, str]]:
     return list(zip(cfg["run"], cfg["block"]))
 
 
-def plot_loss_curves(runs, path: str | Path, note: str | None = None) -> list[Path]:
-    """Two panels: loss vs step and loss vs training time; eval loss with markers, smoothed train loss faint."""
+def plot_loss_curves(runs, path: str | Path, note: str | None = None, headroom: float = 0.5) -> list[Path]:
+    """Two panels: loss vs step and loss vs training time; eval loss with markers, smoothed train loss faint.
+    The y axis is cut `headroom` nats above the runs' low eval losses, so the end of training stays readable."""
     m = runs.metrics
     with paper_style():
         fig, axes = plt.subplots(1, 2, figsize=(TEXTWIDTH, 2.5), sharey=True)
@@ -47,7 +48,7 @@ def plot_loss_curves(runs, path: str | Path, note: str | None = None) -> list[Pa
         axes[0].set_xlabel("training step")
         axes[1].set_xlabel("training time (minutes)")
         axes[0].set_ylabel("eval loss (nats/token)")
-        top = _ylim_top(m)
+        top = _ylim_top(m, headroom)
         if top is not None:
             axes[0].set_ylim(top=top)
         axes[0].set_title("loss per step")
@@ -62,12 +63,12 @@ def plot_loss_curves(runs, path: str | Path, note: str | None = None) -> list[Pa
         return savefig(fig, path)
 
 
-def _ylim_top(m: pd.DataFrame) -> float | None:
+def _ylim_top(m: pd.DataFrame, headroom: float = 0.5) -> float | None:
     """Cut the first steps' very high loss so the interesting range is visible."""
     if "eval_loss" not in m or m["eval_loss"].dropna().empty:
         return None
     ev = m.dropna(subset=["eval_loss"])
-    return float(ev.groupby("run")["eval_loss"].quantile(0.1).max() + 0.5)
+    return float(ev.groupby("run")["eval_loss"].quantile(0.1).max() + headroom)
 
 
 PROBE_PANELS = (("probe", "cos_mean", r"cos_mean of $X_\ell$"), ("gain", "alpha", r"$\alpha_h$ (on $I$)"),

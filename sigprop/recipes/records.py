@@ -14,6 +14,9 @@ from pathlib import Path
 from sigprop.errors import SigpropError
 from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir, atomic_write_bytes, atomic_write_json, read_jsonl
 
+#: Statuses of a run that will not change by training again (a diverged run diverges again, deterministically).
+FINISHED = ("done", "diverged")
+
 
 def thin_metrics(path: str | Path, every: int = 10) -> int:
     """Thin a finished run's metrics.jsonl in place; returns the number of lines kept (0 = nothing to do)."""
@@ -21,7 +24,7 @@ def thin_metrics(path: str | Path, every: int = 10) -> int:
         raise SigpropError(f"thinning interval must be an integer >= 1, got {every!r}")
     run = RunDir(Path(path))
     summary = run.summary()
-    if summary is None or summary.get("status") not in ("done", "diverged"):
+    if summary is None or summary.get("status") not in FINISHED:
         raise SigpropError(f"run {str(path)!r} is not finished; accepted: a run whose summary.json says done or diverged")
     if summary.get("metrics_thinned_every") or every == 1:
         return 0
@@ -47,7 +50,7 @@ def find_shared(folder: str, search: list[Path]) -> Path | None:
     for d in search:
         for cand in sorted(Path(d).glob(f"*-{rid}")):
             summary = RunDir(cand).summary() if (cand / CONFIG).exists() else None
-            if summary is not None and summary.get("status") in ("done", "diverged"):
+            if summary is not None and summary.get("status") in FINISHED:
                 return cand
     return None
 

@@ -80,10 +80,11 @@ def paired_gap(block: Mapping[int, float], base: Mapping[int, float]) -> Gap:
 
 
 def verdict_for(gap: Gap, expect: str) -> str:
-    """The claim's verdict when it expects `expect` ('matches' or 'worse') of the block against the baseline.
+    """The claim's verdict when it expects `expect` ('matches', 'worse' or 'better') of the block against the baseline.
 
     matches: matches or better -> reproduced, worse -> not reproduced.
-    worse:   worse -> reproduced, matches -> not reproduced, better -> reversed."""
+    worse:   worse -> reproduced, matches -> not reproduced, better -> reversed.
+    better:  better -> reproduced, matches -> not reproduced, worse -> reversed."""
     out = gap.outcome()
     if out.startswith("not decidable"):
         return out
@@ -91,7 +92,9 @@ def verdict_for(gap: Gap, expect: str) -> str:
         return NOT_REPRODUCED if out == "worse" else REPRODUCED
     if expect == "worse":
         return {"worse": REPRODUCED, "matches": NOT_REPRODUCED, "better": REVERSED}[out]
-    raise ValueError(f"expect must be 'matches' or 'worse', got {expect!r}")
+    if expect == "better":
+        return {"better": REPRODUCED, "matches": NOT_REPRODUCED, "worse": REVERSED}[out]
+    raise ValueError(f"expect must be 'matches', 'worse' or 'better', got {expect!r}")
 
 
 def caught_up(steps: Sequence[float], means: Sequence[float], bands: Sequence[float]) -> float | None:
