@@ -56,6 +56,12 @@ def tokens_to(metrics: pd.DataFrame, run: str, loss: float) -> float:
     return float(hit.tokens.iloc[0]) if len(hit) else math.nan
 
 
+def _seeds_text(n: pd.Series) -> str:
+    n = n[n > 0]
+    lo, hi = (int(n.min()), int(n.max())) if len(n) else (0, 0)
+    return f"{hi} seed{'s' * (hi != 1)}" if lo == hi else f"{lo}-{hi} seeds per point"
+
+
 def make(ctx: Context) -> dict:
     from sigprop.plots.plateau import plot_plateau
 
@@ -76,7 +82,7 @@ def make(ctx: Context) -> dict:
                              "std": float(np.nanstd(x, ddof=1)) if np.isfinite(x).sum() > 1 else math.nan})
     frame = pd.DataFrame(rows)
     plot_plateau(frame, ctx.out / "plateau", ctx.note(f"{ctx.base.warmup_steps}-step warm-up; tokens to eval loss {loss:g}, "
-                                                      f"mean ± std over {len(seeds_for(ctx.scale))} seed(s)"), loss)
+                                                      f"mean ± std over {_seeds_text(frame.n)}"), loss)
     return {"numbers": {"plateau_loss": loss, "tokens_to_plateau_loss": frame.to_dict(orient="records")}, "claims": []}
 
 
@@ -85,4 +91,5 @@ RECIPE = Recipe(
     shows="tokens SAS-P and Pre-LN need to leave the early plateau vs beta_FF init, LR, batch and depth (3 seeds)",
     runtime={"ci": "~15 s", "cpu": "~50 runs x ~7 min (1 thread)", "paper": "not planned"},
     base={**BASE, "ci": PLATEAU_CI, "cpu": PLATEAU},
+    partial=True,  # 57 runs trained over several days: the figure shows the settings whose runs are in
 )
