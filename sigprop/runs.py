@@ -195,6 +195,23 @@ class RunLock:
             self._fd = None
 
 
+def held_by(folder: str | Path) -> str | None:
+    """Who holds a run folder's lock right now ('process 1234 (...)'), or None: a probe that never creates the
+    lock file and holds a shared lock for an instant only."""
+    try:
+        fd = os.open(Path(folder) / LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        return _lock_holder(os.pread(fd, 4096, 0))
+    finally:
+        os.close(fd)
+
+
 def _lock_holder(raw: bytes) -> str:
     """'process 1234 (sigprop train ..., on host, since ...)' from a lock file's contents."""
     try:

@@ -243,7 +243,7 @@ def test_plot_functions_on_real_frames(results, pool, tmp_path):
 def test_replot_redraws_from_the_records_and_its_numbers_come_from_them(results, pool, cache, tmp_path, monkeypatch):
     """catch-up --replot trains nothing, and its verdict numbers follow the records: change one run's final eval
     loss in its summary and the reported gap changes to exactly what the records now say."""
-    import sigprop.recipes.base as base
+    import sigprop.recipes.executor as base
 
     def no_training(*a, **k):
         raise AssertionError("--replot must not train")
@@ -326,7 +326,7 @@ def test_thinned_records_keep_every_eval_and_draw_the_same_curves(cache, tmp_pat
                                            ("fig5", {"fig5_fig26.png"}), ("plateau", {"plateau.png"})])
 def test_a_committed_gallery_figure_replots_to_its_committed_numbers(tmp_path, monkeypatch, name, figures):
     """figures/<name> holds its runs' records: --replot from them (no training) gives the committed result.json."""
-    import sigprop.recipes.base as base
+    import sigprop.recipes.executor as base
 
     gallery = Path(__file__).resolve().parents[1] / "figures" / name
     committed = json.loads((gallery / "result.json").read_text())
@@ -343,7 +343,7 @@ def test_committed_gallery_runs_are_finished_records_only():
     summary): no lock, no checkpoint, and metrics that reach the step its summary reports."""
     import subprocess
 
-    from sigprop.recipes.base import FINISHED
+    from sigprop.recipes.records import FINISHED
 
     repo = Path(__file__).resolve().parents[1]
     listed = subprocess.run(["git", "ls-files", "figures"], cwd=repo, capture_output=True, text=True)
@@ -361,3 +361,27 @@ def test_committed_gallery_runs_are_finished_records_only():
         assert summary["status"] in FINISHED, (run, summary["status"])
         last = json.loads((repo / run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
         assert last == summary["step"], (run, last, summary["step"])
+
+
+def test_dry_run_says_what_reproduce_would_do_with_each_run(cache, tmp_path):
+    """--dry-run trains nothing and names each run's action: train, finished, copy from a sibling figure's runs/,
+    resume at the last recorded step, or training now when another process holds the run's lock."""
+    from sigprop.recipes import plan_status
+    from sigprop.runs import RunLock
+    from sigprop.training import train
+
+    figs = tmp_path / "figs"
+    assert set(plan_status("fig2", "ci", figs / "fig2").action) == {"train"}
+    first = reproduce("fig2", "ci", figs / "fig2", cache_dir=cache, quiet=True)
+    assert set(plan_status("fig2", "ci", figs / "fig2").action) == {"finished"}
+    assert set(plan_status("fig2", "ci", figs / "copy").action) == {"copy from fig2"}
+    p = RECIPES["fig17"].plans("ci")[0]
+    cfg = p.config(CI)
+    folder = figs / "fig17" / "runs" / f"{p.slug}-{run_id(p.spec, cfg)}"
+    train(p.spec, cfg.replace(steps=5), folder, cache_dir=cache, quiet=True)
+    assert plan_status("fig17", "ci", figs / "fig17").action.iloc[0] == "resume at step 5"
+    with RunLock(folder):
+        assert plan_status("fig17", "ci", figs / "fig17").action.iloc[0].startswith("training now (process ")
+    res = CLI.invoke(app, ["reproduce", "fig2", "--scale", "ci", "--out", str(figs / "fresh"), "--dry-run"])
+    assert res.exit_code == 0 and "0 of 2 runs finished; 0 to train, 0 to resume, 2 to copy" in " ".join(res.output.split())
+    assert not (figs / "fresh").exists() and len(first.trained) == 2

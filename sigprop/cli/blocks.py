@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from sigprop.blocks import PRESETS, ModelConfig, build_model, get_spec
-from sigprop.cli.app import app, console, pick_vocab, split_list, vocab_alias
+from sigprop.cli.app import app, console, split_list, vocab_alias
 
 
 def _knob_text(name: str) -> str:

@@ -27,6 +27,25 @@ def recipe_table() -> Table:
     return t
 
 
+def status_table(name: str, scale: str, out: Path | None, runs: Path | None, only: str | None) -> Table:
+    """--dry-run: each run of a recipe and what reproduce would do with it, with the counts in the title."""
+    from sigprop.recipes import plan_status
+
+    st = plan_status(name, scale, out, runs_dir=runs, only=only)
+    todo = st[st.selected & ~st.action.eq("finished")]
+    kinds = todo.action.str.split().str[0].value_counts()
+    counts = ", ".join(f"{kinds.get(k, 0)} to {k}" for k in ("train", "resume", "copy")) + \
+        (f", {kinds['training']} training now" if "training" in kinds else "")
+    t = Table(title=f"{name} at scale {scale}: {int(st.action.eq('finished').sum())} of {len(st)} runs finished; {counts}"
+                    + (f" (--only selects {int(st.selected.sum())})" if only else ""), show_lines=False)
+    for col in ("slug", "steps", "action", "run"):
+        t.add_column(col, no_wrap=col != "action")
+    for r in st.itertuples():
+        style = None if r.selected else "dim"
+        t.add_row(r.slug, str(r.steps), r.action, r.run, style=style)
+    return t
+
+
 @app.command("reproduce")
 def reproduce_cmd(
     name: str = typer.Argument(None, help="Recipe name (see --list), or 'all'."),
@@ -38,6 +57,7 @@ def reproduce_cmd(
     replot: bool = typer.Option(False, "--replot", help="Train nothing: redraw the figures and verdicts from the run records in the runs folder."),
     thin: int = typer.Option(0, "--thin-records", help="Keep a trained run's train-loss rows every N steps (every eval kept): small records to commit beside a figure."),
     only: str = typer.Option(None, "--only", help="Train only the runs whose slug matches one of these globs (comma-separated), e.g. '4x128-*-s0'; two processes can take disjoint sets."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Train nothing: list each run and what reproduce would do with it (finished, copy, resume, train)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
     """Regenerate a figure/table of the paper from real training runs (finished runs are reused, unfinished resumed)."""
@@ -51,6 +71,9 @@ def reproduce_cmd(
     names = list(RECIPES) if name.strip().lower() == "all" else [name]
     for n in names:
         target = out if (out is None or len(names) == 1) else out / n
+        if dry_run:
+            console.print(status_table(n, scale, target, runs, only))
+            continue
         res = reproduce(n, scale=scale, out=target, runs_dir=runs, quiet=quiet, threads=threads, replot=replot, only=only, thin=thin)
         if quiet or not res.files:  # nothing drawn: --only trained part of a figure's runs (reproduce said so)
             continue

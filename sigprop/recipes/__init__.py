@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib
 
 from sigprop.errors import choice_error
-from sigprop.recipes.base import RECIPE_SCALES, Recipe, Result, RunPlan, reproduce
+from sigprop.recipes.base import RECIPE_SCALES, Recipe, RunPlan
+from sigprop.recipes.executor import Result, plan_status, reproduce
 
 #: Recipe modules in gallery order (paper figures first, then sigprop's own pictures).
 MODULES = ("catch_up", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig12", "fig13", "fig14", "fig16", "fig17", "fig22", "fig24", "fig25",
@@ -30,4 +31,4 @@ def get_recipe(name: str) -> Recipe:
     return RECIPES[key]
 
 
-__all__ = ["MODULES", "RECIPES", "RECIPE_SCALES", "Recipe", "Result", "RunPlan", "get_recipe", "reproduce"]
+__all__ = ["MODULES", "RECIPES", "RECIPE_SCALES", "Recipe", "Result", "RunPlan", "get_recipe", "plan_status", "reproduce"]

@@ -1,4 +1,4 @@
-"""What a recipe is, and the one executor every recipe shares.
+"""What a recipe is: its runs, scales, claims and verdicts (the executor that runs it is `recipes.executor`).
 
 A recipe is declarative: a name, its paper counterpart ("Fig. 3"), the claims of paper.md §6 it tests,
 the runs it needs at each scale (`RunPlan`: a block spec + TrainConfig overrides), and a `make` function
@@ -17,7 +17,6 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +26,7 @@ import pandas as pd
 from sigprop.blocks import BlockSpec, get_spec
 from sigprop.blocks.spec import KNOBS_OMIT_AT_DEFAULT
 from sigprop.errors import SigpropError, check_choice
-from sigprop.recipes.records import FINISHED, copy_records, find_shared, thin_metrics
-from sigprop.runs import CONFIG, RunDir, Runs, atomic_write_json, load_runs
+from sigprop.runs import Runs
 from sigprop.training import SCALES, TrainConfig
 from sigprop.training.config import HASH_OMIT_AT_DEFAULT, RUNTIME_FIELDS
 
@@ -253,41 +251,6 @@ def pairwise(ctx: Context, blocks: tuple[str, ...], better: Side, worse: Side, n
     return {"numbers": {"final_eval_loss": loss}, "claims": [verdict(claim, ok, ev)]}
 
 
-# ------------------------------------------------------------------------------------------------
-# The executor
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Result:
-    """What `reproduce` returns: where it wrote, which runs it trained / reused, and result.json's content."""
-
-    recipe: str
-    scale: str
-    out: Path
-    files: list[Path]
-    trained: list[str]
-    reused: list[str]
-    result: dict
-
-
-def _data_for(cfg: TrainConfig, cache: dict, cache_dir, progress: bool):
-    key = (cfg.source, cfg.vocab_size, cfg.seq_len, cfg.max_bytes)
-    if key not in cache:
-        from sigprop.data import load_data
-
-        cache[key] = load_data(cfg.source, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, cache_dir=cache_dir,
-                               progress=progress, max_bytes=cfg.max_bytes)
-    return cache[key]
-
-
-def finished(path: Path, cfg: TrainConfig) -> bool:
-    """A run folder whose summary says it is done (or diverged) at the planned number of steps."""
-    run = RunDir(path)
-    summary = run.summary() if run.has(CONFIG) else None
-    return summary is not None and summary.get("status") in FINISHED and summary.get("steps") == cfg.steps
-
-
 def select(plans: list[RunPlan], only: str | list[str] | None) -> set[str]:
     """The slugs to train: all, or those matching one of the globs in `only` (a glob matching none is an error)."""
     if not only:
@@ -298,119 +261,3 @@ def select(plans: list[RunPlan], only: str | list[str] | None) -> set[str]:
             raise SigpropError(f"--only {g!r} matches no run of this recipe; accepted: globs over "
                                f"{', '.join(p.slug for p in plans[:6])}{', ...' if len(plans) > 6 else ''}")
     return {p.slug for p in plans if any(fnmatch.fnmatchcase(p.slug, g) for g in globs)}
-
-
-def ensure_run(p: RunPlan, cfg: TrainConfig, path: Path, data_cache: dict, cache_dir, quiet: bool, threads: int) -> bool:
-    """Finished -> reuse (False); started -> resume; absent -> train. Returns True if it trained.
-
-    A diverged run counts as finished (it would diverge again); its summary says so and the plot shows it."""
-    from sigprop.training import TrainingDiverged, train
-
-    run = RunDir(path)
-    if finished(path, cfg):
-        return False
-    data = _data_for(cfg, data_cache, cache_dir, not quiet)
-    try:
-        train(p.spec, cfg, path, resume=run.has(CONFIG), quiet=quiet, data=data, **({"threads": threads} if threads else {}))
-    except TrainingDiverged:
-        pass  # summary.json records status "diverged"; the recipe reports it
-    return True
-
-
-def reproduce(
-    name: str,
-    scale: str = "cpu",
-    out: str | Path | None = None,
-    *,
-    runs_dir: str | Path | None = None,
-    cache_dir: str | Path | None = None,
-    quiet: bool = False,
-    threads: int = 0,
-    replot: bool = False,
-    only: str | list[str] | None = None,
-    thin: int = 0,
-) -> Result:
-    """Run (or reuse) every training run of recipe `name` at `scale`, then draw its figures and write
-    `<out>/result.json` with the numbers that decide its claims. `out` defaults to figures/<name>,
-    `runs_dir` to <out>/runs. An interrupted run is resumed by calling this again. With the default runs_dir, a run
-    that another figure beside `out` has finished (same run id: same block and config) is copied, not retrained.
-
-    replot: train nothing; redraw the figures and verdicts from the run records already in `runs_dir`
-    (finished runs only; the others are listed as missing). only: train just the plans whose slug matches
-    one of these globs (comma-separated), e.g. "4x128-*-s0" to split a study across processes or days;
-    the figures are drawn from whatever finished runs exist. thin: keep a trained run's train-loss rows
-    every `thin` steps (all evals kept; `recipes.records`), for records committed beside a figure."""
-    from sigprop.recipes import get_recipe
-
-    recipe = get_recipe(name)
-    check_choice("scale", scale, RECIPE_SCALES)
-    out = Path(out) if out is not None else Path("figures") / recipe.name
-    runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
-    # a gallery figure's runs/ borrows finished runs with the same id from its sibling figures' runs/
-    share = [d for d in sorted(out.parent.glob("*/runs")) if d.resolve() != runs_dir.resolve()] if runs_dir == out / "runs" else []
-    base = recipe.base[scale]
-    plans = recipe.plans(scale)
-    if len({p.slug for p in plans}) != len(plans):
-        raise SigpropError(f"recipe {recipe.name} repeats a run slug; accepted: unique slugs")
-    cfgs = [p.config(base) for p in plans]
-    folders = [f"{p.slug}-{run_id(p.spec, c)}" for p, c in zip(plans, cfgs)]
-    t0 = time.perf_counter()
-    trained, reused, data_cache = [], [], {}
-    from rich.console import Console
-
-    console = Console(stderr=True, quiet=quiet)
-    chosen = select(plans, only)
-    if replot and not any(finished(runs_dir / f, c) for f, c in zip(folders, cfgs)) and plans:
-        raise SigpropError(f"--replot: no finished run of recipe {recipe.name} at scale {scale} in {str(runs_dir)!r}; "
-                           f"accepted: a runs folder holding its records (train them first without --replot)")
-    for i, (p, cfg, folder) in enumerate(zip(plans, cfgs, folders), start=1):
-        path = runs_dir / folder
-        if replot or p.slug not in chosen:
-            continue
-        console.print(f"[bold]{recipe.name}[/] run {i}/{len(plans)}: {p.label} -> {path}", highlight=False)
-        if not path.exists() and (src := find_shared(folder, share)) is not None:
-            copy_records(src, path)
-            console.print(f"  the same run is finished in {src}: its records copied, not retrained", style="dim")
-        did = ensure_run(p, cfg, path, data_cache, cache_dir, quiet, threads)
-        if did and thin and finished(path, cfg):
-            thin_metrics(path, thin)
-        (trained if did else reused).append(folder)
-        if not did:
-            console.print("  finished already: reusing it", style="dim")
-        status = (RunDir(path).summary() or {}).get("status")
-        if status == "interrupted":
-            raise SigpropError(f"run {str(path)!r} was interrupted; run `sigprop reproduce {recipe.name} --scale {scale}` again to resume it")
-    done = [f for f, c in zip(folders, cfgs) if finished(runs_dir / f, c)]
-    reused += [f for f in done if f not in trained and f not in reused]
-    missing = [f for f in folders if f not in done]
-    if missing and not recipe.partial and only and not replot:
-        # the runs asked for are trained and recorded; the figure waits for the rest (no result.json is touched)
-        console.print(f"{recipe.name}: figure not drawn yet, {len(missing)} of {len(folders)} runs not finished "
-                      f"(e.g. {missing[0]}); run without --only to train them", highlight=False)
-        return Result(recipe.name, scale, out, [], trained, reused, {"recipe": recipe.name, "scale": scale,
-                      "trained": trained, "reused": reused, "missing": missing, "claims": []})
-    if missing and not recipe.partial:
-        raise SigpropError(f"recipe {recipe.name} needs all {len(folders)} runs and {len(missing)} are not finished "
-                           f"in {str(runs_dir)!r} (e.g. {missing[0]}); accepted: run it without --replot/--only to train them")
-    runs = load_runs(*[str(runs_dir / f) for f in done]) if done else None
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(recipe, scale, out, base, plans, folders, runs, cache_dir, not quiet)
-    made = recipe.make(ctx)
-    made["claims"] = undecided_at(scale, made.get("claims", []))
-    files = sorted(p for p in out.iterdir() if p.suffix in (".png", ".pdf"))
-    if not files:
-        raise SigpropError(f"recipe {recipe.name} wrote no figure into {str(out)!r}")
-    train_time = float(ctx.table().wall_time_s.fillna(0).sum()) if plans else 0.0
-    result = {
-        "recipe": recipe.name, "paper": recipe.paper, "shows": recipe.shows, "scale": scale,
-        "command": f"sigprop reproduce {recipe.name} --scale {scale} --out {out}" + (f" --runs {runs_dir}" if runs_dir != out / "runs" else ""),
-        "note": ctx.note() if plans else made.get("note", ""),
-        "runtime_s": round(time.perf_counter() - t0, 1),
-        "train_time_s": round(train_time, 1),
-        "runs": ctx.table().drop(columns=["label"], errors="ignore").to_dict(orient="records") if plans else [],
-        "trained": trained, "reused": reused, "missing": missing,
-        **made,
-        "figures": [f.name for f in files],
-    }
-    atomic_write_json(out / "result.json", result)
-    return Result(recipe.name, scale, out, files + [out / "result.json"], trained, reused, result)

@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 
 from sigprop.plots.training import plot_loss_curves
-from sigprop.recipes.base import FINISHED, BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, seeds_for, verdict
+from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import BEST_LR
+from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import NOT_REPRODUCED, Gap, not_decidable, paired_gap, verdict_for
 
 BLOCKS = ("pre-ln", "parallel", "v-skipinit", "sas", "sas-p", "sas-p-nonorm")
