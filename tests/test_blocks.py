@@ -275,3 +275,33 @@ def test_sequence_longer_than_context_is_a_clear_error():
 def test_public_api():
     assert set(sp.BLOCKS) == set(PRESETS)
     assert isinstance(sp.build_model("sas", depth=2, width=32, heads=4, vocab_size=50, context=8), sp.Transformer)
+
+
+@pytest.mark.parametrize("mode", ["last_block", "all_blocks"])
+@pytest.mark.parametrize("matrix", ["dense", "reparam"])
+def test_tied_orthogonal_values_and_projections_compose_to_identity(mode, matrix):
+    """App. C (Fig. 15): LL-tied and all-tied inits make prod_l W^V_l W^P_l = I at init, with every matrix still
+    orthogonal; all-tied makes each block's W^V W^P = I, LL-tied only the product (independent draws before)."""
+    from sigprop.blocks.attention import init_matrix
+
+    spec = get_spec("v-skipinit").replace(value=matrix, proj=matrix, value_init="orthogonal", proj_init="orthogonal",
+                                          tie_valproj_init=mode)
+    model = build_model(spec, depth=4, width=32, heads=4, vocab_size=50, seed=0)
+    eye, prod = torch.eye(32), torch.eye(32)
+    per_block = []
+    for b in model.blocks:
+        v, p = init_matrix(b.attn.value), init_matrix(b.attn.proj)
+        assert torch.allclose(p @ p.T, eye, atol=1e-5) and torch.allclose(v @ v.T, eye, atol=1e-5)
+        per_block.append(torch.allclose(v @ p, eye, atol=1e-5))
+        prod = prod @ v @ p
+    assert torch.allclose(prod, eye, atol=1e-4)
+    assert all(per_block) if mode == "all_blocks" else not any(per_block[:-1])
+    untied = build_model(spec.replace(tie_valproj_init="none"), depth=4, width=32, heads=4, vocab_size=50, seed=0)
+    assert not torch.allclose(torch.linalg.multi_dot([init_matrix(m) for b in untied.blocks for m in (b.attn.value, b.attn.proj)]), eye, atol=1e-2)
+
+
+def test_tying_needs_orthogonal_values_and_projections():
+    with pytest.raises(SigpropError, match="tie_valproj_init='all_blocks' ties orthogonal values and projections"):
+        get_spec("pre-ln").replace(tie_valproj_init="all_blocks")
+    with pytest.raises(SigpropError, match="unknown tie_valproj_init 'both'"):
+        get_spec("v-skipinit").replace(tie_valproj_init="both")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sigprop.blocks import build_model
+from sigprop.blocks import build_model, get_spec
 from sigprop.errors import SigpropError
 from sigprop.runs import load_runs
 from sigprop.training import SCALES, TrainingDiverged, get_config, lr_at, train
@@ -303,3 +303,20 @@ def test_cli_compare_trains_reuses_and_plots(tmp_path, runner, data):
     r = runner(args[:-1])
     assert r.exit_code == 0 and "reusing finished run" in r.output
     assert (out / "pre-ln" / "metrics.jsonl").stat().st_mtime_ns == before
+
+
+def test_vp_lr_mult_gives_values_and_projections_their_own_lr():
+    """Fig. 9: only W^V and W^P (dense weights, or Eq. 6's dW) get the multiplier; their gains and W^Q do not."""
+    for block, names in (("v-skipinit", ("attn.value.weight", "attn.proj.weight")),
+                         (get_spec("v-skipinit").replace(value="reparam", proj="reparam", value_init="identity",
+                                                         proj_init="identity", beta_v=0.5, beta_p=0.5), ("attn.value.delta", "attn.proj.delta"))):
+        model = build_model(block, depth=2, width=32, heads=4, vocab_size=50, context=8)
+        opt = make_optimizer(model, get_config("ci", vp_lr_mult=0.25))
+        by_id = {id(p): g for g in opt.param_groups for p in g["params"]}
+        named = dict(model.named_parameters())
+        for n in names:
+            assert by_id[id(named[f"blocks.1.{n}"])]["lr_mult"] == 0.25, n
+        for n in ("blocks.1.attn.w_q.weight", "blocks.1.mlp.w_in.weight", "blocks.0.attn.alpha"):
+            assert by_id[id(named[n])]["lr_mult"] == 1.0, n
+    with pytest.raises(SigpropError, match="vp_lr_mult"):
+        get_config("ci", vp_lr_mult=0)

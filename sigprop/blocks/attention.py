@@ -145,6 +145,30 @@ class ReparamMatrix(nn.Module):
         return self.alpha * w0 + self.beta * self.delta
 
 
+def init_matrix(m: nn.Module) -> torch.Tensor:
+    """The fixed-at-init d x d matrix of a value/projection: W_init of Eq. 6, or a dense matrix's weight."""
+    return m.w_init if isinstance(m, ReparamMatrix) else m.weight
+
+
+@torch.no_grad()
+def tie_valproj_init(pairs: list[tuple[nn.Module, nn.Module]], mode: str) -> None:
+    """App. C (Fig. 15): tie the orthogonal (W^V_init, W^P_init) of every block so that the attention sub-blocks'
+    linear maps compose to the identity at init, prod_l W^V_l W^P_l = I. all_blocks: W^P_init,l = (W^V_init,l)^T
+    in each block. last_block ("LL-tied"): independent draws except the last projection,
+    (W^P_init,L)^T = (prod_{l<L} W^V_init,l W^P_init,l) W^V_init,L."""
+    if mode == "none" or not pairs or init_matrix(pairs[0][0]).is_meta:
+        return
+    if mode == "all_blocks":
+        for v, p in pairs:
+            init_matrix(p).copy_(init_matrix(v).T)
+        return
+    prod = torch.eye(init_matrix(pairs[0][0]).shape[0], dtype=init_matrix(pairs[0][0]).dtype)
+    for v, p in pairs[:-1]:
+        prod = prod @ init_matrix(v) @ init_matrix(p)
+    v, p = pairs[-1]
+    init_matrix(p).copy_((prod @ init_matrix(v)).T)
+
+
 def make_matrix(kind: str, init: str, alpha: float, beta: float, d: int, spec: BlockSpec, gains: str) -> nn.Module | None:
     """dense | identity (None: no matmul at all) | reparam."""
     if kind == "identity":

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sigprop.blocks.attention import Attention, draw_, normal_linear
+from sigprop.blocks.attention import Attention, draw_, normal_linear, tie_valproj_init
 from sigprop.blocks.block import Block, make_norm
 from sigprop.blocks.spec import BlockSpec, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
@@ -94,6 +94,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(
             Block(spec, cfg.width, cfg.heads, cfg.depth, layer, cfg.causal) for layer in range(cfg.depth)
         )
+        tie_valproj_init([(b.attn.value, b.attn.proj) for b in self.blocks], spec.tie_valproj_init)
         # The official code keeps a LayerNorm before the head when blocks have no norm.
         self.ln_f = make_norm(spec.norm if spec.norm != "none" else "layer", cfg.width, spec.norm_eps)
         if cfg.kind == "encoder":  # BERT-style MLM transform before the tied decoder

@@ -30,13 +30,14 @@ Matrix = Literal["dense", "identity", "reparam"]
 MatrixInit = Literal["normal", "orthogonal", "identity"]
 Norm = Literal["rms", "layer", "none"]
 Activation = Literal["relu", "leaky_relu", "gelu", "linear"]
+TieInit = Literal["none", "last_block", "all_blocks"]
 
 #: Scalar gains that can be made trainable (names as in the paper).
 GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "value", "proj")
 
 #: Knobs added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a knob never orphans the committed runs that predate it.
-KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma")
+KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma", "tie_valproj_init")
 
 #: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
 BETA_FF_REF_DEPTH = 18
@@ -82,6 +83,9 @@ class BlockSpec:
     alpha_p: float = 1.0
     beta_p: float = 1.0
     first_layer_value: bool = False  # SAS footnote 6: layer 1 keeps W^V = alpha_v I + beta_v dW
+    # App. C, Fig. 15: tie the orthogonal inits so that prod_l W^V_l W^P_l = I at init: "last_block" (LL-tied: the
+    # last W^P_init completes the product), "all_blocks" (all-tied: W^P_init,l = (W^V_init,l)^T in every block)
+    tie_valproj_init: TieInit = "none"
     # --- normalisation -----------------------------------------------------------------------
     norm: Norm = "rms"
     norm_position: Literal["pre", "post"] = "pre"
@@ -117,6 +121,12 @@ class BlockSpec:
             check_choice("value_init for value='dense'", self.value_init, ("normal", "orthogonal"))
         if self.proj == "dense":
             check_choice("proj_init for proj='dense'", self.proj_init, ("normal", "orthogonal"))
+        if self.tie_valproj_init != "none" and not (
+                self.value in ("dense", "reparam") and self.proj in ("dense", "reparam")
+                and self.value_init == self.proj_init == "orthogonal" and not self.first_layer_value):
+            raise SigpropError(f"tie_valproj_init={self.tie_valproj_init!r} ties orthogonal values and projections; accepted "
+                               f"with value and proj dense or reparam, value_init = proj_init = 'orthogonal', no first_layer_value "
+                               f"(got value={self.value!r}/{self.value_init!r}, proj={self.proj!r}/{self.proj_init!r})")
         if self.attention in ("u-spa", "e-spa"):
             from sigprop.blocks.spa import check_target
 
@@ -169,6 +179,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "norm": typing.get_args(Norm),
     "norm_position": ("pre", "post"),
     "activation": typing.get_args(Activation),
+    "tie_valproj_init": typing.get_args(TieInit),
 }
 
 

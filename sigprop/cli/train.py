@@ -19,6 +19,7 @@ _HELP = {
     "vocab": "BPE vocabulary size.", "seq_len": "Sequence length T.", "kind": "decoder (causal LM) | encoder (MLM).",
     "source": "Data: 'code' (stdlib), 'codeparrot', or a local .jsonl/.parquet path.",
     "max_bytes": "Cap on corpus bytes.", "precision": "fp32 | bf16 | auto.", "qk_lr_mult": "LR multiplier for W^Q, W^K.",
+    "vp_lr_mult": "LR multiplier for W^V, W^P (Fig. 9).",
     "probe_every": "Probe signal propagation every N steps (0 = off).", "eval_every": "Eval loss every N steps.",
     "probe_grad": "Probes also record per-layer gradients (grad_*) and update-to-weight ratios.",
     "eval_batches": "Validation batches per eval.", "ckpt_every": "Checkpoint every N steps.",
@@ -53,7 +54,7 @@ def train_cmd(
     vocab_size: int = typer.Option(None, "--vocab-size", help=_HELP["vocab"]), vocab: int = vocab_alias(), seq_len: int = typer.Option(None, help=_HELP["seq_len"]),
     kind: str = typer.Option(None, help=_HELP["kind"]), source: str = typer.Option(None, help=_HELP["source"]),
     max_bytes: int = typer.Option(None, help=_HELP["max_bytes"]), precision: str = typer.Option(None, help=_HELP["precision"]),
-    qk_lr_mult: float = typer.Option(None, help=_HELP["qk_lr_mult"]),
+    qk_lr_mult: float = typer.Option(None, help=_HELP["qk_lr_mult"]), vp_lr_mult: float = typer.Option(None, help=_HELP["vp_lr_mult"]),
     probe_every: int = typer.Option(None, help=_HELP["probe_every"]), eval_every: int = typer.Option(None, help=_HELP["eval_every"]),
     probe_grad: bool = typer.Option(None, "--probe-grad/--no-probe-grad", help=_HELP["probe_grad"]),
     eval_batches: int = typer.Option(None, help=_HELP["eval_batches"]), ckpt_every: int = typer.Option(None, help=_HELP["ckpt_every"]),
@@ -70,7 +71,7 @@ def train_cmd(
 
     ov = _overrides(steps=steps, lr=lr, batch=batch, grad_accum=grad_accum, warmup=warmup, schedule=schedule, seed=seed,
                     depth=depth, width=width, heads=heads, vocab_size=pick_vocab(vocab_size, vocab), seq_len=seq_len, kind=kind, source=source,
-                    max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, probe_every=probe_every,
+                    max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, vp_lr_mult=vp_lr_mult, probe_every=probe_every,
                     probe_grad=probe_grad, eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
                     compile=compile, diverge_loss_ratio=diverge_loss_ratio, diverge_grad_ratio=diverge_grad_ratio,
                     diverge_window=diverge_window)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 import numpy as np
 import pandas as pd
 
@@ -105,11 +106,13 @@ def _cut_top(ax, drawn: list[tuple[np.ndarray, np.ndarray]], after: float = 0.1)
 
 def plot_final_vs_knob(table: pd.DataFrame, x: str, path: str | Path, note: str = "", group: str | None = None,
                        styles: dict[str, dict] | None = None, refs: list[tuple[str, float, str]] = (),
-                       xlabel: str | None = None, ylabel: str = "final eval loss", logx: bool = False) -> list[Path]:
+                       xlabel: str | None = None, ylabel: str = "final eval loss", logx: bool = False,
+                       spread: pd.DataFrame | None = None) -> list[Path]:
     """Final eval loss (column `final_eval_loss`) vs knob `x`, one curve per `group` value.
 
     styles: group value -> {label, color, marker}; refs: horizontal lines (label, value, colour); a diverged
-    run (NaN loss) is drawn as a cross at the top of the axes."""
+    run (NaN loss) is drawn as a cross at the top of the axes. spread (columns group, x, mean, std): seed means
+    with ± std error bars, drawn beside the curves (which show one seed)."""
     with paper_style():
         fig, ax = plt.subplots(figsize=(COLUMN + 0.6, 2.5))
         groups = [None] if group is None else list(dict.fromkeys(table[group]))
@@ -124,11 +127,20 @@ def plot_final_vs_knob(table: pd.DataFrame, x: str, path: str | Path, note: str 
             bad = ~np.isfinite(yv)
             if bad.any():
                 ax.scatter(d[x].to_numpy()[bad], np.full(bad.sum(), top), marker="x", color=st["color"], zorder=5)
+        if spread is not None:
+            for i, g in enumerate(groups):
+                d = spread[spread.group == g]
+                st = (styles or {}).get(g, block_style(str(g), i))
+                ax.errorbar(d[x], d["mean"], yerr=d["std"], color=st["color"], marker=st["marker"], mfc="none", ls="none",
+                            capsize=2, ms=6)
         for label, value, color in refs:
             if value is not None and math.isfinite(value):
                 ax.axhline(value, color=color, ls="--", lw=1.0, label=label)
         if logx:
             ax.set_xscale("log")
+            xs = sorted(set(table[x].astype(float)))
+            ax.set_xticks(xs, [f"{v:g}" for v in xs])
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xlabel or x)
         ax.set_ylabel(ylabel)
         if ax.get_legend_handles_labels()[0]:

@@ -187,6 +187,7 @@ CLAIMS = {
     20: "(sigprop) in Pre-LN and SAS-P the tokens do not end training collapsed (cos_mean < 0.9 in every layer)",
     21: "(paper §1.2) skipless blocks need a downweighted MLP branch, beta_FF < 1 at init",
     22: "(paper Fig. 24) a trainable first-layer W^V is very slightly better than W^V_1 = I in SAS and SAS-P",
+    23: "(paper Fig. 9, App. A) lowering only the W^V/W^P learning rate helps, as a smaller fixed beta does (Adam: ratio r ~ beta = r)",
 }
 
 

@@ -47,6 +47,7 @@ class TrainConfig:
     weight_decay: float = 0.1
     grad_clip: float = 1.0  # 0 = no clipping
     qk_lr_mult: float = 1.0  # learning-rate multiplier for W^Q and W^K (plateau study)
+    vp_lr_mult: float = 1.0  # learning-rate multiplier for W^V and W^P (dense weights, or Eq. 6's dW): Fig. 9
     seed: int = 0
     precision: str = "auto"  # fp32 | bf16 | auto (bf16 where it is faster: CUDA, or CPU at width >= 256)
     # --- cadence ---
@@ -77,7 +78,7 @@ class TrainConfig:
             raise SigpropError(f"threads must be an integer >= 0 (0 = torch's default), got {self.threads!r}")
         if not isinstance(self.probe_every, int) or self.probe_every < 0:
             raise SigpropError(f"probe_every must be an integer >= 0 (0 = off), got {self.probe_every!r}")
-        for name in ("lr", "qk_lr_mult", "eps"):
+        for name in ("lr", "qk_lr_mult", "vp_lr_mult", "eps"):
             check_positive(name, getattr(self, name))
         for name in ("min_lr", "weight_decay", "grad_clip", "warmup"):
             if getattr(self, name) < 0:
@@ -128,7 +129,7 @@ RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "
                   "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window", "probe_grad")
 #: Fields added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a field never orphans the committed runs that predate it.
-HASH_OMIT_AT_DEFAULT: tuple[str, ...] = ()
+HASH_OMIT_AT_DEFAULT: tuple[str, ...] = ("vp_lr_mult",)
 
 
 def field_names() -> list[str]:

@@ -89,19 +89,27 @@ def cpu_bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+#: parameter-name endings of the attention matrices that get their own LR multiplier
+QK_NAMES = ("attn.w_q.weight", "attn.w_k.weight")
+VP_NAMES = ("attn.value.weight", "attn.value.delta", "attn.proj.weight", "attn.proj.delta")
+
+
+def lr_mult_of(name: str, cfg: TrainConfig) -> float:
+    """A parameter's LR multiplier: `qk_lr_mult` for W^Q, W^K; `vp_lr_mult` for W^V, W^P (Fig. 9); else 1."""
+    if name.endswith(QK_NAMES):
+        return cfg.qk_lr_mult
+    return cfg.vp_lr_mult if name.endswith(VP_NAMES) else 1.0
+
+
 def optimizer_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """The paper's AdamW groups (decay on matrices/embeddings, none on gains/norms/biases), with W^Q, W^K
-    in their own groups when `qk_lr_mult` != 1. Each group carries `lr_mult` for the schedule."""
-    groups: dict[tuple[bool, bool], list] = {}
+    """The paper's AdamW groups (decay on matrices/embeddings, none on gains/norms/biases), split further by LR
+    multiplier (`lr_mult_of`) when one is not 1. Each group carries `lr_mult` for the schedule."""
+    groups: dict[tuple[bool, float], list] = {}
     for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        qk = cfg.qk_lr_mult != 1.0 and (name.endswith("attn.w_q.weight") or name.endswith("attn.w_k.weight"))
-        groups.setdefault((p.ndim >= 2, qk), []).append(p)
-    return [
-        {"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": cfg.qk_lr_mult if qk else 1.0}
-        for (decay, qk), ps in sorted(groups.items())
-    ]
+        if p.requires_grad:
+            groups.setdefault((p.ndim >= 2, lr_mult_of(name, cfg)), []).append(p)
+    return [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult}
+            for (decay, mult), ps in sorted(groups.items())]
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
