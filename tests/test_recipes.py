@@ -383,5 +383,5 @@ def test_dry_run_says_what_reproduce_would_do_with_each_run(cache, tmp_path):
     with RunLock(folder):
         assert plan_status("fig17", "ci", figs / "fig17").action.iloc[0].startswith("training now (process ")
     res = CLI.invoke(app, ["reproduce", "fig2", "--scale", "ci", "--out", str(figs / "fresh"), "--dry-run"])
-    assert res.exit_code == 0 and "0 of 2 runs finished; 0 to train, 0 to resume, 2 to copy" in " ".join(res.output.split())
+    assert res.exit_code == 0 and "0 of 2 runs finished (0.0 h of training); 0 to train, 0 to resume, 2 to copy" in " ".join(res.output.split())
     assert not (figs / "fresh").exists() and len(first.trained) == 2

@@ -36,7 +36,9 @@ def status_table(name: str, scale: str, out: Path | None, runs: Path | None, onl
     kinds = todo.action.str.split().str[0].value_counts()
     counts = ", ".join(f"{kinds.get(k, 0)} to {k}" for k in ("train", "resume", "copy")) + \
         (f", {kinds['training']} training now" if "training" in kinds else "")
-    t = Table(title=f"{name} at scale {scale}: {int(st.action.eq('finished').sum())} of {len(st)} runs finished; {counts}"
+    hours = float(st.wall_time_s.fillna(0).sum()) / 3600
+    t = Table(title=f"{name} at scale {scale}: {int(st.action.eq('finished').sum())} of {len(st)} runs finished "
+                    f"({hours:.1f} h of training); {counts}"
                     + (f" (--only selects {int(st.selected.sum())})" if only else ""), show_lines=False)
     for col in ("slug", "steps", "action", "run"):
         t.add_column(col, no_wrap=col != "action")

@@ -89,14 +89,16 @@ def _layout(name: str, scale: str, out, runs_dir):
 def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *, runs_dir: str | Path | None = None,
                 only: str | list[str] | None = None) -> pd.DataFrame:
     """What `reproduce` would do, run by run, without doing it (`sigprop reproduce NAME --dry-run`): one row per
-    plan with its slug, run folder, steps, whether --only selects it, and its action: finished (reused), copy
-    (finished in a sibling figure's runs/), resume (started, at its last recorded step) or train."""
+    plan with its slug, run folder, steps, whether --only selects it, its action: finished (reused), copy
+    (finished in a sibling figure's runs/), resume (started, at its last recorded step) or train, and the wall
+    time a finished run took (seconds, from its summary)."""
     recipe, out, runs_dir, share, base, plans, cfgs, folders = _layout(name, scale, out, runs_dir)
     chosen, rows = select(plans, only), []
     for p, cfg, folder in zip(plans, cfgs, folders):
         path = runs_dir / folder
+        wall = None
         if finished(path, cfg):
-            action = "finished"
+            action, wall = "finished", (RunDir(path).summary() or {}).get("wall_time_s")
         elif not path.exists() and (src := find_shared(folder, share)) is not None:
             action = f"copy from {src.parent.parent.name}"
         elif (path / CONFIG).exists():
@@ -106,8 +108,9 @@ def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *,
             action = f"training now ({holder.split(' (')[0]}), at step {at}" if holder else f"resume at step {at}"
         else:
             action = "train"
-        rows.append({"slug": p.slug, "run": folder, "steps": cfg.steps, "selected": p.slug in chosen, "action": action})
-    return pd.DataFrame(rows, columns=["slug", "run", "steps", "selected", "action"])
+        rows.append({"slug": p.slug, "run": folder, "steps": cfg.steps, "selected": p.slug in chosen, "action": action,
+                     "wall_time_s": wall})
+    return pd.DataFrame(rows, columns=["slug", "run", "steps", "selected", "action", "wall_time_s"])
 
 
 def reproduce(
