@@ -45,3 +45,17 @@ def test_training_records_gradients_and_update_ratios(tmp_path, data) -> None:
     plain = train("pre-ln", "ci", tmp_path / "plain", data=data, quiet=True, steps=10)
     assert set(plain.probes().source) == {"probe", "gain"}
     assert plain.summary["final_train_loss"] == pytest.approx(run.summary["final_train_loss"], rel=1e-6)  # numbers unchanged
+
+
+def test_training_probes_the_branch_outputs_when_asked(tmp_path, data) -> None:
+    """probe_branches: each block's attention and MLP outputs get their own rows (source attn_out / mlp_out, the
+    block's layer number), so a token-independent MLP output (cos_mean -> 1) shows during training; the
+    numbers of the run do not change."""
+    run = train("sas-p", "ci", tmp_path / "b", data=data, quiet=True, steps=10, probe_branches=True)
+    p = run.probes()
+    for kind in ("attn_out", "mlp_out"):
+        rows = p[(p.source == kind) & (p.metric == "cos_mean")]
+        assert sorted(rows.step.unique()) == sorted(p[p.source == "probe"].step.unique()) and sorted(rows.layer.unique()) == [1, 2]
+        assert set(rows.module) == {f"blocks.{i}.hook_{kind}" for i in range(2)}
+    plain = train("sas-p", "ci", tmp_path / "plain", data=data, quiet=True, steps=10)
+    assert plain.summary["final_train_loss"] == pytest.approx(run.summary["final_train_loss"], rel=1e-6)

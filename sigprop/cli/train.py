@@ -22,6 +22,7 @@ _HELP = {
     "vp_lr_mult": "LR multiplier for W^V, W^P (Fig. 9).",
     "probe_every": "Probe signal propagation every N steps (0 = off).", "eval_every": "Eval loss every N steps.",
     "probe_grad": "Probes also record per-layer gradients (grad_*) and update-to-weight ratios.",
+    "probe_branches": "Probes also measure each block's attention and MLP branch outputs (source attn_out / mlp_out).",
     "eval_batches": "Validation batches per eval.", "ckpt_every": "Checkpoint every N steps.",
     "device": "auto | cpu | cuda | cuda:N.", "threads": "torch CPU threads (0 = default).",
     "diverge_loss_ratio": "Stop when the loss exceeds this x its running median (0 = off; default 3).",
@@ -57,6 +58,7 @@ def train_cmd(
     qk_lr_mult: float = typer.Option(None, help=_HELP["qk_lr_mult"]), vp_lr_mult: float = typer.Option(None, help=_HELP["vp_lr_mult"]),
     probe_every: int = typer.Option(None, help=_HELP["probe_every"]), eval_every: int = typer.Option(None, help=_HELP["eval_every"]),
     probe_grad: bool = typer.Option(None, "--probe-grad/--no-probe-grad", help=_HELP["probe_grad"]),
+    probe_branches: bool = typer.Option(None, "--probe-branches/--no-probe-branches", help=_HELP["probe_branches"]),
     eval_batches: int = typer.Option(None, help=_HELP["eval_batches"]), ckpt_every: int = typer.Option(None, help=_HELP["ckpt_every"]),
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
     diverge_loss_ratio: float = typer.Option(None, help=_HELP["diverge_loss_ratio"]),
@@ -72,7 +74,7 @@ def train_cmd(
     ov = _overrides(steps=steps, lr=lr, batch=batch, grad_accum=grad_accum, warmup=warmup, schedule=schedule, seed=seed,
                     depth=depth, width=width, heads=heads, vocab_size=pick_vocab(vocab_size, vocab), seq_len=seq_len, kind=kind, source=source,
                     max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, vp_lr_mult=vp_lr_mult, probe_every=probe_every,
-                    probe_grad=probe_grad, eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
+                    probe_grad=probe_grad, probe_branches=probe_branches, eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
                     compile=compile, diverge_loss_ratio=diverge_loss_ratio, diverge_grad_ratio=diverge_grad_ratio,
                     diverge_window=diverge_window)
     if not resume:
@@ -103,13 +105,14 @@ def compare_cmd(
     heads: int = typer.Option(None, help=_HELP["heads"]), precision: str = typer.Option(None, help=_HELP["precision"]),
     probe_every: int = typer.Option(None, help=_HELP["probe_every"]), eval_every: int = typer.Option(None, help=_HELP["eval_every"]),
     probe_grad: bool = typer.Option(None, "--probe-grad/--no-probe-grad", help=_HELP["probe_grad"]),
+    probe_branches: bool = typer.Option(None, "--probe-branches/--no-probe-branches", help=_HELP["probe_branches"]),
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
 ) -> None:
     """Train several blocks with the same data order and seed; write summary.csv and loss-vs-step/time figures."""
     from sigprop.training.compare import compare
 
     ov = _overrides(steps=steps, lr=lr, batch=batch, warmup=warmup, schedule=schedule, seed=seed, depth=depth, width=width,
-                    heads=heads, precision=precision, probe_every=probe_every, probe_grad=probe_grad, eval_every=eval_every,
+                    heads=heads, precision=precision, probe_every=probe_every, probe_grad=probe_grad, probe_branches=probe_branches, eval_every=eval_every,
                     device=device, threads=threads)
     table = compare(split_list(blocks), scale, out, sets=tuple(sets), overwrite=overwrite, quiet=quiet, **ov)
     t = Table(title=f"sigprop compare ({scale}) -> {out}")

@@ -186,15 +186,17 @@ def plot_gain_trajectories(probes: pd.DataFrame, run: str, metrics: list[tuple[s
         return savefig(fig, path)
 
 
-def plot_cos_heatmap(probes: pd.DataFrame, lines: list[Line], path: str | Path, note: str = "") -> list[Path]:
+def plot_cos_heatmap(probes: pd.DataFrame, lines: list[Line], path: str | Path, note: str = "",
+                     sources: list[str] | None = None) -> list[Path]:
     """One heatmap per run: mean token cosine (cos_mean) for every layer (rows, 0 = embedding) at every
-    probed training step (columns). Bright = tokens aligned (rank collapse)."""
+    probed training step (columns). Bright = tokens aligned (rank collapse). sources: per panel, which probe
+    rows it shows ('probe': the residual stream; 'mlp_out' / 'attn_out': a block's branch output)."""
     with paper_style():
         fig, axes = plt.subplots(1, len(lines), figsize=(min(TEXTWIDTH, 2.2 * len(lines) + 0.8), 2.4), squeeze=False,
                                  sharey=True, layout="constrained")
         im = None
-        for ax, ln in zip(axes[0], lines):
-            d = probes[(probes["run"] == ln.run) & (probes["source"] == "probe") & (probes["metric"] == "cos_mean")]
+        for ax, ln, src in zip(axes[0], lines, sources or ["probe"] * len(lines)):
+            d = probes[(probes["run"] == ln.run) & (probes["source"] == src) & (probes["metric"] == "cos_mean")]
             grid = d.pivot_table(index="layer", columns="step", values="value", aggfunc="mean").sort_index()
             if grid.empty:
                 ax.text(0.5, 0.5, "no probes", ha="center", va="center", transform=ax.transAxes)
@@ -206,7 +208,7 @@ def plot_cos_heatmap(probes: pd.DataFrame, lines: list[Line], path: str | Path, 
             ax.set_xlabel("training step")
             ax.set_yticks(grid.index.to_numpy())
             ax.grid(False)
-        axes[0][0].set_ylabel("layer (0 = embedding)")
+        axes[0][0].set_ylabel("layer (0 = embedding)" if not sources or sources[0] == "probe" else "block")
         if im is not None:
             fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85, label="cos_mean (token alignment)")
         _note(fig, note)

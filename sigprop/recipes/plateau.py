@@ -23,8 +23,12 @@ PLATEAU_LOSS = {"ci": 6.1, "cpu": 6.0, "paper": 6.0}  # ci: ln V = 6.24 at init,
 FACTORS: dict[str, tuple] = {"beta_ff": (0.05, 0.1, None, 0.5), "lr": (5e-4, None, 2e-3, 4e-3),
                              "batch_size": (16, None, 64), "depth": (2, None, 8)}
 CI_FACTORS: dict[str, tuple] = {"beta_ff": (0.1, None), "lr": (None, 3e-3)}
-PLATEAU = CPU_LONG.replace(lr=1e-3, steps=400, schedule="constant", warmup=100, eval_every=10, eval_batches=4, probe_every=20, ckpt_every=100)
-PLATEAU_CI = CI.replace(steps=10, eval_every=1, warmup=2, schedule="constant")
+#: probe_branches (a runtime field: run ids unchanged) adds the attention / MLP outputs to the probes, for the collapse figure
+PLATEAU = CPU_LONG.replace(lr=1e-3, steps=400, schedule="constant", warmup=100, eval_every=10, eval_batches=4, probe_every=20,
+                           ckpt_every=100, probe_branches=True)
+PLATEAU_CI = CI.replace(steps=10, eval_every=1, warmup=2, schedule="constant", probe_branches=True)
+#: a layer counts as collapsed while its tokens' mean cosine is above this
+COLLAPSED = 0.9
 
 
 def factors(scale: str) -> dict[str, tuple]:
@@ -56,6 +60,45 @@ def tokens_to(metrics: pd.DataFrame, run: str, loss: float) -> float:
     return float(hit.tokens.iloc[0]) if len(hit) else math.nan
 
 
+def cos_by_step(probes: pd.DataFrame, run: str, source: str) -> pd.Series:
+    """step -> the largest cos_mean over layers of one run's `source` rows (probe: residual stream; mlp_out)."""
+    d = probes[(probes.run == run) & (probes.source == source) & (probes.metric == "cos_mean") & (probes.layer > 0)]
+    return d.groupby("step").value.max()
+
+
+def collapse(ctx: Context, t: pd.DataFrame) -> dict:
+    """The in-training rank collapse at the base setting (issue 10 item 5): cos_mean per layer x step of the residual
+    stream and of the MLP output, Pre-LN vs SAS-P, for the first seed whose runs probed the branch outputs."""
+    from sigprop.plots.paper import Line, plot_cos_heatmap
+
+    p = ctx.runs.probes
+    base = t[(t.factor == "base") & (t.status == "done")]
+    for seed in sorted(base.seed.dropna().unique()):
+        runs = {b: base[(base.block == b) & (base.seed == seed)].run for b in ("pre-ln", "sas-p")}
+        if all(len(r) for r in runs.values()) and all((p[p.run == r.iloc[0]].source == "mlp_out").any() for r in runs.values()):
+            break
+    else:
+        return {}
+    runs = {b: r.iloc[0] for b, r in runs.items()}
+    lines = [Line.of(runs[b], b, f"{lab}\n{what}") for what in ("residual stream", "MLP output")
+             for b, lab in (("pre-ln", "Pre-LN"), ("sas-p", "SAS-P"))]
+    plot_cos_heatmap(p, lines, ctx.out / "plateau_collapse", ctx.note(f"base setting, seed {int(seed)}; cos_mean of the "
+                     f"probe tokens per layer (residual stream) and per block (MLP branch output)"),
+                     sources=["probe", "probe", "mlp_out", "mlp_out"])
+    out = {}
+    for b, run in runs.items():
+        resid, mlp = cos_by_step(p, run, "probe"), cos_by_step(p, run, "mlp_out")
+        peak = int(resid.idxmax())
+        after = resid[resid.index > peak]
+        healed = after[after < COLLAPSED]
+        out[b] = {"seed": int(seed), "resid_peak_cos": float(resid.max()), "resid_peak_step": peak,
+                  "steps_collapsed": [int(s) for s in resid.index[resid > COLLAPSED]],
+                  "healed_at_step": int(healed.index[0]) if len(healed) else None,
+                  "mlp_out_peak_cos": float(mlp.max()), "mlp_out_peak_step": int(mlp.idxmax()),
+                  "resid_final_cos": float(resid.iloc[-1]), "mlp_out_final_cos": float(mlp.iloc[-1])}
+    return out
+
+
 def _seeds_text(n: pd.Series) -> str:
     n = n[n > 0]
     lo, hi = (int(n.min()), int(n.max())) if len(n) else (0, 0)
@@ -83,7 +126,8 @@ def make(ctx: Context) -> dict:
     frame = pd.DataFrame(rows)
     plot_plateau(frame, ctx.out / "plateau", ctx.note(f"{ctx.base.warmup_steps}-step warm-up; tokens to eval loss {loss:g}, "
                                                       f"mean ± std over {_seeds_text(frame.n)}"), loss)
-    return {"numbers": {"plateau_loss": loss, "tokens_to_plateau_loss": frame.to_dict(orient="records")}, "claims": []}
+    return {"numbers": {"plateau_loss": loss, "tokens_to_plateau_loss": frame.to_dict(orient="records"),
+                        "collapse_at_base": collapse(ctx, t)}, "claims": []}
 
 
 RECIPE = Recipe(

@@ -56,6 +56,7 @@ class TrainConfig:
     probe_every: int = 25  # 0 = no probes during training
     probe_batch: int = 8
     probe_grad: bool = False  # probes also record gradients (grad_*) and update-to-weight ratios per layer
+    probe_branches: bool = False  # probes also measure each block's attention and MLP branch outputs (source attn_out / mlp_out)
     ckpt_every: int = 100
     # --- divergence guard (sigprop.training.guard): stop when a step's loss / pre-clip gradient norm exceeds
     # ratio x its median over the last `diverge_window` steps (0 = that test off; NaN/inf always stops) ---
@@ -126,7 +127,7 @@ class TrainConfig:
 
 #: Fields that may differ when a run is resumed (they do not change the numbers on CPU).
 RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "ckpt_every",
-                  "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window", "probe_grad")
+                  "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window", "probe_grad", "probe_branches")
 #: Fields added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a field never orphans the committed runs that predate it.
 HASH_OMIT_AT_DEFAULT: tuple[str, ...] = ("vp_lr_mult",)

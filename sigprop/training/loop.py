@@ -112,6 +112,14 @@ def optimizer_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
             for (decay, mult), ps in sorted(groups.items())]
 
 
+def branch_kinds(model: nn.Module) -> tuple[str, ...]:
+    """The branch-output probe points a model has ('attn_out', 'mlp_out'; sigprop models have both)."""
+    from sigprop.probes.layers import points_or_none, unwrap
+
+    points = points_or_none(unwrap(model))
+    return tuple(k for k in ("attn_out", "mlp_out") if points is not None and points.of_kind(k))
+
+
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(optimizer_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
 
@@ -397,12 +405,15 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
     from sigprop.probes import UpdateRatios, gains, measure, training_rows
 
     updates = UpdateRatios() if cfg.probe_grad else None
+    branches = branch_kinds(model) if cfg.probe_branches else ()
 
     def run_probes(at: int) -> None:
         t0 = time.perf_counter()
         m = measure(model, probe_idx).metrics.assign(step=at, source="probe")
         g = gains(model).assign(step=at, source="gain", module="block")
         extra = [training_rows(model, probe_idx, updates).assign(step=at)] if updates is not None else []
+        extra += [measure(model, probe_idx, layers=f"blocks.*.hook_{kind}").metrics.assign(step=at, source=kind)
+                  for kind in branches]
         rows = pd.concat([m, g, *extra], ignore_index=True)
         rows = rows[["step", "source", "layer", "module", "metric", "head", "value"]]
         run.append(PROBES, rows.to_dict(orient="records"))
