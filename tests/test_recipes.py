@@ -87,19 +87,19 @@ def test_result_numbers_come_from_the_runs(results, pool):
     runs = load_runs(*[str(pool / run["run"]) for run in r["runs"]])
     s = runs.summaries.set_index("run")
     by_slug = {run["slug"]: run["run"] for run in r["runs"]}
-    assert r["numbers"]["pre-ln"] == pytest.approx(s.loc[by_slug["pre-ln"], "final_eval_loss"])
+    assert r["numbers"]["pre-ln"][0] == pytest.approx(s.loc[by_slug["pre-ln-s0"], "final_eval_loss"])
     for init in ("identity", "orthogonal"):
-        for beta, loss in r["numbers"]["final_eval_loss"][init].items():
-            run = by_slug[f"reparam-{init[:4]}-b{beta}"]
+        for beta, by_seed in r["numbers"]["final_eval_loss"][init].items():
+            run = by_slug[f"reparam-{init}-b{beta}-s0"]
             last_eval = runs.metrics[runs.metrics.run == run].dropna(subset=["eval_loss"]).eval_loss.iloc[-1]
-            assert loss == pytest.approx(last_eval)
+            assert by_seed[0] == pytest.approx(last_eval)
     # identity beta=0 and orthogonal beta=0 are different models (different W_init), so different losses
-    assert r["numbers"]["final_eval_loss"]["identity"]["0"] != r["numbers"]["final_eval_loss"]["orthogonal"]["0"]
+    assert r["numbers"]["final_eval_loss"]["identity"]["0"][0] != r["numbers"]["final_eval_loss"]["orthogonal"]["0"][0]
 
 
 def test_gain_trajectories_have_several_points_per_layer(results, pool):
     r = results["fig4"].result
-    run = next(x["run"] for x in r["runs"] if x["slug"] == "sas-trainable-vp")
+    run = next(x["run"] for x in r["runs"] if x["slug"] == "sas-trainable-vp-s0")
     p = RunDir(pool / run).probes()
     ratio = p[(p.source == "gain") & (p.metric == "beta_v/alpha_v")]
     assert ratio.groupby("layer").step.nunique().min() >= 2
@@ -108,10 +108,10 @@ def test_gain_trajectories_have_several_points_per_layer(results, pool):
 
 
 def test_shared_runs_are_trained_once(results):
-    """pre-ln is needed by fig2, fig3, fig5, ...: exactly one recipe trained it, the others reused it."""
-    pre = {name: res for name, res in results.items() if any(x["slug"] == "pre-ln" for x in res.result["runs"])}
-    assert len(pre) >= 3
-    folders = {next(x["run"] for x in res.result["runs"] if x["slug"] == "pre-ln") for res in pre.values()}
+    """pre-ln-s0 is needed by fig2, fig3, fig5, ...: exactly one recipe trained it, the others reused it."""
+    pre = {name: res for name, res in results.items() if any(x["slug"] == "pre-ln-s0" for x in res.result["runs"])}
+    assert len(pre) >= 5
+    folders = {next(x["run"] for x in res.result["runs"] if x["slug"] == "pre-ln-s0") for res in pre.values()}
     assert len(folders) == 1
     trained = [name for name, res in pre.items() if folders & set(res.trained)]
     assert len(trained) == 1
@@ -284,11 +284,12 @@ def test_only_trains_the_matching_runs_and_draws_what_exists(cache, tmp_path):
 
 
 def test_a_recipe_that_needs_all_its_runs_trains_a_partial_set_but_draws_nothing(cache, tmp_path):
-    res = reproduce("fig2", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", cache_dir=cache, quiet=True, only="pre-ln")
-    assert len(res.trained) == 1 and len(res.result["missing"]) == 1 and res.files == []
+    assert not RECIPES["fig22"].partial
+    res = reproduce("fig22", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", cache_dir=cache, quiet=True, only="pre-ln-s0")
+    assert len(res.trained) == 1 and len(res.result["missing"]) == 2 and res.files == []
     assert not (tmp_path / "out" / "result.json").exists()  # a committed result is never replaced by a partial one
-    with pytest.raises(SigpropError, match="needs all 2 runs and 1 are not finished"):
-        reproduce("fig2", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", quiet=True, replot=True)
+    with pytest.raises(SigpropError, match="needs all 3 runs and 2 are not finished"):
+        reproduce("fig22", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", quiet=True, replot=True)
 
 
 def test_a_gallery_figure_copies_the_finished_runs_of_its_siblings(cache, tmp_path, monkeypatch):
@@ -323,7 +324,8 @@ def test_thinned_records_keep_every_eval_and_draw_the_same_curves(cache, tmp_pat
 
 
 @pytest.mark.parametrize("name, figures", [("catch-up", {"catch-up.png", "lr.png", "dynamics.png"}),
-                                           ("fig5", {"fig5_fig26.png"}), ("plateau", {"plateau.png"})])
+                                           ("fig5", {"fig5_fig26.png"}), ("plateau", {"plateau.png"}), ("fig2", {"fig2.png"}),
+                                           ("fig17", {"fig17_20.png"}), ("cos-training", {"cos_training.png"})])
 def test_a_committed_gallery_figure_replots_to_its_committed_numbers(tmp_path, monkeypatch, name, figures):
     """figures/<name> holds its runs' records: --replot from them (no training) gives the committed result.json."""
     import sigprop.recipes.executor as base

@@ -35,6 +35,21 @@ SEEDS = (0, 1, 2)
 #: 2e-3 3.505 / 3.538, 4e-3 3.448 / 3.405, 8e-3 3.537 / 3.664)
 BEST_LR: dict[tuple[str, str], float] = {("4x128", "pre-ln"): 4e-3, ("4x128", "sas-p"): 4e-3}
 
+#: blocks without their own LR grid run at the best LR of the block they derive from
+LR_OF = {"sas-p-nonorm": "sas-p", "parallel": "pre-ln"}
+
+
+def peak_lr(block: str) -> float:
+    """A block's best LR of the catch-up grid at 4x128 (the long scale's size), else the long scale's LR (4e-3)."""
+    return BEST_LR.get(("4x128", LR_OF.get(block, block)), CPU_LONG.lr)
+
+
+def lr_for(block: str, scale: str) -> dict:
+    """The LR override of a long-scale run of `block` (or of a variant of it): its catch-up best at the cpu scale,
+    nothing at the others, so recipes at the long scale share the catch-up study's runs (same run id)."""
+    return {"lr": peak_lr(block)} if scale == "cpu" else {}
+
+
 #: ci: two sizes, two LRs, two seeds of tiny Pre-LN / SAS-P models (the test suite's check of the whole pipeline)
 CI_STUDY = dict(sizes={"2x64": dict(depth=2, width=64, heads=2), "3x64": dict(depth=3, width=64, heads=2)},
                 blocks=("pre-ln", "sas-p"), lrs=(1e-3, 3e-3), seeds=(0, 1))

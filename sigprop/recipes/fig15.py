@@ -14,7 +14,7 @@ import pandas as pd
 from sigprop.plots.paper import plot_final_vs_knob
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, verdict
-from sigprop.recipes.fig3 import BETAS, STYLES, reparam_spec
+from sigprop.recipes.fig3 import BETAS, STYLES, reparam_spec, slug
 from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
 
@@ -30,10 +30,6 @@ DECIDE_BETA = {"ci": 1.0, "cpu": 0.2, "paper": 0.2}
 def spec_of(init: str, beta: float):
     w_init, tie = INITS[init]
     return reparam_spec(w_init, beta).replace(tie_valproj_init=tie)
-
-
-def slug(init: str, beta: float, seed: int) -> str:
-    return f"reparam-{init}-b{beta:g}-s{seed}"
 
 
 def runs(scale: str) -> list[RunPlan]:

@@ -9,6 +9,7 @@ and runtime figures read). Thinning happens once, atomically, and is recorded in
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 from sigprop.errors import SigpropError
@@ -62,3 +63,20 @@ def copy_records(src: Path, dst: Path) -> None:
     for name in sorted(RECORDS, key=lambda n: n == SUMMARY):
         if (src / name).exists():
             atomic_write_bytes(dst / name, (src / name).read_bytes())
+
+
+def overlap(a: str | Path, b: str | Path) -> float:
+    """The fraction of the shorter of two finished runs' wall time during which both trained: ~1 for runs made side
+    by side (their tokens/s compare, as the machine's load was shared), 0 for runs made one after the other or
+    resumed in several sessions (whose load is unknown)."""
+    spans = []
+    for path in (Path(a), Path(b)):
+        run = RunDir(path)
+        env, summary = run.read_json(ENV) if run.has(ENV) else {}, run.summary() or {}
+        if len(env.get("sessions", [])) != 1 or "started" not in env or not summary.get("wall_time_s"):
+            return 0.0
+        start = datetime.strptime(env["started"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+        spans.append((start, start + float(summary["wall_time_s"])))
+    (a0, a1), (b0, b1) = spans
+    return max(0.0, min(a1, b1) - max(a0, b0)) / min(a1 - a0, b1 - b0)
+
