@@ -84,7 +84,8 @@ def savefig(fig, path: str | Path, formats: tuple[str, ...] = ("png", "pdf")) ->
     with paper_style():  # savefig.* settings (tight bbox, dpi) apply at save time
         for fmt in formats:
             p = stem.with_name(stem.name + f".{fmt}")
-            fig.savefig(p, format=fmt)
+            # no creation date in the file: a figure redrawn from the same records is byte-identical (no git churn)
+            fig.savefig(p, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None)
             out.append(p)
     plt.close(fig)
     return out

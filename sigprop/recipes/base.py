@@ -220,6 +220,12 @@ def seed_losses(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> dict[
     return {s: final_loss(t, slug_format.format(s)) for s in seeds}
 
 
+def final_by(sweep: pd.DataFrame, group: str, knob: str) -> dict[str, dict[str, float]]:
+    """{group value: {knob value: final eval loss}} of a table of finished runs (one seed), for result.json."""
+    return {g: {f"{x:g}": v for x, v in zip(d[knob].astype(float), d.final_eval_loss.astype(float))}
+            for g, d in sweep.groupby(group)}
+
+
 def final_loss(table: pd.DataFrame, slug: str) -> float:
     row = table[table.slug == slug]
     return float(row.final_eval_loss.iloc[0]) if len(row) and row.final_eval_loss.iloc[0] is not None else float("nan")
@@ -270,7 +276,7 @@ def pairwise(ctx: Context, blocks: tuple[str, ...], better: Side, worse: Side, n
     gaps = {b: paired_gap(d[better.key], d[worse.key]) for b, d in loss.items()}
     claims = [verdict(claim, verdict_for(g, "better"), f"{b}: {better.word} vs {worse.word}, final eval loss {g.text()} "
                                                        f"(band ±{g.band:.2f}%)") for b, g in gaps.items()]
-    return {"numbers": {"final_eval_loss": loss, "gap_pct": {b: {"mean": g.mean, "std": g.std, "n": g.n} for b, g in gaps.items()}},
+    return {"numbers": {"final_eval_loss": loss, "gap_pct": {b: g.to_dict() for b, g in gaps.items()}},
             "claims": claims}
 
 

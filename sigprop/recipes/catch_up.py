@@ -293,7 +293,7 @@ def make(ctx: Context) -> dict:
             "best_lr": {key(k): v for k, v in chosen.items()},
             "pinned_lr_not_argmin": drifted,
             "best_lr_at_grid_edge": [key(k) for k, v in argmin.items() if v in (min(lrs), max(lrs))],
-            "final_gap_pct": {key(k): {"mean": g.mean, "std": g.std, "n": g.n, "values": list(g.values)} for k, g in finals.items()},
+            "final_gap_pct": {key(k): g.to_dict() for k, g in finals.items()},
             "tokens_to_catch_up": {key(k): v for k, v in reach.items()},
             "head_flop_share": {size: head_flop_share(over, ctx.base.vocab_size, ctx.base.seq_len)
                                 for size, over in study(ctx.scale)["sizes"].items()},

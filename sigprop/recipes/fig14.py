@@ -47,7 +47,7 @@ def make(ctx: Context) -> dict:
     ev = (f"beta_FF = {rule:.2f} (the rule) vs 1: final eval loss {gap.text()} (band ±{gap.band:.2f}%); "
           + ", ".join(f"beta_FF={b:g}: " + ", ".join(f"{v:.3f}" for v in d.values()) for b, d in by_seed.items()))
     return {"numbers": {"final_eval_loss": {f"{b:g}": d for b, d in by_seed.items()}, "pre-ln": pre, "rule": rule,
-                        "rule_vs_1_gap_pct": {"mean": gap.mean, "std": gap.std, "n": gap.n}},
+                        "rule_vs_1_gap_pct": gap.to_dict()},
             "claims": [verdict(21, verdict_for(gap, "better"), ev)]}
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from sigprop.plots.paper import plot_final_vs_knob
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, verdict
+from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_by, final_loss, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.fig3 import BETAS, STYLES, reparam_spec, slug
 from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
@@ -60,11 +60,9 @@ def make(ctx: Context) -> dict:
                       f"beta={decide:g}: {init} vs identity {gaps[init].text()} (band ±{gaps[init].band:.2f}%); "
                       f"vs untied orthogonal {to_orth[init].text()}; orthogonal vs identity {gaps['orthogonal'].text()}")
               for init in ("ll-tied", "all-tied")]
-    loss = {init: {f"{b:g}": v for b, v in zip(d.beta.astype(float), d.final_eval_loss.astype(float))}
-            for init, d in sweep.groupby("init")}
-    return {"numbers": {"final_eval_loss_seed0": loss, "at_decide_beta": {"beta": decide, "by_seed": at},
-                        "gap_to_identity_pct": {k: {"mean": g.mean, "std": g.std, "n": g.n} for k, g in gaps.items()},
-                        "gap_to_orthogonal_pct": {k: {"mean": g.mean, "std": g.std, "n": g.n} for k, g in to_orth.items()}},
+    return {"numbers": {"final_eval_loss_seed0": final_by(sweep, "init", "beta"), "at_decide_beta": {"beta": decide, "by_seed": at},
+                        "gap_to_identity_pct": {k: g.to_dict() for k, g in gaps.items()},
+                        "gap_to_orthogonal_pct": {k: g.to_dict() for k, g in to_orth.items()}},
             "claims": claims}
 
 
@@ -72,6 +70,5 @@ RECIPE = Recipe(
     name="fig15", paper="Fig. 15 (v1 14)", claims=(3,), runs=runs, make=make,
     shows="Fig. 3 plus LL-tied and all-tied orthogonal W_init: tying narrows, but does not close, the gap to identity",
     runtime={"ci": "~20 s", "cpu": "22 runs x ~40 min (1 thread)", "paper": "not planned"},
-    base={**BASE, "cpu": CPU_LONG},  # new recipes start at the long cpu scale (2,000 steps)
-    partial=True,  # trained over several days: the curves show the inits and betas whose runs are in
+    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
 )

@@ -27,7 +27,7 @@ def make(ctx: Context) -> dict:
     loss = {b: seed_losses(ctx, f"{b}-s{{}}", seeds) for b in BLOCKS}
     gap = paired_gap(loss["v-skipinit"], loss["pre-ln"])
     return {
-        "numbers": {"final_eval_loss": loss, "gap_pct": {"mean": gap.mean, "std": gap.std, "n": gap.n}},
+        "numbers": {"final_eval_loss": loss, "gap_pct": gap.to_dict()},
         "claims": [verdict(1, verdict_for(gap, "worse"), f"final eval loss, V-SkipInit vs Pre-LN {gap.text()} "
                                                          f"(band ±{gap.band:.2f}%)")],
     }

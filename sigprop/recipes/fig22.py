@@ -34,7 +34,7 @@ def make(ctx: Context) -> dict:
     gap = paired_gap(seed_losses(ctx, "pre-ln-vp-identity-s{}", seeds), seed_losses(ctx, "pre-ln-s{}", seeds))
     return {
         "numbers": {"final_ratio": final, "fraction_grown": grew,
-                    "identity_vp_gap_pct": {"mean": gap.mean, "std": gap.std, "n": gap.n, "values": list(gap.values)}},
+                    "identity_vp_gap_pct": gap.to_dict()},
         "claims": [
             verdict(6, grew >= 0.5, f"Fig. 22: {grew:.0%} of Pre-LN's ratios (first-layer value excluded) above their init "
                                     f"{BETA_INIT}; final ratios {ratios}"),

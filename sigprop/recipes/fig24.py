@@ -32,7 +32,7 @@ def make(ctx: Context) -> dict:
     numbers, claims = {}, []
     for b in BLOCKS:
         gap = paired_gap(seed_losses(ctx, f"{b}-identity-v1-s{{}}", seeds), seed_losses(ctx, f"{b}-s{{}}", seeds))
-        numbers[b] = {"mean": gap.mean, "std": gap.std, "n": gap.n, "values": list(gap.values)}
+        numbers[b] = gap.to_dict()
         claims.append(verdict(22, verdict_for(gap, "worse"), f"{block_style(b)['label']}: W^V_1 = I vs trainable W^V_1, final eval "
                                                              f"loss {gap.text()}; match band ±{gap.band:.2f}%"))
     return {"numbers": {"identity_v1_gap_pct": numbers}, "claims": claims}

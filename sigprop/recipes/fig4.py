@@ -84,7 +84,7 @@ def decay_result(ctx: Context, block: str, fig: str, what: str) -> dict:
               else REPRODUCED if min(fractions.values()) >= 0.75 else NOT_REPRODUCED)
     return {
         "numbers": {"final_ratio": final, "fraction_decayed": fractions,
-                    "trainable_vs_fixed_gap_pct": {"mean": gap.mean, "std": gap.std, "n": gap.n}},
+                    "trainable_vs_fixed_gap_pct": gap.to_dict()},
         "claims": [
             verdict(5, decays, f"{what}: fraction of ratios (first-layer value excluded) below their init {BETA_INIT} per seed "
                                + ", ".join(f"{v:.0%}" for v in fractions.values()) + f"; seed {done[0]}'s final ratios {ratios}"),

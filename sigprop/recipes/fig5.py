@@ -83,8 +83,8 @@ def block_claims(ctx: Context, fmt: str = "{b}-s{s}", seeds: tuple[int, ...] | N
                               + _gap_text("per step: SAS-P no norm vs Pre-LN", gap["sas-p-nonorm"])))
     numbers = {
         "final_eval_loss": loss, "tokens_per_s": tps, "seeds": list(seeds),
-        "loss_gap_pct": {b: {"mean": g.mean, "std": g.std, "n": g.n, "band": g.band} for b, g in gap.items()},
-        "time_per_token_gap_pct": {b: {"mean": g.mean, "std": g.std, "n": g.n} for b, g in time_gap.items()},
+        "loss_gap_pct": {b: g.to_dict() for b, g in gap.items()},
+        "time_per_token_gap_pct": {b: g.to_dict() for b, g in time_gap.items()},
     }
     return numbers, claims
 

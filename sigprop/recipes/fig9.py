@@ -14,7 +14,7 @@ import pandas as pd
 
 from sigprop.plots.paper import plot_final_vs_knob
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, verdict
+from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_by, final_loss, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.fig3 import INITS, STYLES, reparam_spec
 from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
@@ -61,12 +61,10 @@ def make(ctx: Context) -> dict:
         verdict(23, verdict_for(dual, "matches"), f"Adam duality: LR ratio {DECIDE:g} at beta = 1 vs fixed beta = "
                                                   f"{DECIDE:g} at the full LR: {dual.text()} (band ±{dual.band:.2f}%)"),
     ]
-    loss = {init: {f"{r:g}": v for r, v in zip(d.ratio.astype(float), d.final_eval_loss.astype(float))}
-            for init, d in sweep.groupby("init")}
-    return {"numbers": {"final_eval_loss_seed0": loss, "identity_by_seed": {f"{r:g}": v for r, v in at.items()},
+    return {"numbers": {"final_eval_loss_seed0": final_by(sweep, "init", "ratio"), "identity_by_seed": {f"{r:g}": v for r, v in at.items()},
                         "fixed_beta_by_seed": fixed,
-                        "ratio_gap_pct": {"mean": helps.mean, "std": helps.std, "n": helps.n},
-                        "duality_gap_pct": {"mean": dual.mean, "std": dual.std, "n": dual.n}},
+                        "ratio_gap_pct": helps.to_dict(),
+                        "duality_gap_pct": dual.to_dict()},
             "claims": claims}
 
 
@@ -74,6 +72,5 @@ RECIPE = Recipe(
     name="fig9", paper="Fig. 9 (v2)", claims=(23,), runs=runs, make=make,
     shows="final eval loss vs the W^V/W^P learning-rate ratio, identity vs orthogonal W_init (App. A's duality)",
     runtime={"ci": "~15 s", "cpu": "15 runs x ~40 min (1 thread; 6 shared with fig15 and catch-up)", "paper": "not planned"},
-    base={**BASE, "cpu": CPU_LONG},  # new recipes start at the long cpu scale (2,000 steps)
-    partial=True,  # trained over several days: the curves show the ratios whose runs are in
+    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
 )

@@ -60,6 +60,10 @@ class Gap:
             return "matches"
         return "better" if self.mean < 0 else "worse"
 
+    def to_dict(self) -> dict:
+        """mean, std, n, the match band and the per-seed values (for result.json)."""
+        return {"mean": self.mean, "std": self.std, "n": self.n, "band": self.band, "values": list(self.values)}
+
     def text(self) -> str:
         """'+2.31% ± 0.40 (3 seeds)': mean ± std, or the single value."""
         if self.n == 0:
