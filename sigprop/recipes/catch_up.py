@@ -30,6 +30,10 @@ SIZES: dict[str, dict] = {
 #: already worse) and gained 8e-3, to bracket the optimum instead of ending at it
 LRS = (1e-3, 2e-3, 4e-3, 8e-3)
 SEEDS = (0, 1, 2)
+#: size -> (blocks, LR grid) where it is not the full BLOCKS x LRS: the larger sizes cost 2-3x a 4x128 run, so
+#: they compare Pre-LN with SAS-P only, at the two LRs around 4x128's optimum (the gallery's 24-hour budget)
+GRIDS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {"6x256": (("pre-ln", "sas-p"), (2e-3, 4e-3)),
+                                                               "12x128": (("pre-ln", "sas-p"), (2e-3, 4e-3))}
 #: (size, block) -> the best peak LR of the seed-0 grid (stage 2 runs seeds 1, 2 there); filled as grids finish
 #: 4x128: 4e-3 for both blocks, the interior argmin of the seed-0 grid (final Pre-LN / SAS-P: 1e-3 3.717 / 3.759,
 #: 2e-3 3.505 / 3.538, 4e-3 3.448 / 3.405, 8e-3 3.537 / 3.664)
@@ -53,11 +57,16 @@ def lr_for(block: str, scale: str) -> dict:
 #: ci: two sizes, two LRs, two seeds of tiny Pre-LN / SAS-P models (the test suite's check of the whole pipeline)
 CI_STUDY = dict(sizes={"2x64": dict(depth=2, width=64, heads=2), "3x64": dict(depth=3, width=64, heads=2)},
                 blocks=("pre-ln", "sas-p"), lrs=(1e-3, 3e-3), seeds=(0, 1))
-CPU_STUDY = dict(sizes=SIZES, blocks=BLOCKS, lrs=LRS, seeds=SEEDS)
+CPU_STUDY = dict(sizes=SIZES, blocks=BLOCKS, lrs=LRS, seeds=SEEDS, grids=GRIDS)
 
 
 def study(scale: str) -> dict:
     return CI_STUDY if scale == "ci" else CPU_STUDY
+
+
+def grid_of(st: dict, size: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
+    """(blocks, LR grid) of one size of a study."""
+    return st.get("grids", {}).get(size, (st["blocks"], st["lrs"]))
 
 
 def pinned(scale: str) -> dict[tuple[str, str], float]:
@@ -76,8 +85,9 @@ def runs(scale: str) -> list[RunPlan]:
     st, best, plans = study(scale), pinned(scale), []
     for size, over in st["sizes"].items():
         params = dict(size=size, depth=over["depth"], width=over["width"])
-        for block in st["blocks"]:
-            pairs = [(lr, st["seeds"][0]) for lr in st["lrs"]]
+        blocks, lrs = grid_of(st, size)
+        for block in blocks:
+            pairs = [(lr, st["seeds"][0]) for lr in lrs]
             if (size, block) in best:
                 pairs += [(best[(size, block)], seed) for seed in st["seeds"][1:]]
             for lr, seed in pairs:
@@ -252,7 +262,7 @@ def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict, lrs: tupl
 
 def make(ctx: Context) -> dict:
     t = ctx.table()
-    grid_, lrs = loss_grid(t), study(ctx.scale)["lrs"]
+    grid_, lrs = loss_grid(t), study(ctx.scale)["lrs"]  # the full grid (4x128's); a size's own: grid_of
     argmin = best_lrs(grid_, study(ctx.scale)["seeds"][0])
     pins = pinned(ctx.scale)
     chosen = {**argmin, **pins}
@@ -284,7 +294,7 @@ def make(ctx: Context) -> dict:
                   f"match band ±{gap.band:.2f}%")
             claims.append(verdict(claim, verdict_for(gap, expect), ev))
         for block in ("sas", "sas-p"):
-            c = lr_claim(size, block, grid_, argmin, lrs)
+            c = lr_claim(size, block, grid_, argmin, grid_of(study(ctx.scale), size)[1])
             if c is not None:
                 claims.append(c)
     key = lambda k: f"{k[0]}/{k[1]}"  # noqa: E731
