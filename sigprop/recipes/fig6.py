@@ -1,44 +1,61 @@
-"""Fig. 6: depth scaling. The same blocks at a shallow and a deep depth (paper: 18 vs 72 blocks, MLP
-width 2d), loss per step (claim 13): SAS and SAS-P improve with depth and stay close to Pre-LN, while
-V-SkipInit falls further behind. At the cpu scale the depths are scaled down."""
+"""Fig. 6: depth scaling. The same blocks at a shallow and a deep depth, at the same peak LR (paper: 18 vs 72
+blocks, MLP width 2d, lr 1e-3), loss per step (claim 13): SAS and SAS-P improve with depth and stay close to
+Pre-LN, while V-SkipInit falls further behind.
+
+At the cpu scale: the long scale at depth 4 and 12 (MLP 4d, so that the runs are the catch-up study's: same
+block and config, same run id), each block at its 4x128 catch-up LR at both depths, 3 paired seeds.
+"""
 
 from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_loss
-from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, variant, verdict
 from sigprop.plots.style import block_style
+from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.catch_up import lr_for
+from sigprop.recipes.stats import Gap, paired_gap, verdict_for
 
-DEPTHS = {"ci": (1, 2), "cpu": (2, 8), "paper": (18, 72)}
+DEPTHS = {"ci": (1, 2), "cpu": (4, 12), "paper": (18, 72)}
+MLP = {"ci": 2.0, "cpu": 4.0, "paper": 2.0}
 BLOCKS = {"ci": ("pre-ln", "sas", "v-skipinit"), "cpu": ("pre-ln", "sas", "sas-p", "v-skipinit"),
           "paper": ("pre-ln", "sas", "sas-p", "sas-p-nonorm", "v-skipinit")}
 
 
 def runs(scale: str) -> list[RunPlan]:
-    return [RunPlan(f"{b}-mlp2-L{L}", variant(b, b, mlp_mult=2.0), {"depth": L}, f"{block_style(b)['label']}, L={L}",
-                    {"depth": L, "base": b})
-            for L in DEPTHS[scale] for b in BLOCKS[scale]]
+    return [RunPlan(f"{b}-L{L}-s{s}", variant(b, b, mlp_mult=MLP[scale]), {**lr_for(b, scale), "depth": L, "seed": s},
+                    f"{block_style(b)['label']}, L={L}", {"depth": L, "base": b, "seed": s})
+            for s in seeds_for(scale) for L in DEPTHS[scale] for b in BLOCKS[scale]]
 
 
 def make(ctx: Context) -> dict:
     shallow, deep = DEPTHS[ctx.scale]
-    blocks = BLOCKS[ctx.scale]
-    lines = [Line.of(ctx.line(f"{b}-mlp2-L{L}"), b, f"{block_style(b)['label']}, L={L}", ls="-" if L == shallow else "--")
+    blocks, seeds = BLOCKS[ctx.scale], seeds_for(ctx.scale)
+    lines = [Line.of(ctx.line(f"{b}-L{L}-s{seeds[0]}"), b, f"{block_style(b)['label']}, L={L}", ls="-" if L == shallow else "--")
              for b in blocks for L in (shallow, deep)]
-    plot_loss(ctx.runs.metrics, lines, ctx.out / "fig6", ctx.note(f"depth {shallow} (solid) vs {deep} (dashed), MLP width 2d", depth=f"{shallow}|{deep}"))
-    t = ctx.table()
-    loss = {b: {L: final_loss(t, f"{b}-mlp2-L{L}") for L in (shallow, deep)} for b in blocks}
-    improves = {b: loss[b][deep] < loss[b][shallow] for b in blocks if b != "v-skipinit"}
-    gap = {L: {b: loss[b][L] - loss["pre-ln"][L] for b in blocks} for L in (shallow, deep)}
-    ok = all(improves.values()) and gap[deep]["v-skipinit"] > gap[shallow]["v-skipinit"] and \
-        max(abs(gap[deep][b]) for b in improves if b != "pre-ln") < gap[deep]["v-skipinit"]
-    ev = "; ".join(f"{b}: L={shallow} {loss[b][shallow]:.3f} -> L={deep} {loss[b][deep]:.3f}" for b in blocks)
-    ev += f"; V-SkipInit gap to Pre-LN {gap[shallow]['v-skipinit']:+.3f} -> {gap[deep]['v-skipinit']:+.3f}"
-    return {"numbers": {"final_eval_loss": {b: {str(k): v for k, v in d.items()} for b, d in loss.items()}},
-            "claims": [verdict(13, ok, ev)]}
+    plot_loss(ctx.runs.metrics, lines, ctx.out / "fig6", ctx.note(f"depth {shallow} (solid) vs {deep} (dashed), MLP "
+                                                                 f"{MLP[ctx.scale]:g}d; seed {seeds[0]} drawn", depth=f"{shallow}|{deep}"))
+    loss = {b: {L: seed_losses(ctx, f"{b}-L{L}-s{{}}", seeds) for L in (shallow, deep)} for b in blocks}
+    to_pre = {L: {b: paired_gap(loss[b][L], loss["pre-ln"][L]) for b in blocks if b != "pre-ln"} for L in (shallow, deep)}
+    claims = []
+    for b in [b for b in blocks if b != "v-skipinit"]:
+        g = paired_gap(loss[b][deep], loss[b][shallow])
+        claims.append(verdict(13, verdict_for(g, "better"), f"{b}: L={deep} vs L={shallow} {g.text()} (band ±{g.band:.2f}%)"))
+    for b in [b for b in blocks if b in ("sas", "sas-p")]:
+        g = to_pre[deep][b]
+        claims.append(verdict(13, verdict_for(g, "matches"), f"{b} vs Pre-LN at L={deep}: {g.text()} (band ±{g.band:.2f}%)"))
+    if "v-skipinit" in blocks:  # its gap to Pre-LN grows with depth: the per-seed change of the gap, in points
+        a, z = to_pre[shallow]["v-skipinit"], to_pre[deep]["v-skipinit"]
+        grows = Gap(tuple(d - s for d, s in zip(z.values, a.values))) if a.n == z.n else Gap(())
+        claims.append(verdict(13, verdict_for(grows, "worse"), f"V-SkipInit's gap to Pre-LN: L={shallow} {a.text()}, "
+                                                               f"L={deep} {z.text()}; change {grows.text()} (points)"))
+    return {"numbers": {"final_eval_loss": {b: {str(L): v for L, v in d.items()} for b, d in loss.items()},
+                        "gap_to_pre_ln_pct": {str(L): {b: g.to_dict() for b, g in d.items()} for L, d in to_pre.items()}},
+            "claims": claims}
 
 
 RECIPE = Recipe(
     name="fig6", paper="Fig. 6", claims=(13,), runs=runs, make=make,
-    shows="depth scaling: loss per step at two depths (MLP width 2d) for Pre-LN, SAS, SAS-P, V-SkipInit",
-    runtime={"ci": "~10 s", "cpu": "8 runs, 15-60 min", "paper": "10 runs, GPU days"},
+    shows="depth scaling: loss per step at two depths, same LR, for Pre-LN, SAS, SAS-P, V-SkipInit",
+    runtime={"ci": "~10 s", "cpu": "24 runs: 12 at depth 4 (~40 min, from catch-up) and 12 at depth 12 (~90 min)",
+             "paper": "10 runs, GPU days"},
+    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
 )
