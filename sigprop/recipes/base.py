@@ -38,12 +38,7 @@ RECIPE_SCALES = ("ci", "cpu", "paper")
 
 #: ci: seconds per run (the test suite); probes at steps 0, 5, 10 so gain trajectories have 3 points.
 CI = SCALES["ci"].replace(steps=10, eval_every=5, eval_batches=1, probe_every=5, probe_batch=2, ckpt_every=10)
-#: cpu: minutes per run (4x128, T=64, batch 16, 200 steps: 0.52 s/step measured with a free core, ~2 s/step on a busy one).
-CPU = SCALES["cpu"].replace(
-    depth=4, width=128, heads=4, vocab_size=8192, seq_len=64, batch_size=16, steps=200, eval_every=25,
-    eval_batches=4, probe_every=25, probe_batch=4, ckpt_every=50, precision="fp32",
-)
-#: cpu, long: the scale where per-step claims get decided (issue 10): 2,000 steps x 4,096 tokens = 8.2M tokens at
+#: cpu, the long scale: where per-step claims get decided (issue 10): 2,000 steps x 4,096 tokens = 8.2M tokens at
 #: 4x128, T=128, batch 32, with a 4,096-token BPE vocabulary so that the blocks, not the tied LM head, carry most
 #: of a step's FLOPs. Dense evals early (every 50 steps) for the log-token catch-up curves; thin probes. Peak LR
 #: 4e-3: the best of the catch-up grid 1e-3..8e-3 for both Pre-LN and SAS-P at this size (the paper's 1e-3 is
@@ -54,7 +49,7 @@ CPU_LONG = SCALES["cpu"].replace(
 )
 #: paper: the CodeParrot setting of paper.md §3.1 (18x768, T=128, batch 128, 40K steps); needs a GPU.
 PAPER = SCALES["paper"]
-BASE: dict[str, TrainConfig] = {"ci": CI, "cpu": CPU, "paper": PAPER}
+BASE: dict[str, TrainConfig] = {"ci": CI, "cpu": CPU_LONG, "paper": PAPER}
 
 
 @dataclass(frozen=True)

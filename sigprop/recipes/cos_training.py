@@ -7,7 +7,7 @@ the contrast, one seed). The early transient is drawn densely by the plateau stu
 from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_cos_heatmap
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan, seeds_for, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.records import FINISHED
 
@@ -48,5 +48,5 @@ RECIPE = Recipe(
     name="cos-training", paper="(sigprop)", claims=(20,), runs=runs, make=make,
     shows="token cos_mean per layer through training (heatmap) for Pre-LN, naive skipless, SAS-P",
     runtime={"ci": "~5 s", "cpu": "7 runs x ~40 min (1 thread; 6 shared with catch-up)", "paper": "7 x 10 h GPU"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

@@ -8,18 +8,17 @@ import pandas as pd
 
 from sigprop.blocks import beta_ff_for_depth
 from sigprop.plots.paper import plot_final_vs_knob
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import BASE, Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
 
 #: explicit beta_FF inits; the SAS preset (beta_FF from the O(1/sqrt(L)) rule, a run other recipes share) is always added
 BETA_FF = {"ci": (1.0,), "cpu": (0.05, 1.0), "paper": (0.02, 0.05, 0.2, 0.5, 1.0)}
-SCALE_BASE = {**BASE, "cpu": CPU_LONG}
 
 
 def runs(scale: str) -> list[RunPlan]:
-    rule, plans = beta_ff_for_depth(SCALE_BASE[scale].depth), []
+    rule, plans = beta_ff_for_depth(BASE[scale].depth), []
     for s in seeds_for(scale):
         plans.append(plan("sas", f"sas-s{s}", label=f"SAS, beta_FF={rule:.2f} (rule)", params={"beta_ff": rule, "seed": s},
                           seed=s, **lr_for("sas", scale)))
@@ -55,5 +54,5 @@ RECIPE = Recipe(
     name="fig14", paper="Fig. 14", claims=(21,), runs=runs, make=make,
     shows="final eval loss vs beta_FF init (trainable) in SAS, with Pre-LN for reference",
     runtime={"ci": "~5 s", "cpu": "10 runs x ~40 min (1 thread; 4 shared with catch-up)", "paper": "16 x 10 h GPU"},
-    base=SCALE_BASE, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

@@ -3,7 +3,7 @@ at init, identity W_init). The paper: the ratios go to ~0 again, the first-layer
 
 from __future__ import annotations
 
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan
+from sigprop.recipes.base import Context, Recipe, RunPlan
 from sigprop.recipes.fig4 import decay_result, decay_runs
 
 
@@ -19,5 +19,5 @@ RECIPE = Recipe(
     name="fig16", paper="Fig. 16", claims=(5,), runs=runs, make=make,
     shows="beta_V/alpha_V and beta_P/alpha_P per layer over training in SAS-P (trainable Eq. 6 gains)",
     runtime={"ci": "~5 s", "cpu": "6 runs x ~40 min (1 thread; 3 shared with catch-up)", "paper": "6 x 10 h GPU"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

@@ -6,7 +6,7 @@ collapses to 0 during training). At the cpu scale: the long scale's SAS runs (sh
 from __future__ import annotations
 
 from sigprop.plots.paper import gain_frame, plot_gain_trajectories
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan, seeds_for, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.records import FINISHED
 
@@ -47,5 +47,5 @@ RECIPE = Recipe(
     name="fig17", paper="Figs. 17-20", claims=(16,), runs=runs, make=make,
     shows="alpha, beta, gamma (mean ± std over heads) and beta_FF per layer over training in SAS",
     runtime={"ci": "~3 s", "cpu": "3 runs x ~40 min (1 thread; shared with catch-up)", "paper": "3 x 10 h GPU"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

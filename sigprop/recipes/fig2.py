@@ -8,7 +8,7 @@ same ones fig5 and the catch-up study use; the verdict is the paired final-loss 
 from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_loss
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.stats import paired_gap, verdict_for
 
@@ -37,5 +37,5 @@ RECIPE = Recipe(
     name="fig2", paper="Fig. 2", claims=(1,), runs=runs, make=make,
     shows="V-SkipInit vs Pre-LN: train and eval loss per step (the slowdown without the attention skip)",
     runtime={"ci": "~5 s", "cpu": "6 runs x ~40 min (1 thread; all shared with catch-up)", "paper": "6 x 10 h GPU"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

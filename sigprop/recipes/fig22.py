@@ -9,7 +9,7 @@ slightly *worse* here, unlike in skipless blocks. The loss comparison runs seeds
 from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_loss
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.fig4 import BETA_INIT, gain_ratio_figure, trainable_vp
 from sigprop.recipes.stats import paired_gap, verdict_for
 
@@ -48,5 +48,4 @@ RECIPE = Recipe(
     name="fig22", paper="Figs. 22, 23", claims=(6,), runs=runs, make=make,
     shows="Pre-LN: trainable V/P gain ratios grow (Fig. 22); identity V/P slightly worse than dense (Fig. 23)",
     runtime={"ci": "~5 s", "cpu": "7 runs x ~35 min (1 thread)", "paper": "7 x 10 h GPU"},
-    base={**BASE, "cpu": CPU_LONG},  # new recipes start at the long cpu scale (2,000 steps)
 )

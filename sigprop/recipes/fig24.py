@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.stats import paired_gap, verdict_for
 
 BLOCKS = ("sas", "sas-p")
@@ -42,5 +42,4 @@ RECIPE = Recipe(
     name="fig24", paper="Fig. 24", claims=(22,), runs=runs, make=make,
     shows="SAS and SAS-P with a trainable vs identity first-layer value matrix, loss per step",
     runtime={"ci": "~5 s", "cpu": "12 runs x ~35 min (1 thread)", "paper": "12 x 10 h GPU"},
-    base={**BASE, "cpu": CPU_LONG},  # new recipes start at the long cpu scale (2,000 steps)
 )

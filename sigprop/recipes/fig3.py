@@ -14,7 +14,7 @@ import pandas as pd
 from sigprop.blocks import BlockSpec
 from sigprop.plots.paper import plot_final_vs_knob
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
@@ -84,5 +84,5 @@ RECIPE = Recipe(
     name="fig3", paper="Fig. 3", claims=(2, 3, 4), runs=runs, make=make,
     shows="final eval loss vs fixed beta_V = beta_P, identity vs orthogonal W_init, Pre-LN / V-SkipInit lines",
     runtime={"ci": "~15 s", "cpu": "18 runs x ~40 min (1 thread; 4 shared with catch-up, 6 with fig15)", "paper": "not planned"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

@@ -9,7 +9,7 @@ import numpy as np
 
 from sigprop.blocks import BlockSpec
 from sigprop.plots.paper import gain_frame, plot_gain_trajectories
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import MIN_SEEDS, NOT_REPRODUCED, REPRODUCED, not_decidable, paired_gap
@@ -102,5 +102,5 @@ RECIPE = Recipe(
     name="fig4", paper="Fig. 4", claims=(5,), runs=runs, make=make,
     shows="beta_V/alpha_V and beta_P/alpha_P per layer over training in a skipless block (trainable Eq. 6 gains)",
     runtime={"ci": "~5 s", "cpu": "6 runs x ~40 min (1 thread; 3 shared with catch-up)", "paper": "6 x 10 h GPU"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

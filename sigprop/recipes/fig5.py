@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from sigprop.plots.training import plot_loss_curves
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_loss, plan, seeds_for, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for, peak_lr
 from sigprop.recipes.records import FINISHED, overlap
 from sigprop.recipes.stats import NOT_REPRODUCED, Gap, not_decidable, paired_gap, verdict_for
@@ -108,6 +108,5 @@ RECIPE = Recipe(
     name="fig5", paper="Figs. 5, 26", claims=(1, 8, 10, 11), runs=runs, make=make,
     shows="all blocks: eval loss vs training time (Fig. 5) and vs step (Fig. 26), 3 paired seeds",
     runtime={"ci": "~10 s", "cpu": "18 runs x ~35 min (1 thread; 12 shared with catch-up)", "paper": "18 x 10 h GPU"},
-    base={**BASE, "cpu": CPU_LONG},
     partial=True,  # the long-scale runs are trained over several days; verdicts need every seed of a block
 )

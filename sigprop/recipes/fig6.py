@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.stats import Gap, paired_gap, verdict_for
 
@@ -57,5 +57,5 @@ RECIPE = Recipe(
     shows="depth scaling: loss per step at two depths, same LR, for Pre-LN, SAS, SAS-P, V-SkipInit",
     runtime={"ci": "~10 s", "cpu": "24 runs: 12 at depth 4 (~40 min, from catch-up) and 12 at depth 12 (~90 min)",
              "paper": "10 runs, GPU days"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from sigprop.plots.training import plot_loss_curves
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan, seeds_for
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.fig5 import BLOCKS, block_claims
 
@@ -35,5 +35,5 @@ RECIPE = Recipe(
     name="fig7", paper="Fig. 7", claims=(1, 8, 10, 11), runs=runs, make=make,
     shows="encoder (MLM) on the code corpus: all blocks, MLM loss vs time and step",
     runtime={"ci": "~8 s", "cpu": "18 runs x ~40 min (1 thread)", "paper": "6 x 24 h GPU"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

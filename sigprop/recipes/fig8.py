@@ -10,17 +10,16 @@ from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
+from sigprop.recipes.base import BASE, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.stats import paired_gap, verdict_for
 
 BLOCKS = {"ci": ("pre-ln", "sas"), "cpu": ("pre-ln", "sas", "sas-p"), "paper": ("pre-ln", "sas", "sas-p")}
 MULT = 3
-SCALE_BASE = {**BASE, "cpu": CPU_LONG}
 
 
 def runs(scale: str) -> list[RunPlan]:
-    long, plans = SCALE_BASE[scale].steps * MULT, []
+    long, plans = BASE[scale].steps * MULT, []
     for s in seeds_for(scale):
         for b in BLOCKS[scale]:
             over = {**lr_for(b, scale), "seed": s}
@@ -53,5 +52,5 @@ RECIPE = Recipe(
     name="fig8", paper="Fig. 8", claims=(14,), runs=runs, make=make,
     shows="longer training (3x tokens) vs 1x for Pre-LN, SAS, SAS-P, loss vs step and time",
     runtime={"ci": "~10 s", "cpu": "18 runs: 9 at 1x (~40 min, from catch-up), 9 at 3x (~2 h)", "paper": "18 x 10-30 h GPU"},
-    base=SCALE_BASE, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )

@@ -14,7 +14,7 @@ import pandas as pd
 
 from sigprop.plots.paper import plot_final_vs_knob
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import BASE, CPU_LONG, Context, Recipe, RunPlan, final_by, final_loss, plan, seed_losses, seeds_for, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, final_by, final_loss, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.fig3 import INITS, STYLES, reparam_spec
 from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
@@ -72,5 +72,5 @@ RECIPE = Recipe(
     name="fig9", paper="Fig. 9 (v2)", claims=(23,), runs=runs, make=make,
     shows="final eval loss vs the W^V/W^P learning-rate ratio, identity vs orthogonal W_init (App. A's duality)",
     runtime={"ci": "~15 s", "cpu": "15 runs x ~40 min (1 thread; 6 shared with fig15 and catch-up)", "paper": "not planned"},
-    base={**BASE, "cpu": CPU_LONG}, partial=True,  # the long scale, trained over several days
+    partial=True,  # the long scale, trained over several days
 )
