@@ -387,3 +387,11 @@ def test_dry_run_says_what_reproduce_would_do_with_each_run(cache, tmp_path):
     res = CLI.invoke(app, ["reproduce", "fig2", "--scale", "ci", "--out", str(figs / "fresh"), "--dry-run"])
     assert res.exit_code == 0 and "0 of 2 runs finished (0.0 h of training); 0 to train, 0 to resume, 2 to copy" in " ".join(res.output.split())
     assert not (figs / "fresh").exists() and len(first.trained) == 2
+
+
+def test_a_partial_recipe_with_nothing_to_draw_yet_writes_nothing(cache, tmp_path):
+    """fig4 draws the trainable model's gain ratios: with only its fixed-V/P baseline finished there is no figure
+    yet, and reproduce says so instead of failing (no result.json is written)."""
+    res = reproduce("fig4", "ci", tmp_path / "out", runs_dir=tmp_path / "runs", cache_dir=cache, quiet=True, only="sas-s0")
+    assert len(res.trained) == 1 and res.files == [] and len(res.result["missing"]) == 1
+    assert not (tmp_path / "out" / "result.json").exists()

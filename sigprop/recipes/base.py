@@ -146,7 +146,7 @@ class Recipe:
     shows: str  # one line: what the figure shows
     claims: tuple[int, ...]  # paper.md §6 claim numbers
     runs: Callable[[str], list[RunPlan]]  # scale -> runs (may be empty: analysis / benchmark recipes)
-    make: Callable[[Context], dict]  # writes figures into ctx.out; returns the deciding numbers + verdicts
+    make: Callable[[Context], dict | None]  # writes figures into ctx.out; returns the numbers + verdicts (None: nothing yet)
     runtime: dict[str, str]  # expected runtime per scale (measured on 2 shared cores for cpu)
     base: dict[str, TrainConfig] = field(default_factory=lambda: dict(BASE))
     partial: bool = False  # make() can draw from a subset of the runs (a study trained over several days)

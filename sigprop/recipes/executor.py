@@ -179,6 +179,11 @@ def reproduce(
     out.mkdir(parents=True, exist_ok=True)
     ctx = Context(recipe, scale, out, base, plans, folders, runs, cache_dir, not quiet)
     made = recipe.make(ctx)
+    if made is None:  # a partial recipe whose finished runs do not make a figure yet (e.g. only its baselines)
+        console.print(f"{recipe.name}: nothing to draw yet from the {len(done)} finished run(s); {len(missing)} to train",
+                      highlight=False)
+        return Result(recipe.name, scale, out, [], trained, reused, {"recipe": recipe.name, "scale": scale,
+                      "trained": trained, "reused": reused, "missing": missing, "claims": []})
     made["claims"] = undecided_at(scale, made.get("claims", []))
     files = sorted(p for p in out.iterdir() if p.suffix in (".png", ".pdf"))
     if not files:

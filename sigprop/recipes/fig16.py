@@ -11,7 +11,7 @@ def runs(scale: str) -> list[RunPlan]:
     return decay_runs("sas-p", scale)
 
 
-def make(ctx: Context) -> dict:
+def make(ctx: Context) -> dict | None:
     return decay_result(ctx, "sas-p", "fig16", "SAS-P")
 
 

@@ -20,9 +20,11 @@ def runs(scale: str) -> list[RunPlan]:
     return [plan("sas", f"sas-s{s}", params={"seed": s}, seed=s, **lr_for("sas", scale)) for s in seeds_for(scale)]
 
 
-def make(ctx: Context) -> dict:
+def make(ctx: Context) -> dict | None:
     seeds, p, t = seeds_for(ctx.scale), ctx.runs.probes, ctx.table()
     done = [s for s in seeds if t[t.slug == f"sas-s{s}"].status.isin(FINISHED).any()]
+    if not done:
+        return None
     plot_gain_trajectories(p, ctx.line(f"sas-s{done[0]}"), list(GAINS), ctx.out / "fig17_20", ctx.note(f"SAS, seed {done[0]}"))
     final, worst = {}, {}
     for metric, _ in GAINS:

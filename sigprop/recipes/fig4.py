@@ -69,12 +69,14 @@ def gain_ratio_figure(ctx: Context, slug: str, fig: str, what: str) -> tuple[dic
     return final, below, above, text
 
 
-def decay_result(ctx: Context, block: str, fig: str, what: str) -> dict:
+def decay_result(ctx: Context, block: str, fig: str, what: str) -> dict | None:
     """Claim 5 for one skipless block, over paired seeds: the trainable ratios decay (>= 75% below their init, the
     first-layer value excluded, at every seed; the figure shows the first seed) and the trainable model is not
     better than fixed identity V/P beyond seed noise (Figs. 4 and 16)."""
     seeds, t = seeds_for(ctx.scale), ctx.table()
     done = [s for s in seeds if t[t.slug == f"{block}-trainable-vp-s{s}"].status.isin(FINISHED).any()]
+    if not done:
+        return None  # the figure is the trainable model's ratios: nothing to draw before one of its runs is in
     final, decayed, _, ratios = gain_ratio_figure(ctx, f"{block}-trainable-vp-s{done[0]}", fig, f"{what}, seed {done[0]}")
     fractions = {s: gain_ratio_fractions(ctx, f"{block}-trainable-vp-s{s}")[0] for s in done}
     gap = paired_gap(seed_losses(ctx, f"{block}-trainable-vp-s{{}}", seeds), seed_losses(ctx, f"{block}-s{{}}", seeds))
@@ -94,7 +96,7 @@ def decay_result(ctx: Context, block: str, fig: str, what: str) -> dict:
     }
 
 
-def make(ctx: Context) -> dict:
+def make(ctx: Context) -> dict | None:
     return decay_result(ctx, "sas", "fig4", "SAS")
 
 
