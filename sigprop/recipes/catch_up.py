@@ -35,9 +35,10 @@ SEEDS = (0, 1, 2)
 GRIDS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {"6x256": (("pre-ln", "sas-p"), (2e-3, 4e-3)),
                                                                "12x128": (("pre-ln", "sas-p"), (2e-3, 4e-3))}
 #: (size, block) -> the best peak LR of the seed-0 grid (stage 2 runs seeds 1, 2 there); filled as grids finish
-#: 4x128: 4e-3 for both blocks, the interior argmin of the seed-0 grid (final Pre-LN / SAS-P: 1e-3 3.717 / 3.759,
-#: 2e-3 3.505 / 3.538, 4e-3 3.448 / 3.405, 8e-3 3.537 / 3.664)
-BEST_LR: dict[tuple[str, str], float] = {("4x128", "pre-ln"): 4e-3, ("4x128", "sas-p"): 4e-3}
+#: 4x128: 4e-3 for all four blocks, the interior argmin of the seed-0 grid (final Pre-LN / SAS-P: 1e-3 3.717 / 3.759,
+#: 2e-3 3.505 / 3.538, 4e-3 3.448 / 3.405, 8e-3 3.537 / 3.664; SAS / V-SkipInit: 2e-3 3.498 / 3.585, 4e-3 3.424 /
+#: 3.397, 8e-3 3.818 / 3.767, their 1e-3 runs not in yet: pinned because 2e-3 and 8e-3 already bracket 4e-3)
+BEST_LR: dict[tuple[str, str], float] = {("4x128", b): 4e-3 for b in ("pre-ln", "sas", "sas-p", "v-skipinit")}
 
 #: blocks without their own LR grid run at the best LR of the block they derive from
 LR_OF = {"sas-p-nonorm": "sas-p", "parallel": "pre-ln"}
