@@ -215,6 +215,14 @@ def seed_losses(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> dict[
     return {s: final_loss(t, slug_format.format(s)) for s in seeds}
 
 
+def finished_seeds(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> list[int]:
+    """The seeds whose run slug_format.format(seed) is finished (done or diverged), in seed order."""
+    from sigprop.recipes.records import FINISHED
+
+    status = dict(zip(ctx.table().slug, ctx.table().status))
+    return [s for s in seeds if status.get(slug_format.format(s)) in FINISHED]
+
+
 def final_by(sweep: pd.DataFrame, group: str, knob: str) -> dict[str, dict[str, float]]:
     """{group value: {knob value: final eval loss}} of a table of finished runs (one seed), for result.json."""
     return {g: {f"{x:g}": v for x, v in zip(d[knob].astype(float), d.final_eval_loss.astype(float))}

@@ -6,9 +6,8 @@ collapses to 0 during training). At the cpu scale: the long scale's SAS runs (sh
 from __future__ import annotations
 
 from sigprop.plots.paper import gain_frame, plot_gain_trajectories
-from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, finished_seeds, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.records import FINISHED
 
 GAINS = (("alpha", r"$\alpha_h$ (on $I$), Fig. 17"), ("beta", r"$\beta_h$ (on softmax), Fig. 18"),
          ("gamma", r"$\gamma_h$ (on $C$), Fig. 19"), ("beta_ff", r"$\beta_{FF}$, Fig. 20"))
@@ -21,8 +20,8 @@ def runs(scale: str) -> list[RunPlan]:
 
 
 def make(ctx: Context) -> dict | None:
-    seeds, p, t = seeds_for(ctx.scale), ctx.runs.probes, ctx.table()
-    done = [s for s in seeds if t[t.slug == f"sas-s{s}"].status.isin(FINISHED).any()]
+    seeds, p = seeds_for(ctx.scale), ctx.runs.probes
+    done = finished_seeds(ctx, "sas-s{}", seeds)
     if not done:
         return None
     plot_gain_trajectories(p, ctx.line(f"sas-s{done[0]}"), list(GAINS), ctx.out / "fig17_20", ctx.note(f"SAS, seed {done[0]}"))

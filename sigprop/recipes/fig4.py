@@ -9,9 +9,8 @@ import numpy as np
 
 from sigprop.blocks import BlockSpec
 from sigprop.plots.paper import gain_frame, plot_gain_trajectories
-from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, finished_seeds, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import MIN_SEEDS, NOT_REPRODUCED, REPRODUCED, not_decidable, paired_gap
 
 BETA_INIT = 0.2
@@ -73,8 +72,8 @@ def decay_result(ctx: Context, block: str, fig: str, what: str) -> dict | None:
     """Claim 5 for one skipless block, over paired seeds: the trainable ratios decay (>= 75% below their init, the
     first-layer value excluded, at every seed; the figure shows the first seed) and the trainable model is not
     better than fixed identity V/P beyond seed noise (Figs. 4 and 16)."""
-    seeds, t = seeds_for(ctx.scale), ctx.table()
-    done = [s for s in seeds if t[t.slug == f"{block}-trainable-vp-s{s}"].status.isin(FINISHED).any()]
+    seeds = seeds_for(ctx.scale)
+    done = finished_seeds(ctx, f"{block}-trainable-vp-s{{}}", seeds)
     if not done:
         return None  # the figure is the trainable model's ratios: nothing to draw before one of its runs is in
     final, decayed, _, ratios = gain_ratio_figure(ctx, f"{block}-trainable-vp-s{done[0]}", fig, f"{what}, seed {done[0]}")
