@@ -30,7 +30,7 @@ def coord_point(block: str, sets: list[str], width: int, depth: int, seed: int, 
     from sigprop.blocks import ModelConfig, Transformer, get_spec
     from sigprop.probes import probe
     from sigprop.training.config import TrainConfig
-    from sigprop.training.loop import make_optimizer
+    from sigprop.training.optim import make_optimizer
 
     s = settings
     steps = s.coord_steps

@@ -19,7 +19,8 @@ from sigprop.blocks import build_model, get_spec
 from sigprop.errors import SigpropError
 from sigprop.runs import load_runs
 from sigprop.training import SCALES, TrainingDiverged, get_config, lr_at, train
-from sigprop.training.loop import make_optimizer, micro_batches
+from sigprop.training.batches import micro_batches
+from sigprop.training.optim import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 

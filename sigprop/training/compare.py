@@ -49,7 +49,7 @@ def compare(
         summary = run_dir.summary() if run_dir.has(CONFIG) and not overwrite else None
         if summary is not None and summary.get("status") == "done" and summary.get("steps") == cfg.steps:
             # reuse only if the stored run is this exact experiment (resolve() raises otherwise)
-            from sigprop.training.loop import resolve
+            from sigprop.training.resolve import resolve
 
             resolve(spec, cfg, (), {}, run_dir.read_json(CONFIG))
             runs.append(Run(path, "done", summary["step"], summary))

@@ -1,4 +1,5 @@
-"""The divergence guard: stop a run whose loss or gradient norm has blown up, not only one that hit NaN.
+"""What stops a run cleanly: the divergence guard, for a run whose loss or gradient norm has blown up (not only
+one that hit NaN), and `StopFlag`, which turns Ctrl-C/SIGTERM into a checkpoint and a resumable stop.
 
 A step is diverged when its loss or gradient norm is not finite, or, once `min_history` steps are known,
     loss      > diverge_loss_ratio * median(loss over the last diverge_window steps)
@@ -12,7 +13,9 @@ within ~10x, while a blow-up (lr 30) passes 3x the loss within a few steps on it
 from __future__ import annotations
 
 import math
+import signal
 import statistics
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -65,3 +68,30 @@ class Guard:
 
     def state(self) -> dict:
         return {"losses": list(self.losses), "grads": list(self.grads)}
+
+
+class StopFlag:
+    """SIGINT/SIGTERM set a flag instead of killing the process: the loop finishes its step, checkpoints, exits."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    @property
+    def set(self) -> bool:
+        return self.signal is not None

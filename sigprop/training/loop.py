@@ -10,12 +10,8 @@ divergence guard that stops a blown-up run with its last checkpoint from before 
 from __future__ import annotations
 
 import contextlib
-import platform
 import signal
-import socket
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,14 +22,18 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from sigprop.blocks import BlockSpec, ModelConfig, build_model, get_spec
+from sigprop.blocks import BlockSpec, ModelConfig, build_model
 from sigprop.cpu import tune_malloc
 from sigprop.errors import SigpropError
 from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir, RunLock
 from sigprop.training import distributed as ddp
+from sigprop.training.batches import batch_for_step, count_targets, micro_batches
 from sigprop.training.checkpoint import load_checkpoint, restore, rng_state, save_checkpoint
-from sigprop.training.config import RUNTIME_FIELDS, TrainConfig, get_config
-from sigprop.training.guard import Guard
+from sigprop.training.config import TrainConfig
+from sigprop.training.env import env_info, use_bf16
+from sigprop.training.guard import Guard, StopFlag
+from sigprop.training.optim import make_optimizer
+from sigprop.training.resolve import resolve, spec_record
 from sigprop.training.schedule import lr_at
 
 #: The fixed validation batches used for eval loss use this seed offset (distinct from the probe rows).
@@ -66,201 +66,12 @@ class Run:
         return self.summary.get("final_eval_loss")
 
 
-# ------------------------------------------------------------------------------------------------
-# Pieces (pure where possible)
-# ------------------------------------------------------------------------------------------------
-
-
-def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: on CUDA, and on CPU at width >= 256 where it is measured faster (README, closing note)."""
-    if cfg.precision != "auto":
-        return cfg.precision == "bf16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return cfg.width >= 256 and cpu_bf16_supported()
-
-
-def cpu_bf16_supported() -> bool:
-    """CPUs with native bf16 (AVX512-BF16 / AMX) make autocast pay off; elsewhere it is emulated and slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-#: parameter-name endings of the attention matrices that get their own LR multiplier
-QK_NAMES = ("attn.w_q.weight", "attn.w_k.weight")
-VP_NAMES = ("attn.value.weight", "attn.value.delta", "attn.proj.weight", "attn.proj.delta")
-
-
-def lr_mult_of(name: str, cfg: TrainConfig) -> float:
-    """A parameter's LR multiplier: `qk_lr_mult` for W^Q, W^K; `vp_lr_mult` for W^V, W^P (Fig. 9); else 1."""
-    if name.endswith(QK_NAMES):
-        return cfg.qk_lr_mult
-    return cfg.vp_lr_mult if name.endswith(VP_NAMES) else 1.0
-
-
-def optimizer_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
-    """The paper's AdamW groups (decay on matrices/embeddings, none on gains/norms/biases), split further by LR
-    multiplier (`lr_mult_of`) when one is not 1. Each group carries `lr_mult` for the schedule."""
-    groups: dict[tuple[bool, float], list] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            groups.setdefault((p.ndim >= 2, lr_mult_of(name, cfg)), []).append(p)
-    return [{"params": ps, "weight_decay": cfg.weight_decay if decay else 0.0, "lr_mult": mult}
-            for (decay, mult), ps in sorted(groups.items())]
-
-
 def branch_kinds(model: nn.Module) -> tuple[str, ...]:
     """The branch-output probe points a model has ('attn_out', 'mlp_out'; sigprop models have both)."""
     from sigprop.probes.layers import points_or_none, unwrap
 
     points = points_or_none(unwrap(model))
     return tuple(k for k in ("attn_out", "mlp_out") if points is not None and points.of_kind(k))
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(optimizer_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
-
-
-def batch_for_step(data, cfg: TrainConfig, split: str, step: int, mask: dict | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) of the whole global batch of `step`: LM shifts by one; MLM masks 25% of tokens.
-    The MLM mask is a pure function of (seed, split, step), so resumed and multi-process runs see the same."""
-    rows = data.batch(split, cfg.batch_size, step, seed=seed)
-    if cfg.kind == "decoder":
-        return rows[:, :-1], rows[:, 1:]
-    from sigprop.data import mlm_mask
-
-    g = torch.Generator().manual_seed(hash_seed(seed, split, step))
-    return mlm_mask(rows[:, :-1], mask["mask"], data.vocab_size, p=cfg.mlm_p, generator=g, special_ids=mask["special_ids"])
-
-
-def hash_seed(seed: int, split: str, step: int) -> int:
-    return (seed * 1_000_003 + (0 if split == "train" else 7_919) * 104_729 + step) % (2**63 - 1)
-
-
-def micro_batches(x: torch.Tensor, y: torch.Tensor, rank: int, world: int, accum: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """This rank's share of the global batch, cut into `accum` micro-batches (rank-major, so N processes
-    together see exactly the rows one process sees)."""
-    B = x.shape[0]
-    if B % (world * accum):
-        raise SigpropError(f"batch_size {B} is not divisible by processes x grad_accum = {world} x {accum}")
-    per = B // world
-    xs, ys = x[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per]
-    return list(zip(xs.chunk(accum), ys.chunk(accum)))
-
-
-def count_targets(y: torch.Tensor) -> int:
-    return int((y != -100).sum())
-
-
-def env_info(device: torch.device, world: int) -> dict:
-    """Versions, device, threads, host and git commit: enough to say where a number came from."""
-    info = {
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-        "threads": torch.get_num_threads(),
-        "world_size": world,
-        "hostname": socket.gethostname(),
-        "cpu_bf16": cpu_bf16_supported(),
-        "git_commit": git_commit(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-    return info
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-class StopFlag:
-    """SIGINT/SIGTERM set a flag instead of killing the process: the loop finishes its step, checkpoints, exits."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> StopFlag:
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signal is not None and signum == signal.SIGINT:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.signal = signum
-
-    def __exit__(self, *exc: object) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-
-    @property
-    def set(self) -> bool:
-        return self.signal is not None
-
-
-# ------------------------------------------------------------------------------------------------
-# Config resolution (new run or resume)
-# ------------------------------------------------------------------------------------------------
-
-
-def spec_record(spec: BlockSpec) -> dict:
-    return {"name": spec.name, **{k: list(v) if isinstance(v, tuple) else v for k, v in spec.knobs().items()}}
-
-
-def spec_from_record(rec: dict) -> BlockSpec:
-    knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in rec.items()}
-    return BlockSpec(**knobs)
-
-
-def stored_run(stored: dict) -> tuple[BlockSpec, TrainConfig]:
-    """The block and config recorded in a run's config.json; a damaged or foreign record is one line."""
-    try:
-        return spec_from_record(stored["spec"]), TrainConfig(**stored["train"])
-    except SigpropError as e:
-        raise SigpropError(f"the run's {CONFIG} holds an invalid setting ({e}); restart the run with --overwrite") from None
-    except (KeyError, TypeError, AttributeError) as e:
-        what = f"no {e.args[0]!r} entry" if isinstance(e, KeyError) else str(e).split("\n")[0]
-        raise SigpropError(f"the run's {CONFIG} is not a sigprop run record ({what}); restart the run with --overwrite") from None
-
-
-def resolve(block: str | BlockSpec | None, scale: str | TrainConfig | None, sets, overrides: dict, stored: dict | None) -> tuple[BlockSpec, TrainConfig]:
-    """The spec and config of this run. On resume the stored ones are the base; anything given must agree."""
-    if stored is None:
-        spec = get_spec(block if block is not None else "pre-ln", sets)
-        return spec, get_config(scale if scale is not None else "cpu", **overrides)
-    old_spec, old_cfg = stored_run(stored)
-    spec = get_spec(block, sets) if block is not None else old_spec.with_sets(sets)
-    cfg = get_config(scale, **overrides) if scale is not None else old_cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-    if spec.knobs() != old_spec.knobs():
-        diff = ", ".join(f"{k}={v!r} (run has {old_spec.knobs()[k]!r})" for k, v in spec.diff(old_spec).items())
-        raise SigpropError(f"cannot resume: the block differs from the stored run ({diff}); accepted: the same block, or --overwrite")
-    a, b = cfg.to_dict(), old_cfg.to_dict()
-    bad = [k for k in a if k not in RUNTIME_FIELDS and k != "scale" and a[k] != b[k]]
-    if bad:
-        diff = ", ".join(f"{k}={a[k]!r} (run has {b[k]!r})" for k in bad)
-        raise SigpropError(f"cannot resume: {diff}; accepted: the run's own settings, or --overwrite")
-    return spec, cfg.replace(scale=old_cfg.scale)
 
 
 # ------------------------------------------------------------------------------------------------
