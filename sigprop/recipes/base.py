@@ -129,6 +129,14 @@ class Context:
             rows.append(row)
         return pd.DataFrame(rows)
 
+    def finished(self, prefix: str = "", seed: int | None = None) -> pd.DataFrame:
+        """The table's finished runs (done or diverged) whose slug starts with `prefix`, of one `seed` if given."""
+        from sigprop.recipes.records import FINISHED
+
+        t = self.table()
+        keep = t.slug.str.startswith(prefix) & t.status.isin(FINISHED)
+        return t[keep & (t.seed == seed)] if seed is not None else t[keep]
+
     def line(self, slug: str) -> str:
         """The run folder of a plan by slug."""
         for p, run in zip(self.plans, self.folders):
@@ -217,10 +225,8 @@ def seed_losses(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> dict[
 
 def finished_seeds(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> list[int]:
     """The seeds whose run slug_format.format(seed) is finished (done or diverged), in seed order."""
-    from sigprop.recipes.records import FINISHED
-
-    status = dict(zip(ctx.table().slug, ctx.table().status))
-    return [s for s in seeds if status.get(slug_format.format(s)) in FINISHED]
+    done = set(ctx.finished().slug)
+    return [s for s in seeds if slug_format.format(s) in done]
 
 
 def final_by(sweep: pd.DataFrame, group: str, knob: str) -> dict[str, dict[str, float]]:

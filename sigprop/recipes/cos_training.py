@@ -9,7 +9,6 @@ from __future__ import annotations
 from sigprop.plots.paper import Line, plot_cos_heatmap
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.records import FINISHED
 
 BLOCKS = ("pre-ln", "skipless", "sas-p")
 COLLAPSED = 0.9
@@ -22,15 +21,15 @@ def runs(scale: str) -> list[RunPlan]:
 
 
 def make(ctx: Context) -> dict:
-    seeds, t, p = seeds_for(ctx.scale), ctx.table(), ctx.runs.probes
+    seeds, p = seeds_for(ctx.scale), ctx.runs.probes
     lines = [Line.of(ctx.line(f"{b}-s{seeds[0]}"), b) for b in BLOCKS]
     plot_cos_heatmap(p, lines, ctx.out / "cos_training", ctx.note(f"seed {seeds[0]}"))
     cos = p[(p.source == "probe") & (p.metric == "cos_mean")]
-    done = dict(zip(t.slug, t.status.isin(FINISHED)))
+    done = set(ctx.finished().slug)
     peak, last = {}, {}
     for b in BLOCKS:
         for s in seeds:
-            if done.get(f"{b}-s{s}"):
+            if f"{b}-s{s}" in done:
                 d = cos[cos.run == ctx.line(f"{b}-s{s}")]
                 peak.setdefault(b, {})[s] = float(d.value.max())
                 last.setdefault(b, {})[s] = float(d[d.step == d.step.max()].value.max())

@@ -15,7 +15,6 @@ from sigprop.plots.paper import plot_final_vs_knob
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, final_by, final_loss, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.fig3 import BETAS, STYLES, reparam_spec, slug
-from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
 
 #: init name -> (W_init, tie_valproj_init)
@@ -46,7 +45,7 @@ def runs(scale: str) -> list[RunPlan]:
 
 def make(ctx: Context) -> dict:
     t, seeds, decide = ctx.table(), seeds_for(ctx.scale), DECIDE_BETA[ctx.scale]
-    sweep = t[t.slug.str.startswith("reparam-") & (t.seed == seeds[0]) & t.status.isin(FINISHED)]
+    sweep = ctx.finished("reparam-", seed=seeds[0])
     at = {init: seed_losses(ctx, f"reparam-{init}-b{decide:g}-s{{}}", seeds) for init in INITS}
     spread = pd.DataFrame([{"group": init, "beta": decide, "mean": pd.Series(v).mean(), "std": pd.Series(v).std()}
                            for init, v in at.items()]) if len(seeds) > 1 else None

@@ -16,7 +16,6 @@ from sigprop.plots.paper import plot_final_vs_knob
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
 
 BETAS = {"ci": (0.0, 1.0), "cpu": (0.0, 0.2, 1.0), "paper": (0.0, 0.05, 0.1, 0.2, 0.5, 1.0)}
@@ -54,7 +53,7 @@ def runs(scale: str) -> list[RunPlan]:
 def make(ctx: Context) -> dict:
     t, seeds = ctx.table(), seeds_for(ctx.scale)
     s0, betas, decide = seeds[0], BETAS[ctx.scale], DECIDE_BETA[ctx.scale]
-    sweep = t[t.slug.str.startswith("reparam-") & (t.seed == s0) & t.status.isin(FINISHED)]
+    sweep = ctx.finished("reparam-", seed=s0)
     loss = {init: {b: seed_losses(ctx, f"reparam-{init}-b{b:g}-s{{}}", seeds) for b in betas} for init in INITS}
     pre = seed_losses(ctx, "pre-ln-s{}", seeds)
     vsk = final_loss(t, f"v-skipinit-s{s0}")

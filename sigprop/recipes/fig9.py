@@ -16,7 +16,6 @@ from sigprop.plots.paper import plot_final_vs_knob
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, final_by, final_loss, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.fig3 import INITS, STYLES, reparam_spec
-from sigprop.recipes.records import FINISHED
 from sigprop.recipes.stats import paired_gap, verdict_for
 
 RATIOS = {"ci": (0.2, 1.0), "cpu": (0.05, 0.2, 1.0), "paper": (0.01, 0.05, 0.1, 0.2, 0.5, 1.0)}
@@ -42,7 +41,7 @@ def runs(scale: str) -> list[RunPlan]:
 
 def make(ctx: Context) -> dict:
     t, seeds = ctx.table(), seeds_for(ctx.scale)
-    sweep = t[t.slug.str.startswith("lr-ratio-") & (t.seed == seeds[0]) & t.status.isin(FINISHED)]
+    sweep = ctx.finished("lr-ratio-", seed=seeds[0])
     at = {r: seed_losses(ctx, f"lr-ratio-identity-r{r:g}-s{{}}", seeds) for r in (DECIDE, 1.0)}
     fixed = seed_losses(ctx, f"reparam-identity-b{DECIDE:g}-s{{}}", seeds)
     spread = pd.DataFrame([{"group": "identity", "ratio": r, "mean": pd.Series(v).mean(), "std": pd.Series(v).std()}
