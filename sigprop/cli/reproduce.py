@@ -1,4 +1,4 @@
-"""`sigprop reproduce NAME --scale ci|cpu|paper --out DIR` and `sigprop reproduce --list`."""
+"""`sigprop reproduce NAME --scale ci|cpu|paper --out DIR`, `sigprop reproduce --list` and `--budget`."""
 
 from __future__ import annotations
 
@@ -48,6 +48,27 @@ def status_table(name: str, scale: str, out: Path | None, runs: Path | None, onl
     return t
 
 
+def budget_table(scale: str, root: Path) -> Table:
+    """--budget: the gallery's distinct runs per recipe and tier, finished (measured) and still to train (estimated)."""
+    from sigprop.recipes.budget import BUDGET_HOURS, gallery_budget
+
+    t = gallery_budget(scale, root)
+    cap = BUDGET_HOURS.get(scale)
+    inside = float(t[t.tier <= 2].hours.sum())
+    title = (f"gallery at scale {scale}: {len(t)} distinct runs, {t.hours.sum():.1f} one-thread hours planned; tiers 1-2 "
+             f"(the committed gallery) {inside:.1f} h" + (f" of a {cap:g} h budget" if cap else "")
+             + f"; finished {t[t.status == 'finished'].hours.sum():.1f} h")
+    tab = Table(title=title, show_lines=False)
+    for col in ("recipe", "tier", "runs", "finished", "finished h", "to train h", "pending h"):
+        tab.add_column(col, justify="left" if col == "recipe" else "right")
+    order = {name: i for i, name in enumerate(dict.fromkeys(t.recipe))}
+    for (name, tier), g in sorted(t.groupby(["recipe", "tier"]), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        h = g.groupby("status").hours.sum()
+        tab.add_row(name, str(tier), str(len(g)), str(int((g.status == "finished").sum())),
+                    *(f"{h.get(k, 0.0):.1f}" for k in ("finished", "to train", "pending")), style="dim" if tier > 2 else None)
+    return tab
+
+
 @app.command("reproduce")
 def reproduce_cmd(
     name: str = typer.Argument(None, help="Recipe name (see --list), or 'all'."),
@@ -59,6 +80,7 @@ def reproduce_cmd(
     replot: bool = typer.Option(False, "--replot", help="Train nothing: redraw the figures and verdicts from the run records in the runs folder."),
     thin: int = typer.Option(0, "--thin-records", help="Keep a trained run's train-loss rows every N steps (every eval kept): small records to commit beside a figure."),
     only: str = typer.Option(None, "--only", help="Train only the runs whose slug matches one of these globs (comma-separated), e.g. '4x128-*-s0'; two processes can take disjoint sets."),
+    budget: bool = typer.Option(False, "--budget", help="Train nothing: every distinct run of the gallery at --scale with its tier and one-thread hours (finished: measured; to train: estimated), against the 24-hour cpu budget."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Train nothing: list each run and what reproduce would do with it (finished, copy, resume, train)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
@@ -67,6 +89,9 @@ def reproduce_cmd(
 
     if list_:
         console.print(recipe_table())
+        return
+    if budget:
+        console.print(budget_table(scale, out or Path("figures")))
         return
     if not name:
         raise SigpropError("no recipe given; accepted: --list, all, " + ", ".join(RECIPES))

@@ -158,10 +158,20 @@ class Recipe:
     runtime: dict[str, str]  # expected runtime per scale (measured on 2 shared cores for cpu)
     base: dict[str, TrainConfig] = field(default_factory=lambda: dict(BASE))
     partial: bool = False  # make() can draw from a subset of the runs (a study trained over several days)
+    #: each cpu run's priority in the gallery's 24-hour budget (issue 10's order; `recipes.budget`): 1 = the paper's
+    #: main claims (1, 4, 8, 10) and the catch-up study, 2 = claims 5, 7, 13, 17 and the plateau, 3 = beyond the budget
+    #: (planned and trainable, not part of the committed gallery). A number, or plan -> number.
+    tier: int | Callable[[RunPlan], int] = 3
+    #: scale -> the runs a staged study will add once its first stage is in (e.g. seeds at a best LR not yet known),
+    #: at a stand-in config of the same cost: counted by the budget, never trained
+    pending: Callable[[str], list[RunPlan]] | None = None
 
     def plans(self, scale: str) -> list[RunPlan]:
         check_choice("scale", scale, RECIPE_SCALES)
         return self.runs(scale)
+
+    def tier_of(self, p: RunPlan) -> int:
+        return self.tier(p) if callable(self.tier) else self.tier
 
 
 # ------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from sigprop.recipes.stats import (FLOOR_PCT, NOT_REPRODUCED, REPRODUCED, Gap, b
 BLOCKS = ("pre-ln", "sas", "sas-p", "v-skipinit")
 #: model sizes of the study (depth x width); heads keep head_dim = 32
 SIZES: dict[str, dict] = {
+    "4x64": dict(depth=4, width=64, heads=2),
     "4x128": dict(depth=4, width=128, heads=4),
     "6x256": dict(depth=6, width=256, heads=8, precision="bf16"),
     "12x128": dict(depth=12, width=128, heads=4),
@@ -30,15 +31,20 @@ SIZES: dict[str, dict] = {
 #: already worse) and gained 8e-3, to bracket the optimum instead of ending at it
 LRS = (1e-3, 2e-3, 4e-3, 8e-3)
 SEEDS = (0, 1, 2)
-#: size -> (blocks, LR grid) where it is not the full BLOCKS x LRS: the larger sizes cost 2-3x a 4x128 run, so
-#: they compare Pre-LN with SAS-P only, at the two LRs around 4x128's optimum (the gallery's 24-hour budget)
-GRIDS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {"6x256": (("pre-ln", "sas-p"), (2e-3, 4e-3)),
+#: size -> (blocks, LR grid) where it is not the full BLOCKS x LRS: the other sizes compare Pre-LN with SAS-P only.
+#: 4x64 (a third of a 4x128 run) at 4x128's best and the next LR up (narrower models take larger LRs); 12x128 and
+#: 6x256 (2-3x a 4x128 run) at the two LRs around 4x128's optimum
+GRIDS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {"4x64": (("pre-ln", "sas-p"), (4e-3, 8e-3)),
+                                                               "6x256": (("pre-ln", "sas-p"), (2e-3, 4e-3)),
                                                                "12x128": (("pre-ln", "sas-p"), (2e-3, 4e-3))}
 #: (size, block) -> the best peak LR of the seed-0 grid (stage 2 runs seeds 1, 2 there); filled as grids finish
 #: 4x128: 4e-3 for all four blocks, the interior argmin of the seed-0 grid (final Pre-LN / SAS-P: 1e-3 3.717 / 3.759,
 #: 2e-3 3.505 / 3.538, 4e-3 3.448 / 3.405, 8e-3 3.537 / 3.664; SAS / V-SkipInit: 2e-3 3.498 / 3.585, 4e-3 3.424 /
 #: 3.397, 8e-3 3.818 / 3.767, their 1e-3 runs not in yet: pinned because 2e-3 and 8e-3 already bracket 4e-3)
-BEST_LR: dict[tuple[str, str], float] = {("4x128", b): 4e-3 for b in ("pre-ln", "sas", "sas-p", "v-skipinit")}
+#: 12x128: pinned at 4x128's 4e-3 before its grid is in, as the paper's Fig. 6 keeps one LR across depths (claim 13);
+#: its 2e-3 runs lie beyond the gallery's budget (tier 3), and make() says so if one ends lower than the pin
+BEST_LR: dict[tuple[str, str], float] = {**{("4x128", b): 4e-3 for b in ("pre-ln", "sas", "sas-p", "v-skipinit")},
+                                         **{("12x128", b): 4e-3 for b in ("pre-ln", "sas-p")}}
 
 #: blocks without their own LR grid run at the best LR of the block they derive from
 LR_OF = {"sas-p-nonorm": "sas-p", "parallel": "pre-ln"}
@@ -81,6 +87,12 @@ def slug(size: str, block: str, lr: float, seed: int) -> str:
     return f"{size}-{block}-lr{lr:g}-s{seed}"
 
 
+def tier(p: RunPlan) -> int:
+    """Budget tier (`Recipe.tier`): 4x128 and 4x64, and 12x128 at its pinned LR, decide the study; the rest is extra."""
+    size, block, lr = p.params["size"], p.spec.name, p.params["lr"]
+    return 1 if size in ("4x128", "4x64") or BEST_LR.get((size, block)) == lr else 3
+
+
 def runs(scale: str) -> list[RunPlan]:
     """Stage 1 (every LR, first seed) and stage 2 (the other seeds at the pinned best LR where it is known)."""
     st, best, plans = study(scale), pinned(scale), []
@@ -94,6 +106,19 @@ def runs(scale: str) -> list[RunPlan]:
             for lr, seed in pairs:
                 plans.append(plan(block, slug(size, block, lr, seed), params=dict(params, lr=lr, seed=seed),
                                   lr=lr, seed=seed, **over))
+    return plans
+
+
+def pending(scale: str) -> list[RunPlan]:
+    """Stage 2 of the sizes whose best LR is not pinned yet: the other seeds, at the grid's first LR as a stand-in of
+    the same cost (for `recipes.budget`; `runs` adds the real ones once BEST_LR has the pin)."""
+    st, best, plans = study(scale), pinned(scale), []
+    for size, over in st["sizes"].items():
+        blocks, lrs = grid_of(st, size)
+        for block in blocks:
+            if (size, block) not in best:
+                plans += [plan(block, slug(size, block, lrs[0], s), params=dict(size=size, lr=lrs[0], seed=s),
+                               lr=lrs[0], seed=s, **over) for s in st["seeds"][1:]]
     return plans
 
 
@@ -315,7 +340,7 @@ def make(ctx: Context) -> dict:
 
 
 RECIPE = Recipe(
-    name="catch-up", paper="(sigprop)", claims=(1, 8, 10, 15), runs=runs, make=make, partial=True,
+    name="catch-up", paper="(sigprop)", claims=(1, 8, 10, 15), runs=runs, make=make, partial=True, tier=tier, pending=pending,
     shows="per-step eval-loss gap of SAS, SAS-P, V-SkipInit to Pre-LN vs tokens, per size, best LR each, seed bands",
     runtime={"ci": "~40 s", "cpu": "48+ runs of 25-90 min (1 thread each), over several days", "paper": "not planned"},
     base=BASE,

@@ -44,7 +44,7 @@ def make(ctx: Context) -> dict:
 
 
 RECIPE = Recipe(
-    name="cos-training", paper="(sigprop)", claims=(20,), runs=runs, make=make,
+    name="cos-training", paper="(sigprop)", claims=(20,), runs=runs, make=make, tier=2,
     shows="token cos_mean per layer through training (heatmap) for Pre-LN, naive skipless, SAS-P",
     runtime={"ci": "~5 s", "cpu": "7 runs x ~40 min (1 thread; 6 shared with catch-up)", "paper": "7 x 10 h GPU"},
     partial=True,  # the long scale, trained over several days

@@ -19,8 +19,13 @@ def make(ctx: Context) -> dict:
     return pairwise(ctx, BLOCKS[ctx.scale], linear, cosine, "fig12", "solid: linear decay, dashed: cosine", claim=17)
 
 
+def tier(p: RunPlan) -> int:
+    """Budget tier: claim 17 is decided on Pre-LN and SAS-P; SAS's cosine runs lie beyond the 24-hour budget."""
+    return 3 if p.spec.name == "sas" else 2
+
+
 RECIPE = Recipe(
-    name="fig12", paper="Fig. 12", claims=(17,), runs=runs, make=make,
+    name="fig12", paper="Fig. 12", claims=(17,), runs=runs, make=make, tier=tier,
     shows="linear vs cosine LR decay for Pre-LN, SAS, SAS-P, with a zoom on the end of training",
     runtime={"ci": "~8 s", "cpu": "18 runs x ~40 min (1 thread; the 9 linear ones shared with catch-up)", "paper": "18 x 10 h GPU"},
     partial=True,  # the long scale, trained over several days

@@ -22,8 +22,13 @@ def make(ctx: Context) -> dict:
     return pairwise(ctx, BLOCKS[ctx.scale], shaped, vsi, "fig13", "dashed: shaped attention, solid: value-skipinit attention", claim=7)
 
 
+def tier(p: RunPlan) -> int:
+    """Budget tier: claim 7 is decided on SAS (the paper's Fig. 13 block); SAS-P's pair lies beyond the budget."""
+    return 3 if p.spec.name == "sas-p" else 2
+
+
 RECIPE = Recipe(
-    name="fig13", paper="Fig. 13", claims=(7,), runs=runs, make=make,
+    name="fig13", paper="Fig. 13", claims=(7,), runs=runs, make=make, tier=tier,
     shows="shaped vs value-skipinit attention inside SAS and SAS-P, loss per step",
     runtime={"ci": "~5 s", "cpu": "12 runs x ~40 min (1 thread; the 6 shaped ones shared with catch-up)", "paper": "12 x 10 h GPU"},
     partial=True,  # the long scale, trained over several days

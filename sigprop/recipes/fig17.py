@@ -45,7 +45,7 @@ def make(ctx: Context) -> dict | None:
 
 
 RECIPE = Recipe(
-    name="fig17", paper="Figs. 17-20", claims=(16,), runs=runs, make=make,
+    name="fig17", paper="Figs. 17-20", claims=(16,), runs=runs, make=make, tier=1,
     shows="alpha, beta, gamma (mean ± std over heads) and beta_FF per layer over training in SAS",
     runtime={"ci": "~3 s", "cpu": "3 runs x ~40 min (1 thread; shared with catch-up)", "paper": "3 x 10 h GPU"},
     partial=True,  # the long scale, trained over several days

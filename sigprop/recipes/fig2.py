@@ -34,7 +34,7 @@ def make(ctx: Context) -> dict:
 
 
 RECIPE = Recipe(
-    name="fig2", paper="Fig. 2", claims=(1,), runs=runs, make=make,
+    name="fig2", paper="Fig. 2", claims=(1,), runs=runs, make=make, tier=1,
     shows="V-SkipInit vs Pre-LN: train and eval loss per step (the slowdown without the attention skip)",
     runtime={"ci": "~5 s", "cpu": "6 runs x ~40 min (1 thread; all shared with catch-up)", "paper": "6 x 10 h GPU"},
     partial=True,  # the long scale, trained over several days

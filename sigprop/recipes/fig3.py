@@ -79,8 +79,17 @@ def make(ctx: Context) -> dict:
             "claims": claims}
 
 
+def tier(p: RunPlan) -> int:
+    """Budget tier: identity beta = 0 (claim 4) with its references decides; one seed of identity beta 0.2 and 1 and of
+    orthogonal beta 0.2 indicates claims 2 and 3; their other seeds and betas lie beyond the 24-hour budget."""
+    if p.slug.startswith(("pre-ln", "v-skipinit", "reparam-identity-b0-")):
+        return 1
+    return 2 if p.params["seed"] == 0 and (p.params["init"], p.params["beta"]) in (("identity", 0.2), ("identity", 1.0),
+                                                                                   ("orthogonal", 0.2)) else 3
+
+
 RECIPE = Recipe(
-    name="fig3", paper="Fig. 3", claims=(2, 3, 4), runs=runs, make=make,
+    name="fig3", paper="Fig. 3", claims=(2, 3, 4), runs=runs, make=make, tier=tier,
     shows="final eval loss vs fixed beta_V = beta_P, identity vs orthogonal W_init, Pre-LN / V-SkipInit lines",
     runtime={"ci": "~15 s", "cpu": "18 runs x ~40 min (1 thread; 4 shared with catch-up, 6 with fig15)", "paper": "not planned"},
     partial=True,  # the long scale, trained over several days

@@ -100,7 +100,7 @@ def make(ctx: Context) -> dict | None:
 
 
 RECIPE = Recipe(
-    name="fig4", paper="Fig. 4", claims=(5,), runs=runs, make=make,
+    name="fig4", paper="Fig. 4", claims=(5,), runs=runs, make=make, tier=2,
     shows="beta_V/alpha_V and beta_P/alpha_P per layer over training in a skipless block (trainable Eq. 6 gains)",
     runtime={"ci": "~5 s", "cpu": "6 runs x ~40 min (1 thread; 3 shared with catch-up)", "paper": "6 x 10 h GPU"},
     partial=True,  # the long scale, trained over several days

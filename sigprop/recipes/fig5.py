@@ -104,8 +104,13 @@ def make(ctx: Context) -> dict:
     return {"numbers": numbers, "claims": claims}
 
 
+def tier(p: RunPlan) -> int:
+    """Budget tier: every block decides claims 1, 8, 10; SAS-P without norms (claim 11) comes second."""
+    return 2 if p.spec.name == "sas-p-nonorm" else 1
+
+
 RECIPE = Recipe(
-    name="fig5", paper="Figs. 5, 26", claims=(1, 8, 10, 11), runs=runs, make=make,
+    name="fig5", paper="Figs. 5, 26", claims=(1, 8, 10, 11), runs=runs, make=make, tier=tier,
     shows="all blocks: eval loss vs training time (Fig. 5) and vs step (Fig. 26), 3 paired seeds",
     runtime={"ci": "~10 s", "cpu": "18 runs x ~35 min (1 thread; 12 shared with catch-up)", "paper": "18 x 10 h GPU"},
     partial=True,  # the long-scale runs are trained over several days; verdicts need every seed of a block

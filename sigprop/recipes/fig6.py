@@ -52,8 +52,16 @@ def make(ctx: Context) -> dict:
             "claims": claims}
 
 
+def tier(p: RunPlan) -> int:
+    """Budget tier: Pre-LN and SAS-P at depth 12 are the catch-up study's (tier 1, 3 seeds); V-SkipInit there runs one
+    seed (tier 2: an indication for claim 13); its other seeds and SAS at depth 12 lie beyond the 24-hour budget."""
+    if p.params["depth"] == DEPTHS["cpu"][0] or p.params["base"] in ("pre-ln", "sas-p"):
+        return 1
+    return 2 if p.params["base"] == "v-skipinit" and p.params["seed"] == 0 else 3
+
+
 RECIPE = Recipe(
-    name="fig6", paper="Fig. 6", claims=(13,), runs=runs, make=make,
+    name="fig6", paper="Fig. 6", claims=(13,), runs=runs, make=make, tier=tier,
     shows="depth scaling: loss per step at two depths, same LR, for Pre-LN, SAS, SAS-P, V-SkipInit",
     runtime={"ci": "~10 s", "cpu": "24 runs: 12 at depth 4 (~40 min, from catch-up) and 12 at depth 12 (~90 min)",
              "paper": "10 runs, GPU days"},

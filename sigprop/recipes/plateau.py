@@ -133,8 +133,18 @@ def make(ctx: Context) -> dict:
                         "collapse_at_base": collapse(ctx, t)}, "claims": []}
 
 
+def tier(p: RunPlan) -> int:
+    """Budget tier 2 (the plateau is item 5 of issue 10): SAS-P with 3 seeds at beta_FF 0.05 / 0.1 / 0.5, lr 4e-3 (the
+    long scale's), batch 16 and depth 2 / 8, Pre-LN's reference at seed 0 off the base setting (its tokens to 6.0 vary
+    by ~5% over seeds at the base: 478K +- 24K). Beyond the 24-hour budget: Pre-LN's other seeds there, lr 5e-4 and
+    2e-3, batch 64 (twice a base run's cost)."""
+    if (p.params.get("factor"), p.params.get("value")) in (("lr", 5e-4), ("lr", 2e-3), ("batch_size", 64)):
+        return 3
+    return 3 if p.spec.name == "pre-ln" and p.params.get("factor") != "base" and p.params.get("seed") != 0 else 2
+
+
 RECIPE = Recipe(
-    name="plateau", paper="(sigprop)", claims=(), runs=runs, make=make,
+    name="plateau", paper="(sigprop)", claims=(), runs=runs, make=make, tier=tier,
     shows="tokens SAS-P and Pre-LN need to leave the early plateau vs beta_FF init, LR, batch and depth (3 seeds)",
     runtime={"ci": "~15 s", "cpu": "~50 runs x ~7 min (1 thread)", "paper": "not planned"},
     base={**BASE, "ci": PLATEAU_CI, "cpu": PLATEAU},

@@ -1,0 +1,97 @@
+"""What the whole gallery costs to train: every distinct run of every recipe at a scale, once (recipes share runs
+by run id), with the CPU hours a finished run took (its summary) or an estimate for one still to train.
+
+Issue 10 caps the cpu gallery at 24 hours on the 2 cores of the machine it was measured on, i.e. BUDGET_HOURS =
+48 one-thread hours (two one-thread runs side by side). `sigprop reproduce --budget` prints this table; a test
+checks that the planned gallery fits.
+
+    from sigprop.recipes.budget import gallery_budget
+    table = gallery_budget("cpu")       # one row per distinct run: recipe, slug, status, hours, estimated
+    table.hours.sum()                   # one-thread hours of the whole gallery
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from sigprop.recipes.records import FINISHED
+from sigprop.runs import CONFIG, RunDir
+from sigprop.training import TrainConfig
+
+#: one-thread CPU hours the cpu gallery may take in total (issue 10: 24 h on 2 cores, two 1-thread runs at a time)
+BUDGET_HOURS = {"cpu": 48.0}
+#: model FLOPs per second of one thread when no finished fp32 run calibrates it (4x128 fp32 runs here: ~1.9e10)
+DEFAULT_RATE = 1.9e10
+#: bf16 autocast on a CPU without native bf16 is emulated: measured ~0.6x fp32 throughput (benchmarks/README.md)
+BF16_SLOWDOWN = 1.6
+
+
+def flops_per_token(block, cfg: TrainConfig) -> float:
+    """Training FLOPs per token of `block` at `cfg`'s size (6N + attention; `sigprop.benchmark`), on a meta model."""
+    import torch
+
+    from sigprop.benchmark import model_flops_per_token
+    from sigprop.blocks.model import build_model
+
+    with torch.device("meta"):
+        model = build_model(block, depth=cfg.depth, width=cfg.width, heads=cfg.heads, vocab_size=cfg.vocab_size,
+                            context=cfg.seq_len, kind=cfg.kind)
+    return model_flops_per_token(model, cfg.seq_len, "train")
+
+
+def _finished_summary(folder: str, search: list[Path]) -> dict | None:
+    """The summary of a finished copy of this run (same run id) in any of the gallery's runs/ folders."""
+    rid = folder.rsplit("-", 1)[-1]
+    for d in search:
+        for cand in sorted(d.glob(f"*-{rid}")):
+            s = RunDir(cand).summary() if (cand / CONFIG).exists() else None
+            if s is not None and s.get("status") in FINISHED:
+                return s
+    return None
+
+
+def gallery_budget(scale: str = "cpu", root: str | Path = "figures") -> pd.DataFrame:
+    """One row per distinct run of the gallery at `scale`: recipe (the first that plans it), its slug and run folder
+    there, the run id (shared by every recipe that plans the same block and config), tier
+    (the highest priority any recipe gives it, `Recipe.tier`), status (finished | to train | pending: a staged
+    study's later run, `Recipe.pending`), hours (one-thread wall hours: measured, or estimated from model FLOPs at the
+    rate of the finished fp32 runs), estimated (bool)."""
+    from sigprop.recipes import RECIPES
+    from sigprop.recipes.executor import _layout
+
+    root = Path(root)
+    search = sorted(d for d in root.glob("*/runs") if d.is_dir())
+    rows, seen = [], {}
+    for name in RECIPES:
+        recipe, out, _, _, base, plans, cfgs, folders = _layout(name, scale, root / name, None)
+        later = recipe.pending(scale) if recipe.pending is not None else []
+        plans, cfgs = plans + later, cfgs + [p.config(base) for p in later]
+        folders = folders + [f"{name}:{p.slug}:pending" for p in later]
+        for p, cfg, folder in zip(plans, cfgs, folders):
+            rid = folder if folder.endswith(":pending") else folder.rsplit("-", 1)[-1]
+            if rid in seen:  # a shared run counts once, at the highest priority any recipe gives it
+                row = rows[seen[rid]]
+                row["tier"] = min(row["tier"], recipe.tier_of(p))
+                continue
+            seen[rid] = len(rows)
+            s = _finished_summary(folder, [out / "runs", *search])
+            flops = flops_per_token(p.spec, cfg) * cfg.steps * cfg.tokens_per_step
+            rows.append({"recipe": name, "slug": p.slug, "run": folder, "id": rid, "tier": recipe.tier_of(p), "steps": cfg.steps, "flops": flops,
+                         "bf16": cfg.precision == "bf16", "status": "finished" if s else "pending" if folder.endswith(":pending") else "to train",
+                         "hours": float(s["wall_time_s"]) / 3600 if s and s.get("wall_time_s") else None})
+    t = pd.DataFrame(rows, columns=["recipe", "slug", "run", "id", "tier", "steps", "flops", "bf16", "status", "hours"])
+    known = t[t.hours.notna() & ~t.bf16]
+    rate = float((known.flops / (known.hours * 3600)).median()) if len(known) else DEFAULT_RATE
+    est = t.flops / rate / 3600 * t.bf16.map({True: BF16_SLOWDOWN, False: 1.0})
+    t["estimated"] = t.hours.isna()
+    t["hours"] = t.hours.fillna(est)
+    return t.drop(columns=["flops", "bf16"])
+
+
+def budget_by_recipe(t: pd.DataFrame) -> pd.DataFrame:
+    """Per recipe: distinct runs it adds, of which finished, and their hours (finished measured, to train estimated)."""
+    g = t.assign(done_h=t.hours.where(t.status == "finished", 0.0), todo_h=t.hours.where(t.status != "finished", 0.0))
+    return g.groupby("recipe", sort=False).agg(runs=("run", "size"), finished=("status", lambda s: int((s == "finished").sum())),
+                                               finished_h=("done_h", "sum"), to_train_h=("todo_h", "sum")).reset_index()
