@@ -17,7 +17,7 @@ from sigprop.cli import app
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 #: Commands cheap enough to run for real in the suite (seconds).
-CHEAP = ("sigprop blocks", "sigprop reproduce --list", "sigprop reproduce catch-up --dry-run")
+CHEAP = ("sigprop blocks", "sigprop reproduce --list", "sigprop reproduce catch-up --dry-run", "sigprop reproduce --budget")
 
 
 def blocks(lang: str) -> list[str]:

@@ -342,6 +342,6 @@ def make(ctx: Context) -> dict:
 RECIPE = Recipe(
     name="catch-up", paper="(sigprop)", claims=(1, 8, 10, 15), runs=runs, make=make, partial=True, tier=tier, pending=pending,
     shows="per-step eval-loss gap of SAS, SAS-P, V-SkipInit to Pre-LN vs tokens, per size, best LR each, seed bands",
-    runtime={"ci": "~40 s", "cpu": "48+ runs of 25-90 min (1 thread each), over several days", "paper": "not planned"},
+    runtime={"ci": "~40 s", "cpu": "38 runs in the budget (4x64 ~15, 4x128 ~35, 12x128 ~85 min; 1 thread), 10 beyond it", "paper": "not planned"},
     base=BASE,
 )
