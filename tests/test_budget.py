@@ -47,6 +47,17 @@ def test_a_shared_run_counts_once_measured_and_the_rest_is_estimated_by_flops(ca
     assert flops_per_token("pre-ln", wide) > 4 * flops_per_token("pre-ln", small)
 
 
+def test_dry_run_names_each_cpu_runs_budget_tier(tmp_path):
+    from sigprop.recipes import plan_status
+
+    st = plan_status("fig3", "cpu", tmp_path / "fig3").set_index("slug")
+    assert st.loc["reparam-identity-b0-s1", "tier"] == 1  # claim 4, decided with 3 seeds
+    assert st.loc["reparam-identity-b0.2-s0", "tier"] == 2 and st.loc["reparam-identity-b0.2-s1", "tier"] == 3
+    assert set(st.action) == {"train"} and plan_status("fig3", "ci", tmp_path / "ci").tier.isna().all()
+    r = CliRunner().invoke(app, ["reproduce", "fig3", "--dry-run", "--out", str(tmp_path / "fig3")], env={"COLUMNS": "160"})
+    assert r.exit_code == 0 and "tier" in r.output, r.output
+
+
 def test_cli_budget_prints_the_table(cache, tmp_path):
     r = CliRunner().invoke(app, ["reproduce", "--budget", "--scale", "ci", "--out", str(tmp_path)], env={"COLUMNS": "160"})
     assert r.exit_code == 0, r.output

@@ -40,11 +40,12 @@ def status_table(name: str, scale: str, out: Path | None, runs: Path | None, onl
     t = Table(title=f"{name} at scale {scale}: {int(st.action.eq('finished').sum())} of {len(st)} runs finished "
                     f"({hours:.1f} h of training); {counts}"
                     + (f" (--only selects {int(st.selected.sum())})" if only else ""), show_lines=False)
-    for col in ("slug", "steps", "action", "run"):
+    tiers = scale == "cpu"
+    for col in ("slug", "steps", *(("tier",) if tiers else ()), "action", "run"):
         t.add_column(col, no_wrap=col != "action")
     for r in st.itertuples():
         style = None if r.selected else "dim"
-        t.add_row(r.slug, str(r.steps), r.action, r.run, style=style)
+        t.add_row(r.slug, str(r.steps), *((str(r.tier),) if tiers else ()), r.action, r.run, style=style)
     return t
 
 

@@ -91,7 +91,8 @@ def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *,
     """What `reproduce` would do, run by run, without doing it (`sigprop reproduce NAME --dry-run`): one row per
     plan with its slug, run folder, steps, whether --only selects it, its action: finished (reused), copy
     (finished in a sibling figure's runs/), resume (started, at its last recorded step) or train, and the wall
-    time a finished run took (seconds, from its summary)."""
+    time a finished run took (seconds, from its summary), and at the cpu scale its tier in the gallery's budget
+    (`Recipe.tier`: 1-2 inside the 24 hours, 3 beyond)."""
     recipe, out, runs_dir, share, base, plans, cfgs, folders = _layout(name, scale, out, runs_dir)
     chosen, rows = select(plans, only), []
     for p, cfg, folder in zip(plans, cfgs, folders):
@@ -109,8 +110,8 @@ def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *,
         else:
             action = "train"
         rows.append({"slug": p.slug, "run": folder, "steps": cfg.steps, "selected": p.slug in chosen, "action": action,
-                     "wall_time_s": wall})
-    return pd.DataFrame(rows, columns=["slug", "run", "steps", "selected", "action", "wall_time_s"])
+                     "wall_time_s": wall, "tier": recipe.tier_of(p) if scale == "cpu" else None})
+    return pd.DataFrame(rows, columns=["slug", "run", "steps", "selected", "action", "wall_time_s", "tier"])
 
 
 def reproduce(
