@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sigprop.recipes.records import FINISHED
-from sigprop.runs import CONFIG, RunDir
+from sigprop.recipes.records import find_shared
+from sigprop.runs import RunDir
 from sigprop.training import TrainConfig
 
 #: one-thread CPU hours the cpu gallery may take in total (issue 10: 24 h on 2 cores, two 1-thread runs at a time)
@@ -41,17 +41,6 @@ def flops_per_token(block, cfg: TrainConfig) -> float:
     return model_flops_per_token(model, cfg.seq_len, "train")
 
 
-def _finished_summary(folder: str, search: list[Path]) -> dict | None:
-    """The summary of a finished copy of this run (same run id) in any of the gallery's runs/ folders."""
-    rid = folder.rsplit("-", 1)[-1]
-    for d in search:
-        for cand in sorted(d.glob(f"*-{rid}")):
-            s = RunDir(cand).summary() if (cand / CONFIG).exists() else None
-            if s is not None and s.get("status") in FINISHED:
-                return s
-    return None
-
-
 def gallery_budget(scale: str = "cpu", root: str | Path = "figures") -> pd.DataFrame:
     """One row per distinct run of the gallery at `scale`: recipe (the first that plans it), its slug and run folder
     there, the run id (shared by every recipe that plans the same block and config), tier
@@ -70,16 +59,18 @@ def gallery_budget(scale: str = "cpu", root: str | Path = "figures") -> pd.DataF
         plans, cfgs = plans + later, cfgs + [p.config(base) for p in later]
         folders = folders + [f"{name}:{p.slug}:pending" for p in later]
         for p, cfg, folder in zip(plans, cfgs, folders):
-            rid = folder if folder.endswith(":pending") else folder.rsplit("-", 1)[-1]
+            pending = folder.endswith(":pending")
+            rid = folder if pending else folder.rsplit("-", 1)[-1]  # a pending run has no id yet
             if rid in seen:  # a shared run counts once, at the highest priority any recipe gives it
                 row = rows[seen[rid]]
                 row["tier"] = min(row["tier"], recipe.tier_of(p))
                 continue
             seen[rid] = len(rows)
-            s = _finished_summary(folder, [out / "runs", *search])
-            flops = flops_per_token(p.spec, cfg) * cfg.steps * cfg.tokens_per_step
-            rows.append({"recipe": name, "slug": p.slug, "run": folder, "id": rid, "tier": recipe.tier_of(p), "steps": cfg.steps, "flops": flops,
-                         "bf16": cfg.precision == "bf16", "status": "finished" if s else "pending" if folder.endswith(":pending") else "to train",
+            done = None if pending else find_shared(folder, [out / "runs", *search])
+            s = RunDir(done).summary() if done is not None else None
+            rows.append({"recipe": name, "slug": p.slug, "run": folder, "id": rid, "tier": recipe.tier_of(p),
+                         "steps": cfg.steps, "flops": flops_per_token(p.spec, cfg) * cfg.steps * cfg.tokens_per_step,
+                         "bf16": cfg.precision == "bf16", "status": "finished" if s else "pending" if pending else "to train",
                          "hours": float(s["wall_time_s"]) / 3600 if s and s.get("wall_time_s") else None})
     t = pd.DataFrame(rows, columns=["recipe", "slug", "run", "id", "tier", "steps", "flops", "bf16", "status", "hours"])
     known = t[t.hours.notna() & ~t.bf16]
@@ -89,9 +80,3 @@ def gallery_budget(scale: str = "cpu", root: str | Path = "figures") -> pd.DataF
     t["hours"] = t.hours.fillna(est)
     return t.drop(columns=["flops", "bf16"])
 
-
-def budget_by_recipe(t: pd.DataFrame) -> pd.DataFrame:
-    """Per recipe: distinct runs it adds, of which finished, and their hours (finished measured, to train estimated)."""
-    g = t.assign(done_h=t.hours.where(t.status == "finished", 0.0), todo_h=t.hours.where(t.status != "finished", 0.0))
-    return g.groupby("recipe", sort=False).agg(runs=("run", "size"), finished=("status", lambda s: int((s == "finished").sum())),
-                                               finished_h=("done_h", "sum"), to_train_h=("todo_h", "sum")).reset_index()

@@ -217,14 +217,10 @@ def reach_tokens(curves: pd.DataFrame) -> dict[tuple[str, str], float | None]:
 
 def head_flop_share(size: dict, vocab_size: int, seq_len: int, block: str = "pre-ln") -> float:
     """The tied LM head's share of a training step's model FLOPs (6 d V per token of 6N + attention)."""
-    import torch
+    from sigprop.recipes.budget import flops_per_token
 
-    from sigprop.benchmark import model_flops_per_token
-    from sigprop.blocks.model import build_model
-
-    with torch.device("meta"):
-        model = build_model(block, depth=size["depth"], width=size["width"], heads=size["heads"], vocab_size=vocab_size)
-    return 6.0 * size["width"] * vocab_size / model_flops_per_token(model, seq_len, "train")
+    cfg = CPU_LONG.replace(**size, vocab_size=vocab_size, seq_len=seq_len)
+    return 6.0 * size["width"] * vocab_size / flops_per_token(block, cfg)
 
 
 #: claim -> (block, what the paper says of it against Pre-LN)

@@ -32,7 +32,6 @@ def cpu_bf16_supported() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-
 def env_info(device: torch.device, world: int) -> dict:
     """Versions, device, threads, host and git commit: enough to say where a number came from."""
     info = {
