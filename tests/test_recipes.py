@@ -319,6 +319,13 @@ def test_thinned_records_keep_every_eval_and_draw_the_same_curves(cache, tmp_pat
         assert sorted(m.step) == [2, 3, 4, 6, 8, 9, 10]
         assert m.eval_loss.notna().sum() == 5 and run.summary()["metrics_thinned_every"] == 3
         assert thin_metrics(run.path, 2) == 0  # thinned once only
+        assert {"metrics.jsonl.gz", "probes.jsonl.gz"} <= set(run.contents()) and not run.has("metrics.jsonl.tmp")
+        assert not (run.path / "metrics.jsonl").exists() and not run.probes().empty  # packed, read as before
+    packed = {f: (tmp_path / "runs" / f / "probes.jsonl.gz").read_bytes() for f in res.trained}
+    again = reproduce("catch-up", "ci", tmp_path / "again", runs_dir=tmp_path / "runs", quiet=True, replot=True, thin=3)
+    numbers = [json.loads((r.out / "result.json").read_text())["numbers"] for r in (res, again)]
+    assert numbers[0] == numbers[1]  # the same numbers from the packed records (via JSON: NaN is null there)
+    assert all((tmp_path / "runs" / f / "probes.jsonl.gz").read_bytes() == b for f, b in packed.items())
     with pytest.raises(SigpropError, match="thinning interval must be an integer >= 1"):
         thin_metrics(tmp_path / "runs" / res.trained[0], 0)
 
@@ -356,12 +363,14 @@ def test_committed_gallery_runs_are_finished_records_only():
         if len(f.parts) >= 5 and f.parts[2] == "runs":
             runs.setdefault(Path(*f.parts[:4]), set()).add("/".join(f.parts[4:]))
     assert runs, "no committed gallery runs found"
+    records = {"config.json", "env.json", "metrics.jsonl", "probes.jsonl", "summary.json"}
     for run, names in runs.items():
-        assert names <= {"config.json", "env.json", "metrics.jsonl", "probes.jsonl", "summary.json"}, (run, names)
-        assert {"config.json", "metrics.jsonl", "summary.json"} <= names, (run, names)
+        assert names <= records | {"metrics.jsonl.gz", "probes.jsonl.gz"}, (run, names)
+        assert {"config.json", "summary.json"} <= names and len(names & {"metrics.jsonl", "metrics.jsonl.gz"}) == 1, (run, names)
+        assert not {"probes.jsonl", "probes.jsonl.gz"} <= names, (run, names)  # one copy of each record
         summary = json.loads((repo / run / "summary.json").read_text())
         assert summary["status"] in FINISHED, (run, summary["status"])
-        last = json.loads((repo / run / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+        last = int(RunDir(repo / run).metrics().step.max())
         assert last == summary["step"], (run, last, summary["step"])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 
+import pandas as pd
 import pytest
 
 from sigprop.errors import SigpropError
@@ -92,3 +93,26 @@ def test_load_runs_tidy_frames_and_replayed_steps(tmp_path):
     assert runs.summaries.set_index("run").loc["b", "final_eval_loss"] == 5.5
     with pytest.raises(SigpropError, match="no run directories"):
         load_runs(str(tmp_path / "zzz*"))
+
+
+def test_a_packed_run_reads_the_same_and_unpacks_to_the_same_bytes_on_resume(tmp_path):
+    """RunDir.pack gzips the JSON-lines records (what a gallery commits): readers see the same frames, the .gz is
+    byte-reproducible, a resume restores the plain files exactly, and --overwrite clears the packed ones too."""
+    run = make_run(tmp_path / "r", replay=True)
+    before = {n: (run.path / n).read_bytes() for n in ("metrics.jsonl", "probes.jsonl")}
+    frames = (run.metrics(), run.probes(), load_runs(tmp_path / "r").metrics)
+    assert run.pack() > 0 and run.pack() == 0  # once
+    assert not (run.path / "metrics.jsonl").exists() and run.has("metrics.jsonl")
+    for a, b in zip(frames, (run.metrics(), run.probes(), load_runs(tmp_path / "r").metrics)):
+        pd.testing.assert_frame_equal(a, b)
+    gz = (run.path / "probes.jsonl.gz").read_bytes()
+    (run.path / "probes.jsonl.gz").rename(run.path / "probes.jsonl.gz.old")
+    (run.path / "probes.jsonl").write_bytes(before["probes.jsonl"])
+    run.pack()
+    assert (run.path / "probes.jsonl.gz").read_bytes() == gz  # no timestamp inside: the same bytes every time
+    (run.path / "probes.jsonl.gz.old").unlink()
+    RunDir.open(run.path, resume=True)
+    assert {n: (run.path / n).read_bytes() for n in before} == before and not list(run.path.glob("*.gz"))
+    run.pack()
+    RunDir.open(run.path, overwrite=True)
+    assert run.contents() == []

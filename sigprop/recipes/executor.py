@@ -14,7 +14,7 @@ import pandas as pd
 
 from sigprop.errors import SigpropError, check_choice
 from sigprop.recipes.base import RECIPE_SCALES, Context, RunPlan, run_id, select, undecided_at
-from sigprop.recipes.records import FINISHED, copy_records, find_shared, thin_metrics
+from sigprop.recipes.records import FINISHED, compact, copy_records, find_shared
 from sigprop.runs import CONFIG, RunDir, atomic_write_json, held_by, load_runs
 from sigprop.training import TrainConfig
 
@@ -135,8 +135,8 @@ def reproduce(
     replot: train nothing; redraw the figures and verdicts from the run records already in `runs_dir`
     (finished runs only; the others are listed as missing). only: train just the plans whose slug matches
     one of these globs (comma-separated), e.g. "4x128-*-s0" to split a study across processes or days;
-    the figures are drawn from whatever finished runs exist. thin: keep a trained run's train-loss rows
-    every `thin` steps (all evals kept; `recipes.records`), for records committed beside a figure."""
+    the figures are drawn from whatever finished runs exist. thin: compact every finished run's records for
+    committing beside a figure: train-loss rows every `thin` steps (all evals kept), gzipped (`recipes.records`)."""
     recipe, out, runs_dir, share, base, plans, cfgs, folders = _layout(name, scale, out, runs_dir)
     t0 = time.perf_counter()
     trained, reused, data_cache = [], [], {}
@@ -156,8 +156,6 @@ def reproduce(
             copy_records(src, path)
             console.print(f"  the same run is finished in {src}: its records copied, not retrained", style="dim")
         did = ensure_run(p, cfg, path, data_cache, cache_dir, quiet, threads)
-        if did and thin and finished(path, cfg):
-            thin_metrics(path, thin)
         (trained if did else reused).append(folder)
         if not did:
             console.print("  finished already: reusing it", style="dim")
@@ -165,6 +163,10 @@ def reproduce(
         if status == "interrupted":
             raise SigpropError(f"run {str(path)!r} was interrupted; run `sigprop reproduce {recipe.name} --scale {scale}` again to resume it")
     done = [f for f, c in zip(folders, cfgs) if finished(runs_dir / f, c)]
+    if thin:  # every finished run of the figure, trained now or before (--replot included): records to commit
+        packed_now = sum(compact(runs_dir / f, thin) for f in done)
+        if packed_now:
+            console.print(f"  {packed_now} finished run(s) thinned to every {thin} steps and packed (.jsonl.gz)", style="dim")
     reused += [f for f in done if f not in trained and f not in reused]
     missing = [f for f in folders if f not in done]
     if missing and not recipe.partial and only and not replot:

@@ -3,7 +3,9 @@
 A finished run keeps config.json, env.json, summary.json and probes.jsonl as written; its metrics.jsonl is
 thinned to every `every`-th step plus every row with an eval loss and the last step (what the loss, catch-up
 and runtime figures read). Thinning happens once, atomically, and is recorded in summary.json
-(`metrics_thinned_every`), so a thinned run is never thinned again or mistaken for a full one.
+(`metrics_thinned_every`), so a thinned run is never thinned again or mistaken for a full one. `compact`
+thins and then packs both JSON-lines files into .gz twins (`RunDir.pack`, ~10x smaller, read transparently):
+what a gallery commits.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sigprop.errors import SigpropError
-from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir, atomic_write_bytes, atomic_write_json, read_jsonl
+from sigprop.runs import CONFIG, ENV, LOGS, METRICS, PROBES, SUMMARY, RunDir, RunInUse, RunLock, atomic_write_bytes, atomic_write_json, packed, read_jsonl
 
 #: Statuses of a run that will not change by training again (a diverged run diverges again, deterministically).
 FINISHED = ("done", "diverged")
@@ -40,8 +42,19 @@ def thin_metrics(path: str | Path, every: int = 10) -> int:
     return len(keep)
 
 
+def compact(path: str | Path, every: int = 10) -> bool:
+    """Thin a finished run's metrics (`thin_metrics`) and pack its records, holding the run's lock (a run another
+    process holds is left as it is); True if anything changed."""
+    try:
+        with RunLock(path):
+            thinned = thin_metrics(path, every) > 0
+            return RunDir(Path(path)).pack() > 0 or thinned
+    except RunInUse:
+        return False
+
+
 #: the files that make a run's record (what a gallery commits, and what is shared between recipes)
-RECORDS = (CONFIG, ENV, METRICS, PROBES, SUMMARY)
+RECORDS = (CONFIG, ENV, METRICS, PROBES, SUMMARY, *(packed(n).name for n in LOGS))
 
 
 def find_shared(folder: str, search: list[Path]) -> Path | None:
