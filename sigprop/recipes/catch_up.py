@@ -34,17 +34,21 @@ SEEDS = (0, 1, 2)
 #: size -> (blocks, LR grid) where it is not the full BLOCKS x LRS: the other sizes compare Pre-LN with SAS-P only.
 #: 4x64 (a third of a 4x128 run) at 4x128's best and the next LR up (narrower models take larger LRs); 12x128 and
 #: 6x256 (2-3x a 4x128 run) at the two LRs around 4x128's optimum
-GRIDS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {"4x64": (("pre-ln", "sas-p"), (4e-3, 8e-3)),
+#: 4x64 gained 1.6e-2 when both blocks ended lowest at 8e-3, the grid's edge
+GRIDS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {"4x64": (("pre-ln", "sas-p"), (4e-3, 8e-3, 1.6e-2)),
                                                                "6x256": (("pre-ln", "sas-p"), (2e-3, 4e-3)),
                                                                "12x128": (("pre-ln", "sas-p"), (2e-3, 4e-3))}
 #: (size, block) -> the best peak LR of the seed-0 grid (stage 2 runs seeds 1, 2 there); filled as grids finish
 #: 4x128: 4e-3 for all four blocks, the interior argmin of the seed-0 grid (final Pre-LN / SAS-P: 1e-3 3.717 / 3.759,
 #: 2e-3 3.505 / 3.538, 4e-3 3.448 / 3.405, 8e-3 3.537 / 3.664; SAS / V-SkipInit: 2e-3 3.498 / 3.585, 4e-3 3.424 /
 #: 3.397, 8e-3 3.818 / 3.767, their 1e-3 runs not in yet: pinned because 2e-3 and 8e-3 already bracket 4e-3)
-#: 12x128: pinned at 4x128's 4e-3 before its grid is in, as the paper's Fig. 6 keeps one LR across depths (claim 13);
-#: its 2e-3 runs lie beyond the gallery's budget (tier 3), and make() says so if one ends lower than the pin
+#: 4x64: 8e-3 for both, the seed-0 argmin (Pre-LN 4e-3 3.722, 8e-3 3.720; SAS-P 3.765, 3.755), pinned before the
+#: 1.6e-2 points are in; make() says so if one of them ends lower.
+#: 12x128: Pre-LN pinned at 4x128's 4e-3 before its grid is in, as the paper's Fig. 6 keeps one LR across depths
+#: (claim 13); SAS-P is not: it diverged at 4e-3 (step 338, seed 0), so it runs at its grid's argmin (2e-3)
 BEST_LR: dict[tuple[str, str], float] = {**{("4x128", b): 4e-3 for b in ("pre-ln", "sas", "sas-p", "v-skipinit")},
-                                         **{("12x128", b): 4e-3 for b in ("pre-ln", "sas-p")}}
+                                         **{("4x64", b): 8e-3 for b in ("pre-ln", "sas-p")},
+                                         ("12x128", "pre-ln"): 4e-3}
 
 #: blocks without their own LR grid run at the best LR of the block they derive from
 LR_OF = {"sas-p-nonorm": "sas-p", "parallel": "pre-ln"}
@@ -74,6 +78,12 @@ def study(scale: str) -> dict:
 def grid_of(st: dict, size: str) -> tuple[tuple[str, ...], tuple[float, ...]]:
     """(blocks, LR grid) of one size of a study."""
     return st.get("grids", {}).get(size, (st["blocks"], st["lrs"]))
+
+
+def edges(st: dict, size: str) -> tuple[float, float]:
+    """The lowest and highest LR of one size's grid (an argmin there may have its optimum outside)."""
+    lrs = grid_of(st, size)[1]
+    return min(lrs), max(lrs)
 
 
 def pinned(scale: str) -> dict[tuple[str, str], float]:
@@ -324,7 +334,7 @@ def make(ctx: Context) -> dict:
         "numbers": {
             "best_lr": {key(k): v for k, v in chosen.items()},
             "pinned_lr_not_argmin": drifted,
-            "best_lr_at_grid_edge": [key(k) for k, v in argmin.items() if v in (min(lrs), max(lrs))],
+            "best_lr_at_grid_edge": [key(k) for k, v in argmin.items() if v in edges(study(ctx.scale), k[0])],
             "final_gap_pct": {key(k): g.to_dict() for k, g in finals.items()},
             "tokens_to_catch_up": {key(k): v for k, v in reach.items()},
             "head_flop_share": {size: head_flop_share(over, ctx.base.vocab_size, ctx.base.seq_len)
