@@ -8,6 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 import numpy as np
 import pandas as pd
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
@@ -32,48 +34,66 @@ def _panels(n: int, height: float = 2.3):
 
 
 def plot_gap_vs_tokens(curves: pd.DataFrame, path: str | Path, note: str = "", floor: float = 1.0,
-                       reach: dict | None = None) -> list[Path]:
+                       reach: dict | None = None, lrs: dict | None = None) -> list[Path]:
     """curves: size, block, tokens, mean, std, n (gap to Pre-LN in % per eval). One panel per size; each block
     a line with its ± std band over seeds; the grey band is ±`floor` % (the smallest gap that counts as a match).
-    `reach[(size, block)]` = tokens from which the gap stays at or below its band (a dashed vertical line)."""
+    `reach[(size, block)]` = tokens from which the gap stays at or below its band (a dashed vertical line);
+    `lrs[(size, block)]` = the peak LR each block ran at, written with the seed counts under the panel's title."""
     sizes = list(dict.fromkeys(curves["size"]))
     with paper_style():
-        fig, axes = _panels(max(1, len(sizes)))
+        fig, axes = _panels(max(1, len(sizes)), height=2.6)
+        handles: dict[str, object] = {}
         for ax, size in zip(axes, sizes):
             d = curves[curves["size"] == size]
-            ax.axhspan(-floor, floor, color="0.85", lw=0, zorder=0, label=f"±{floor:g}% (match floor)")
+            band = ax.axhspan(-floor, floor, color="0.85", lw=0, zorder=0)
+            handles.setdefault(f"±{floor:g}% (match floor)", band)
             ax.axhline(0, color="0.3", lw=0.6, ls=":")
+            seeds = {}
             for block, g in d.groupby("block", sort=False):
                 st = block_style(block)
                 g = g.sort_values("tokens")
-                n = int(g["n"].max())
-                ax.plot(g["tokens"], g["mean"], color=st["color"], label=f"{st['label']} ({n} seed{'s' * (n != 1)})")
+                seeds[st["label"]] = n = int(g["n"].max())
+                (line,) = ax.plot(g["tokens"], g["mean"], color=st["color"])
+                handles.setdefault(st["label"], line)
                 if n >= 2:
                     ax.fill_between(g["tokens"], g["mean"] - g["std"], g["mean"] + g["std"], color=st["color"], alpha=0.2, lw=0)
                 x = (reach or {}).get((size, block))
                 if x is not None:
                     ax.axvline(x, color=st["color"], lw=0.8, ls="--")
             _log_tokens(ax)
-            ax.set_title(f"{size} (depth x width)")
+            ax.set_title(f"{size} (depth x width)\n{_panel_note(size, d, seeds, lrs or {})}", fontsize=7)
             ax.set_xlabel("tokens seen")
             top = float(np.nanmax(d["mean"] + d["std"].fillna(0))) if len(d) else 10.0
             low = float(np.nanmin(d["mean"] - d["std"].fillna(0))) if len(d) else -2.0
             ax.set_ylim(min(-2 * floor, low - 0.5), max(3 * floor, min(1.05 * top, 40.0)))
         axes[0].set_ylabel("eval-loss gap to Pre-LN (%)")
-        handles, labels = [], []
-        for ax in axes:
-            for h, lab in zip(*ax.get_legend_handles_labels()):
-                if lab not in labels:
-                    handles.append(h), labels.append(lab)
-        axes[-1].legend(handles, labels, loc="best", title="shaded: ± 1 std over seeds", title_fontsize=6)
-        fig.tight_layout()
+        handles["± 1 std over seeds"] = Patch(color="0.5", alpha=0.2, lw=0)
+        handles["caught up: inside the band from here on"] = Line2D([], [], color="0.4", lw=0.8, ls="--")
+        fig.tight_layout(rect=(0, 0.12, 1, 1))
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), frameon=False,
+                   bbox_to_anchor=(0.5, 0.05))
         _note(fig, note)
     return savefig(fig, path)
 
 
-def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "") -> list[Path]:
-    """grid: size, block, lr, mean, std, n (final eval loss). One panel per size, one curve per block over the
-    peak-LR grid, error bars where there are seeds, the best LR of each block filled."""
+def _panel_note(size: str, d: pd.DataFrame, seeds: dict[str, int], lrs: dict) -> str:
+    """'lr 4e-3, 3 seeds' when every block shares both; else each block's LR and seeds, Pre-LN's LR first."""
+    blocks = ["pre-ln", *dict.fromkeys(d.block)]
+    lr = {b: lrs.get((size, b)) for b in blocks}
+    if len(set(lr.values())) == 1 and None not in lr.values() and len(set(seeds.values())) == 1:
+        n = next(iter(seeds.values()))
+        return f"all at lr {lr['pre-ln']:g}, {n} seed{'s' * (n != 1)}"
+    parts = [f"Pre-LN lr {lr['pre-ln']:g}" if lr["pre-ln"] is not None else "Pre-LN"]
+    for b in blocks[1:]:
+        label, n = block_style(b)["label"], seeds.get(block_style(b)["label"], 0)
+        parts.append(f"{label}" + (f" {lr[b]:g}" if lr[b] is not None else "") + f" ({n} seed{'s' * (n != 1)})")
+    return ", ".join(parts)
+
+
+def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "", diverged: pd.DataFrame | None = None) -> list[Path]:
+    """grid: size, block, lr, mean, std, n[, losses by seed] (final eval loss). One panel per size, one curve per
+    block over the peak-LR grid at the first seed (which picks the best LR, filled), and mean ± std bars where an LR
+    has more seeds (beside it). `diverged` (size, block, lr, step): runs that diverged, an x at the panel's top."""
     sizes = list(dict.fromkeys(grid["size"]))
     with paper_style():
         fig, axes = _panels(max(1, len(sizes)))
@@ -82,20 +102,36 @@ def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "") -> lis
             for block, g in d.groupby("block", sort=False):
                 st = block_style(block)
                 g = g.sort_values("lr")
-                ax.errorbar(g["lr"], g["mean"], yerr=g["std"].where(g["n"] >= 2), color=st["color"], marker=st["marker"],
-                            mfc="white", label=st["label"], capsize=2)
-                best = g.loc[g["mean"].idxmin()] if g["mean"].notna().any() else None
-                if best is not None:
-                    ax.plot([best["lr"]], [best["mean"]], marker=st["marker"], color=st["color"], mfc=st["color"], ls="none", zorder=4)
+                first = min(min(x) for x in g["losses"] if x) if "losses" in g else None
+                y = g["losses"].map(lambda x: x.get(first, np.nan)) if first is not None else g["mean"]
+                ax.plot(g["lr"], y, color=st["color"], marker=st["marker"], mfc="white", label=st["label"])
+                seeded = g[g["n"] >= 2]  # the seeds' mean ± std, beside the first-seed grid that picks the LR
+                ax.errorbar(seeded["lr"] * 1.04, seeded["mean"], yerr=seeded["std"], color=st["color"], marker="_",
+                            ls="none", capsize=2, lw=0.8)
+                if y.notna().any():
+                    i = y.idxmin()
+                    ax.plot([g.at[i, "lr"]], [y[i]], marker=st["marker"], color=st["color"], mfc=st["color"], ls="none", zorder=4)
+            gone = diverged[diverged["size"] == size] if diverged is not None else pd.DataFrame()
+            for r in gone.itertuples():
+                st = block_style(r.block)
+                ax.plot([r.lr], [1.0], transform=ax.get_xaxis_transform(), marker="x", color=st["color"], ls="none", clip_on=False)
+                ax.annotate(f"diverged (step {int(r.step)})", (r.lr, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(-4, -10), textcoords="offset points", ha="right", fontsize=6, color=st["color"])
             ax.set_xscale("log")
-            lrs = sorted(set(d["lr"]))
+            lrs = sorted(set(d["lr"]) | set(gone["lr"] if len(gone) else []))
             ax.set_xticks(lrs, [f"{x:g}" for x in lrs])
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("peak learning rate")
             ax.set_title(f"{size} (depth x width)")
         axes[0].set_ylabel("final eval loss")
-        axes[-1].legend(loc="upper right", title="filled: the block's best LR", title_fontsize=6)
-        fig.tight_layout()
+        handles: dict[str, object] = {}
+        for ax in axes:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        fig.tight_layout(rect=(0, 0.17, 1, 1))
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles) + 1, frameon=False,
+                   bbox_to_anchor=(0.5, 0.04), title="line: seed 0 (filled: its best LR); bar: mean ± std over seeds",
+                   title_fontsize=6)
         _note(fig, note)
     return savefig(fig, path)
 

@@ -301,6 +301,7 @@ def make(ctx: Context) -> dict:
     chosen = {**argmin, **pins}
     drifted = {f"{s}/{b}": {"pinned": v, "grid argmin": argmin.get((s, b))} for (s, b), v in pins.items()
                if argmin.get((s, b)) not in (None, v)}
+    diverged = t[t.status == "diverged"][["size", "block", "lr", "seed", "step"]]
     metrics = ctx.runs.metrics if ctx.runs is not None else pd.DataFrame(columns=["run", "step", "eval_loss", "tokens"])
     curves, finals = eval_curves(metrics, t, chosen)
     reach = reach_tokens(curves)
@@ -308,12 +309,13 @@ def make(ctx: Context) -> dict:
     drawn = list(dict.fromkeys(t[t.final_eval_loss.notna()]["size"]))
     note = (f"catch-up at scale {ctx.scale}: sizes {', '.join(drawn) or 'none finished'} (head dim {c.width // c.heads}), "
             f"V={c.vocab_size}, T={c.seq_len}, batch {c.batch_size}, {c.steps} steps, peak LR grid "
-            f"{', '.join(f'{x:g}' for x in lrs)}, {c.schedule} decay, data {c.source}; "
+            + "; ".join(f"{s} {', '.join(f'{x:g}' for x in grid_of(study(ctx.scale), s)[1])}" for s in drawn)
+            + f", {c.schedule} decay, data {c.source}; "
             f"{int(t.final_eval_loss.notna().sum())}/{len(t)} runs finished; each block at its best grid LR")
     if len(curves):
-        plot_gap_vs_tokens(curves, ctx.out / "catch-up", note, FLOOR_PCT, reach)
+        plot_gap_vs_tokens(curves, ctx.out / "catch-up", note, FLOOR_PCT, reach, chosen)
     if len(grid_):
-        plot_loss_vs_lr(grid_, ctx.out / "lr", note)
+        plot_loss_vs_lr(grid_, ctx.out / "lr", note, diverged)
         plot_dynamics(*dynamics(ctx.runs, t, chosen), ctx.out / "dynamics",
                       note + f"; cos_mean probed every {ctx.base.probe_every} steps")
     claims = []
@@ -337,6 +339,7 @@ def make(ctx: Context) -> dict:
             "pinned_lr_not_argmin": drifted,
             "best_lr_at_grid_edge": [key(k) for k, v in argmin.items() if v in edges(study(ctx.scale), k[0])],
             "final_gap_pct": {key(k): g.to_dict() for k, g in finals.items()},
+            "diverged": [f"{r.size}/{r.block} lr {r.lr:g} seed {int(r.seed)} at step {int(r.step)}" for r in diverged.itertuples()],
             "tokens_to_catch_up": {key(k): v for k, v in reach.items()},
             "head_flop_share": {size: head_flop_share(over, ctx.base.vocab_size, ctx.base.seq_len)
                                 for size, over in study(ctx.scale)["sizes"].items()},
