@@ -10,8 +10,9 @@
       *.jsonl.gz         a finished run's records packed for committing (`RunDir.pack`); read as the plain ones
       .lock              held (flock) by the one process writing the run; names its pid
 
-Records are append-only while a run trains (a packed run is unpacked before it trains again). On --resume they are first cut back to the checkpoint's step
-(`RunDir.truncate`), so a step killed between checkpoints is replayed without appearing twice.
+Records are append-only while a run trains (a packed run is unpacked before it trains again). On --resume they
+are first cut back to the checkpoint's step (`RunDir.truncate`), so a step killed between checkpoints is replayed
+without appearing twice.
 """
 
 from __future__ import annotations
@@ -138,6 +139,9 @@ def packed(path: str | Path) -> Path:
     """Where `path`'s records lie when packed: the same name plus .gz."""
     path = Path(path)
     return path.with_name(path.name + ".gz")
+
+
+PACKED = tuple(packed(n).name for n in LOGS)  # metrics.jsonl.gz, probes.jsonl.gz
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
@@ -271,7 +275,7 @@ class RunDir:
 
     def never_stepped(self) -> bool:
         """Only set-up files of a start that took no step (no checkpoint, no metrics; step-0 probes at most)."""
-        ours = {CONFIG, ENV, METRICS, PROBES, SUMMARY, CHECKPOINT.parts[0], *(packed(n).name for n in LOGS)}
+        ours = {CONFIG, ENV, METRICS, PROBES, SUMMARY, CHECKPOINT.parts[0], *PACKED}
         return set(self.contents()) <= ours and not self.checkpoint.exists() and not read_jsonl(self.path / METRICS)
 
     def pack(self) -> int:
@@ -314,7 +318,7 @@ class RunDir:
 
     def clear(self) -> None:
         """Remove the files a run writes (only those: anything else in the folder is left alone)."""
-        for name in (CONFIG, ENV, METRICS, PROBES, SUMMARY, *(packed(n).name for n in LOGS)):
+        for name in (CONFIG, ENV, METRICS, PROBES, SUMMARY, *PACKED):
             (self.path / name).unlink(missing_ok=True)
         ck = self.path / CHECKPOINT
         ck.unlink(missing_ok=True)

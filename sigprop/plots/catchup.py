@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 from sigprop.plots.paper import _note
@@ -90,9 +90,10 @@ def _panel_note(size: str, d: pd.DataFrame, seeds: dict[str, int], lrs: dict) ->
     return ", ".join(parts)
 
 
-def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "", diverged: pd.DataFrame | None = None) -> list[Path]:
-    """grid: size, block, lr, mean, std, n[, losses by seed] (final eval loss). One panel per size, one curve per
-    block over the peak-LR grid at the first seed (which picks the best LR, filled), and mean ± std bars where an LR
+def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "", diverged: pd.DataFrame | None = None,
+                    first_seed: int = 0) -> list[Path]:
+    """grid: size, block, lr, mean, std, n, losses (final eval loss by seed). One panel per size, one curve per
+    block over the peak-LR grid at `first_seed` (which picks the best LR, filled), and mean ± std bars where an LR
     has more seeds (beside it). `diverged` (size, block, lr, step): runs that diverged, an x at the panel's top."""
     sizes = list(dict.fromkeys(grid["size"]))
     with paper_style():
@@ -102,8 +103,7 @@ def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "", diverg
             for block, g in d.groupby("block", sort=False):
                 st = block_style(block)
                 g = g.sort_values("lr")
-                first = min(min(x) for x in g["losses"] if x) if "losses" in g else None
-                y = g["losses"].map(lambda x: x.get(first, np.nan)) if first is not None else g["mean"]
+                y = g["losses"].map(lambda x: x.get(first_seed, np.nan))
                 ax.plot(g["lr"], y, color=st["color"], marker=st["marker"], mfc="white", label=st["label"])
                 seeded = g[g["n"] >= 2]  # the seeds' mean ± std, beside the first-seed grid that picks the LR
                 ax.errorbar(seeded["lr"] * 1.04, seeded["mean"], yerr=seeded["std"], color=st["color"], marker="_",
@@ -130,7 +130,7 @@ def plot_loss_vs_lr(grid: pd.DataFrame, path: str | Path, note: str = "", diverg
                 handles.setdefault(lab, h)
         fig.tight_layout(rect=(0, 0.17, 1, 1))
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles) + 1, frameon=False,
-                   bbox_to_anchor=(0.5, 0.04), title="line: seed 0 (filled: its best LR); bar: mean ± std over seeds",
+                   bbox_to_anchor=(0.5, 0.04), title=f"line: seed {first_seed} (filled: its best LR); bar: mean ± std over seeds",
                    title_fontsize=6)
         _note(fig, note)
     return savefig(fig, path)

@@ -295,8 +295,8 @@ def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict, lrs: tupl
 
 def make(ctx: Context) -> dict:
     t = ctx.table()
-    grid_, lrs = loss_grid(t), study(ctx.scale)["lrs"]  # the full grid (4x128's); a size's own: grid_of
-    argmin = best_lrs(grid_, study(ctx.scale)["seeds"][0])
+    grid_, first_seed = loss_grid(t), study(ctx.scale)["seeds"][0]
+    argmin = best_lrs(grid_, first_seed)
     pins = pinned(ctx.scale)
     chosen = {**argmin, **pins}
     drifted = {f"{s}/{b}": {"pinned": v, "grid argmin": argmin.get((s, b))} for (s, b), v in pins.items()
@@ -315,7 +315,7 @@ def make(ctx: Context) -> dict:
     if len(curves):
         plot_gap_vs_tokens(curves, ctx.out / "catch-up", note, FLOOR_PCT, reach, chosen)
     if len(grid_):
-        plot_loss_vs_lr(grid_, ctx.out / "lr", note, diverged)
+        plot_loss_vs_lr(grid_, ctx.out / "lr", note, diverged, first_seed)
         plot_dynamics(*dynamics(ctx.runs, t, chosen), ctx.out / "dynamics",
                       note + f"; cos_mean probed every {ctx.base.probe_every} steps")
     claims = []

@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from sigprop.errors import SigpropError
-from sigprop.runs import CONFIG, ENV, LOGS, METRICS, PROBES, SUMMARY, RunDir, RunInUse, RunLock, atomic_write_bytes, atomic_write_json, packed, read_jsonl
+from sigprop.runs import (CONFIG, ENV, METRICS, PACKED, PROBES, SUMMARY, RunDir, RunInUse, RunLock, atomic_write_bytes,
+                          atomic_write_json, read_jsonl)
 
 #: Statuses of a run that will not change by training again (a diverged run diverges again, deterministically).
 FINISHED = ("done", "diverged")
@@ -54,7 +55,7 @@ def compact(path: str | Path, every: int = 10) -> bool:
 
 
 #: the files that make a run's record (what a gallery commits, and what is shared between recipes)
-RECORDS = (CONFIG, ENV, METRICS, PROBES, SUMMARY, *(packed(n).name for n in LOGS))
+RECORDS = (CONFIG, ENV, METRICS, PROBES, SUMMARY, *PACKED)
 
 
 def find_shared(folder: str, search: list[Path]) -> Path | None:
