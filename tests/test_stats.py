@@ -73,7 +73,7 @@ def test_lr_claim_needs_a_complete_grid_and_an_interior_optimum():
     lrs = (1e-3, 2e-3, 4e-3)
     def claim(rows):
         g = _grid(rows)
-        return lr_claim("s", "sas-p", g, best_lrs(g, 0), lrs)
+        return lr_claim("s", "sas-p", g, best_lrs(g, 0), {"blocks": ("pre-ln", "sas-p"), "lrs": lrs})
 
     pre = [("pre-ln", 1e-3, {0: 4.0}), ("pre-ln", 2e-3, {0: 3.8}), ("pre-ln", 4e-3, {0: 3.9})]
     incomplete = claim(pre + [("sas-p", 1e-3, {0: 4.0}), ("sas-p", 2e-3, {0: 3.7})])

@@ -48,13 +48,14 @@ def gallery_budget(scale: str = "cpu", root: str | Path = "figures") -> pd.DataF
     study's later run, `Recipe.pending`), hours (one-thread wall hours: measured, or estimated from model FLOPs at the
     rate of the finished fp32 runs), estimated (bool)."""
     from sigprop.recipes import RECIPES
-    from sigprop.recipes.executor import _layout
+    from sigprop.recipes.executor import layout
 
     root = Path(root)
     search = sorted(d for d in root.glob("*/runs") if d.is_dir())
     rows, seen = [], {}
     for name in RECIPES:
-        recipe, out, _, _, base, plans, cfgs, folders = _layout(name, scale, root / name, None)
+        lay = layout(name, scale, root / name)
+        recipe, out, base, plans, cfgs, folders = lay.recipe, lay.out, lay.base, lay.plans, lay.cfgs, lay.folders
         later = recipe.pending(scale) if recipe.pending is not None else []
         plans, cfgs = plans + later, cfgs + [p.config(base) for p in later]
         folders = folders + [f"{name}:{p.slug}:pending" for p in later]

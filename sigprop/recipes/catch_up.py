@@ -262,18 +262,19 @@ def shared_argmin(size: str, block: str, lr: float, grid_: pd.DataFrame) -> tupl
     return REPRODUCED, text
 
 
-def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict, lrs: tuple[float, ...]) -> dict | None:
+def lr_claim(size: str, block: str, grid_: pd.DataFrame, argmin: dict, st: dict) -> dict | None:
     """Claim 15 for one block: is its loss at Pre-LN's best grid LR within its seed noise of its own best?
-    Decided only on complete grids (every LR of the study finished for both blocks)."""
+    Decided only on complete grids (every LR of the size's grid in study `st` finished for both blocks)."""
     own, pre = argmin.get((size, block)), argmin.get((size, "pre-ln"))
     g = grid_[(grid_["size"] == size) & (grid_.block == block)].set_index("lr")
     if own is None or pre is None or pre not in g.index:
         return None
+    lrs = grid_of(st, size)[1]
     have = {b: len(set(grid_[(grid_["size"] == size) & (grid_.block == b)].lr) & set(lrs)) for b in (block, "pre-ln")}
     if min(have.values()) < len(lrs):
         return verdict(15, not_decidable(f"LR grid incomplete: {have[block]}/{len(lrs)} {block}, {have['pre-ln']}/{len(lrs)} Pre-LN"),
                        f"{size}: best finished LR {own:g} for {block}, {pre:g} for Pre-LN")
-    edge = [f"{b} {lr:g}" for b, lr in ((block, own), ("pre-ln", pre)) if lr in (min(lrs), max(lrs))]
+    edge = [f"{b} {lr:g}" for b, lr in ((block, own), ("pre-ln", pre)) if lr in edges(st, size)]
     if edge:
         return verdict(15, not_decidable(f"best LR at the grid's edge ({', '.join(edge)}): the optimum may lie outside"),
                        f"{size}: best grid LR {own:g} for {block}, {pre:g} for Pre-LN")
@@ -329,7 +330,7 @@ def make(ctx: Context) -> dict:
                   f"match band ±{gap.band:.2f}%")
             claims.append(verdict(claim, verdict_for(gap, expect), ev))
         for block in ("sas", "sas-p"):
-            c = lr_claim(size, block, grid_, argmin, grid_of(study(ctx.scale), size)[1])
+            c = lr_claim(size, block, grid_, argmin, study(ctx.scale))
             if c is not None:
                 claims.append(c)
     key = lambda k: f"{k[0]}/{k[1]}"  # noqa: E731

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from sigprop.errors import SigpropError, check_choice
-from sigprop.recipes.base import RECIPE_SCALES, Context, RunPlan, run_id, select, undecided_at
+from sigprop.recipes.base import RECIPE_SCALES, Context, Recipe, RunPlan, run_id, select, undecided_at
 from sigprop.recipes.records import FINISHED, compact, copy_records, find_shared
 from sigprop.runs import CONFIG, RunDir, atomic_write_json, held_by, load_runs
 from sigprop.training import TrainConfig
@@ -66,9 +66,23 @@ def ensure_run(p: RunPlan, cfg: TrainConfig, path: Path, data_cache: dict, cache
     return True
 
 
-def _layout(name: str, scale: str, out, runs_dir):
-    """The recipe, its output and runs folders, the sibling runs/ folders it may copy from, its base config, and
-    per plan: the config and the run folder name."""
+@dataclass(frozen=True)
+class Layout:
+    """Where a recipe's runs live at one scale: the recipe, its output and runs folders, the sibling runs/ folders it
+    may copy finished runs from, its base config, and per plan its config and run folder (`<slug>-<run id>`)."""
+
+    recipe: Recipe
+    out: Path
+    runs_dir: Path
+    share: list[Path]
+    base: TrainConfig
+    plans: list[RunPlan]
+    cfgs: list[TrainConfig]
+    folders: list[str]
+
+
+def layout(name: str, scale: str, out=None, runs_dir=None) -> Layout:
+    """The Layout of recipe `name` at `scale`; `out` defaults to figures/<name>, `runs_dir` to <out>/runs."""
     from sigprop.recipes import get_recipe
 
     recipe = get_recipe(name)
@@ -83,7 +97,7 @@ def _layout(name: str, scale: str, out, runs_dir):
         raise SigpropError(f"recipe {recipe.name} repeats a run slug; accepted: unique slugs")
     cfgs = [p.config(base) for p in plans]
     folders = [f"{p.slug}-{run_id(p.spec, c)}" for p, c in zip(plans, cfgs)]
-    return recipe, out, runs_dir, share, base, plans, cfgs, folders
+    return Layout(recipe, out, runs_dir, share, base, plans, cfgs, folders)
 
 
 def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *, runs_dir: str | Path | None = None,
@@ -93,14 +107,15 @@ def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *,
     (finished in a sibling figure's runs/), resume (started, at its last recorded step) or train, and the wall
     time a finished run took (seconds, from its summary), and at the cpu scale its tier in the gallery's budget
     (`Recipe.tier`: 1-2 inside the 24 hours, 3 beyond)."""
-    recipe, out, runs_dir, share, base, plans, cfgs, folders = _layout(name, scale, out, runs_dir)
-    chosen, rows = select(plans, only), []
-    for p, cfg, folder in zip(plans, cfgs, folders):
+    lay = layout(name, scale, out, runs_dir)
+    recipe, out, runs_dir = lay.recipe, lay.out, lay.runs_dir
+    chosen, rows = select(lay.plans, only), []
+    for p, cfg, folder in zip(lay.plans, lay.cfgs, lay.folders):
         path = runs_dir / folder
         wall = None
         if finished(path, cfg):
             action, wall = "finished", (RunDir(path).summary() or {}).get("wall_time_s")
-        elif not path.exists() and (src := find_shared(folder, share)) is not None:
+        elif not path.exists() and (src := find_shared(folder, lay.share)) is not None:
             action = f"copy from {src.parent.parent.name}"
         elif (path / CONFIG).exists():
             rows_ = RunDir(path).metrics()
@@ -137,22 +152,23 @@ def reproduce(
     one of these globs (comma-separated), e.g. "4x128-*-s0" to split a study across processes or days;
     the figures are drawn from whatever finished runs exist. thin: compact every finished run's records for
     committing beside a figure: train-loss rows every `thin` steps (all evals kept), gzipped (`recipes.records`)."""
-    recipe, out, runs_dir, share, base, plans, cfgs, folders = _layout(name, scale, out, runs_dir)
+    lay = layout(name, scale, out, runs_dir)
+    recipe, out, runs_dir = lay.recipe, lay.out, lay.runs_dir
     t0 = time.perf_counter()
     trained, reused, data_cache = [], [], {}
     from rich.console import Console
 
     console = Console(stderr=True, quiet=quiet)
-    chosen = select(plans, only)
-    if replot and not any(finished(runs_dir / f, c) for f, c in zip(folders, cfgs)) and plans:
+    chosen = select(lay.plans, only)
+    if replot and not any(finished(runs_dir / f, c) for f, c in zip(lay.folders, lay.cfgs)) and lay.plans:
         raise SigpropError(f"--replot: no finished run of recipe {recipe.name} at scale {scale} in {str(runs_dir)!r}; "
                            f"accepted: a runs folder holding its records (train them first without --replot)")
-    for i, (p, cfg, folder) in enumerate(zip(plans, cfgs, folders), start=1):
+    for i, (p, cfg, folder) in enumerate(zip(lay.plans, lay.cfgs, lay.folders), start=1):
         path = runs_dir / folder
         if replot or p.slug not in chosen:
             continue
-        console.print(f"[bold]{recipe.name}[/] run {i}/{len(plans)}: {p.label} -> {path}", highlight=False)
-        if not path.exists() and (src := find_shared(folder, share)) is not None:
+        console.print(f"[bold]{recipe.name}[/] run {i}/{len(lay.plans)}: {p.label} -> {path}", highlight=False)
+        if not path.exists() and (src := find_shared(folder, lay.share)) is not None:
             copy_records(src, path)
             console.print(f"  the same run is finished in {src}: its records copied, not retrained", style="dim")
         did = ensure_run(p, cfg, path, data_cache, cache_dir, quiet, threads)
@@ -162,25 +178,25 @@ def reproduce(
         status = (RunDir(path).summary() or {}).get("status")
         if status == "interrupted":
             raise SigpropError(f"run {str(path)!r} was interrupted; run `sigprop reproduce {recipe.name} --scale {scale}` again to resume it")
-    done = [f for f, c in zip(folders, cfgs) if finished(runs_dir / f, c)]
+    done = [f for f, c in zip(lay.folders, lay.cfgs) if finished(runs_dir / f, c)]
     if thin:  # every finished run of the figure, trained now or before (--replot included): records to commit
         packed_now = sum(compact(runs_dir / f, thin) for f in done)
         if packed_now:
             console.print(f"  {packed_now} finished run(s) thinned to every {thin} steps and packed (.jsonl.gz)", style="dim")
     reused += [f for f in done if f not in trained and f not in reused]
-    missing = [f for f in folders if f not in done]
+    missing = [f for f in lay.folders if f not in done]
     if missing and not recipe.partial and only and not replot:
         # the runs asked for are trained and recorded; the figure waits for the rest (no result.json is touched)
-        console.print(f"{recipe.name}: figure not drawn yet, {len(missing)} of {len(folders)} runs not finished "
+        console.print(f"{recipe.name}: figure not drawn yet, {len(missing)} of {len(lay.folders)} runs not finished "
                       f"(e.g. {missing[0]}); run without --only to train them", highlight=False)
         return Result(recipe.name, scale, out, [], trained, reused, {"recipe": recipe.name, "scale": scale,
                       "trained": trained, "reused": reused, "missing": missing, "claims": []})
     if missing and not recipe.partial:
-        raise SigpropError(f"recipe {recipe.name} needs all {len(folders)} runs and {len(missing)} are not finished "
+        raise SigpropError(f"recipe {recipe.name} needs all {len(lay.folders)} runs and {len(missing)} are not finished "
                            f"in {str(runs_dir)!r} (e.g. {missing[0]}); accepted: run it without --replot/--only to train them")
     runs = load_runs(*[str(runs_dir / f) for f in done]) if done else None
     out.mkdir(parents=True, exist_ok=True)
-    ctx = Context(recipe, scale, out, base, plans, folders, runs, cache_dir, not quiet)
+    ctx = Context(recipe, scale, out, lay.base, lay.plans, lay.folders, runs, cache_dir, not quiet)
     made = recipe.make(ctx)
     if made is None:  # a partial recipe whose finished runs do not make a figure yet (e.g. only its baselines)
         console.print(f"{recipe.name}: nothing to draw yet from the {len(done)} finished run(s); {len(missing)} to train",
@@ -191,14 +207,14 @@ def reproduce(
     files = sorted(p for p in out.iterdir() if p.suffix in (".png", ".pdf"))
     if not files:
         raise SigpropError(f"recipe {recipe.name} wrote no figure into {str(out)!r}")
-    train_time = float(ctx.table().wall_time_s.fillna(0).sum()) if plans else 0.0
+    train_time = float(ctx.table().wall_time_s.fillna(0).sum()) if lay.plans else 0.0
     result = {
         "recipe": recipe.name, "paper": recipe.paper, "shows": recipe.shows, "scale": scale,
         "command": f"sigprop reproduce {recipe.name} --scale {scale} --out {out}" + (f" --runs {runs_dir}" if runs_dir != out / "runs" else ""),
-        "note": ctx.note() if plans else made.get("note", ""),
+        "note": ctx.note() if lay.plans else made.get("note", ""),
         "runtime_s": round(time.perf_counter() - t0, 1),
         "train_time_s": round(train_time, 1),
-        "runs": ctx.table().drop(columns=["label"], errors="ignore").to_dict(orient="records") if plans else [],
+        "runs": ctx.table().drop(columns=["label"], errors="ignore").to_dict(orient="records") if lay.plans else [],
         "trained": trained, "reused": reused, "missing": missing,
         **made,
         "figures": [f.name for f in files],
