@@ -72,12 +72,13 @@ def gallery_budget(scale: str = "cpu", root: str | Path = "figures") -> pd.DataF
             rows.append({"recipe": name, "slug": p.slug, "run": folder, "id": rid, "tier": recipe.tier_of(p),
                          "steps": cfg.steps, "flops": flops_per_token(p.spec, cfg) * cfg.steps * cfg.tokens_per_step,
                          "bf16": cfg.precision == "bf16", "status": "finished" if s else "pending" if pending else "to train",
-                         "hours": float(s["wall_time_s"]) / 3600 if s and s.get("wall_time_s") else None})
-    t = pd.DataFrame(rows, columns=["recipe", "slug", "run", "id", "tier", "steps", "flops", "bf16", "status", "hours"])
-    known = t[t.hours.notna() & ~t.bf16]
+                         "hours": float(s["wall_time_s"]) / 3600 if s and s.get("wall_time_s") else None,
+                         "whole": bool(s) and s.get("status") == "done"})
+    t = pd.DataFrame(rows, columns=["recipe", "slug", "run", "id", "tier", "steps", "flops", "bf16", "status", "hours", "whole"])
+    known = t[t.hours.notna() & ~t.bf16 & t.whole]  # a diverged run stopped early: its FLOPs/hour says nothing
     rate = float((known.flops / (known.hours * 3600)).median()) if len(known) else DEFAULT_RATE
     est = t.flops / rate / 3600 * t.bf16.map({True: BF16_SLOWDOWN, False: 1.0})
     t["estimated"] = t.hours.isna()
     t["hours"] = t.hours.fillna(est)
-    return t.drop(columns=["flops", "bf16"])
+    return t.drop(columns=["flops", "bf16", "whole"])
 
