@@ -55,17 +55,18 @@ def budget_table(scale: str, root: Path) -> Table:
 
     t = gallery_budget(scale, root)
     cap = BUDGET_HOURS.get(scale)
-    inside = float(t[t.tier <= 2].hours.sum())
-    title = (f"gallery at scale {scale}: {len(t)} distinct runs, {t.hours.sum():.1f} one-thread hours planned; tiers 1-2 "
-             f"(the committed gallery) {inside:.1f} h" + (f" of a {cap:g} h budget" if cap else "")
-             + f"; finished {t[t.status == 'finished'].hours.sum():.1f} h")
+    inside = float(t[t.tier <= 2].plan_hours.sum())
+    title = (f"gallery at scale {scale}: {len(t)} distinct runs, {t.plan_hours.sum():.1f} one-thread hours planned (model "
+             f"FLOPs at the finished runs' median rate); tiers 1-2 (the committed gallery) {inside:.1f} h"
+             + (f" of a {cap:g} h budget" if cap else "")
+             + f"; the finished runs took {t[t.status == 'finished'].hours.sum():.1f} h (measured)")
     tab = Table(title=title, show_lines=False)
-    for col in ("recipe", "tier", "runs", "finished", "finished h", "to train h", "pending h"):
+    for col in ("recipe", "tier", "runs", "finished", "planned h", "finished h (measured)", "to train h", "pending h"):
         tab.add_column(col, justify="left" if col == "recipe" else "right")
     order = {name: i for i, name in enumerate(dict.fromkeys(t.recipe))}
     for (name, tier), g in sorted(t.groupby(["recipe", "tier"]), key=lambda kv: (order[kv[0][0]], kv[0][1])):
         h = g.groupby("status").hours.sum()
-        tab.add_row(name, str(tier), str(len(g)), str(int((g.status == "finished").sum())),
+        tab.add_row(name, str(tier), str(len(g)), str(int((g.status == "finished").sum())), f"{g.plan_hours.sum():.1f}",
                     *(f"{h.get(k, 0.0):.1f}" for k in ("finished", "to train", "pending")), style="dim" if tier > 2 else None)
     return tab
 
@@ -81,7 +82,7 @@ def reproduce_cmd(
     replot: bool = typer.Option(False, "--replot", help="Train nothing: redraw the figures and verdicts from the run records in the runs folder."),
     thin: int = typer.Option(0, "--thin-records", help="Keep a trained run's train-loss rows every N steps (every eval kept): small records to commit beside a figure."),
     only: str = typer.Option(None, "--only", help="Train only the runs whose slug matches one of these globs (comma-separated), e.g. '4x128-*-s0'; two processes can take disjoint sets."),
-    budget: bool = typer.Option(False, "--budget", help="Train nothing: every distinct run of the gallery at --scale with its tier and one-thread hours (finished: measured; to train: estimated), against the 24-hour cpu budget."),
+    budget: bool = typer.Option(False, "--budget", help="Train nothing: every distinct run of the gallery at --scale with its tier and one-thread hours (planned from model FLOPs; finished: also measured), the plan against the 24-hour cpu budget."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Train nothing: list each run and what reproduce would do with it (finished, copy, resume, train)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
 ) -> None:
