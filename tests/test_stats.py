@@ -99,3 +99,16 @@ def test_lr_claim_needs_a_complete_grid_and_an_interior_optimum():
     near = claim(pre_low + [("sas-p", 1e-3, {0: 4.2}), ("sas-p", 2e-3, {0: 3.78}),
                             ("sas-p", 4e-3, {0: 3.70, 1: 3.80, 2: 3.60}), ("sas-p", 8e-3, {0: 3.95})])
     assert near["verdict"] == "reproduced" and "inside" in near["evidence"], near
+
+
+def test_reach_tokens_per_eval_spread_vs_a_fixed_band():
+    """Where the seeds leave the plateau at different steps their spread is wide, so a +6% mean gap is inside
+    2 std of that eval; a fixed 1% band reports the later point where the mean gap itself is small."""
+    import pandas as pd
+
+    from sigprop.recipes.catch_up import reach_tokens
+
+    curves = pd.DataFrame({"size": "s", "block": "sas-p", "tokens": [1, 2, 3, 4],
+                           "mean": [16.0, 6.0, 0.8, -2.0], "std": [2.0, 4.0, 0.3, 0.3], "n": 3})
+    assert reach_tokens(curves) == {("s", "sas-p"): 2}
+    assert reach_tokens(curves, 1.0) == {("s", "sas-p"): 3}
