@@ -33,8 +33,8 @@ def test_the_committed_cpu_gallery_fits_the_24_hour_budget():
     # the plan prices every run by its FLOPs at one rate, so a run on a slower machine does not move the plan
     to_train = t[t.status == "to train"]
     assert (to_train.plan_hours == to_train.hours).all() and (done.plan_hours > 0).all()
-    per_flop = t.plan_hours / t.steps
-    assert per_flop[t.slug.str.startswith("12x128-pre-ln")].nunique() == 1
+    same_config = t[t.slug.str.startswith("12x128-pre-ln")]  # finished on two CPUs, or still to train
+    assert len(same_config) >= 2 and same_config.plan_hours.nunique() == 1
 
 
 def test_a_shared_run_counts_once_measured_and_the_rest_is_estimated_by_flops(cache, tmp_path):
