@@ -9,7 +9,7 @@ import torch
 
 import sigprop as sp
 from sigprop.blocks import PRESETS, ModelConfig, build_model, get_spec, param_groups
-from sigprop.blocks.attention import Attention, centring_matrix
+from sigprop.blocks.attention import RUNNING_MEAN_GEMM_MAX_T, Attention, centred_values, centring_matrix
 from sigprop.blocks.spec import BlockSpec, beta_ff_for_depth, parse_set
 from sigprop.errors import SigpropError
 
@@ -113,6 +113,24 @@ def test_fast_and_explicit_attention_agree_in_value_and_gradient(kind, causal, p
     torch.testing.assert_close(gx_fast, gx_exp, atol=tol * 10, rtol=tol * 10)
     for a, b in zip(gp_fast, gp_exp):
         torch.testing.assert_close(a, b, atol=tol * 10, rtol=tol * 10)
+
+
+@pytest.mark.parametrize("T", [5, RUNNING_MEAN_GEMM_MAX_T, RUNNING_MEAN_GEMM_MAX_T + 3])
+def test_running_mean_routes_equal_the_centring_matrix(T):
+    """The causal C V is a GEMM up to RUNNING_MEAN_GEMM_MAX_T and a cumsum beyond: both are C V, in value and
+    gradient, and the shaped attention built on them matches its explicit T x T path on either side."""
+    torch.manual_seed(0)
+    v = torch.randn(2, T, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, T, 6, dtype=torch.float64)
+    (got,) = torch.autograd.grad(centred_values(v, True, None), v, g)
+    C = centring_matrix(T, causal=True, dtype=torch.float64)
+    torch.testing.assert_close(centred_values(v, True, None), C @ v, atol=1e-12, rtol=1e-12)
+    torch.testing.assert_close(got, C.T @ g, atol=1e-12, rtol=1e-12)
+    attn = _random_attention("shaped", True, torch.float64)
+    x = torch.randn(1, T, 32, dtype=torch.float64)
+    fast = attn(x)
+    attn.explicit = True
+    torch.testing.assert_close(fast, attn(x), atol=1e-12, rtol=1e-12)
 
 
 def test_centring_matrix_is_softmax_of_zero_logits():

@@ -49,16 +49,24 @@ def centring_matrix(T: int, causal: bool, key_mask: torch.Tensor | None = None, 
     return (m / m.sum(-1, keepdim=True))[:, None, None, :].expand(-1, 1, T, -1)
 
 
+#: Up to this T the decoder's running mean C V is one small GEMM with the constant (T, T) matrix C: 2 T d FLOPs per
+#: token, no more than a d x d linear layer at T <= d, and on CPU ~3x faster than a cumsum and its reverse-cumsum
+#: backward at T = 128 (benchmarks/README.md). Longer sequences use the cumsum, which never forms T x T.
+RUNNING_MEAN_GEMM_MAX_T = 256
+
+
 def centred_values(v: torch.Tensor, causal: bool, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """C V without forming C. v: (B, H, T, dh)."""
+    """C V without a (B, T, T) tensor. v: (B, T, c) tokens on dim 1; key_mask: (B, T), True = real token."""
+    T = v.shape[1]
     if causal:
-        T = v.shape[-2]
+        if T <= RUNNING_MEAN_GEMM_MAX_T:
+            return torch.matmul(centring_matrix(T, True, dtype=v.dtype).to(v.device), v)
         counts = torch.arange(1, T + 1, device=v.device, dtype=v.dtype)[:, None]
-        return v.cumsum(dim=-2) / counts
+        return v.cumsum(dim=1) / counts
     if key_mask is None:
-        return v.mean(dim=-2, keepdim=True).expand_as(v)
-    m = key_mask[:, None, :, None].to(v.dtype)  # (B, 1, T, 1)
-    return ((v * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True)).expand_as(v)
+        return v.mean(dim=1, keepdim=True).expand_as(v)
+    m = key_mask[:, :, None].to(v.dtype)  # (B, T, 1)
+    return ((v * m).sum(1, keepdim=True) / m.sum(1, keepdim=True)).expand_as(v)
 
 
 #: Up to this sequence length the CPU SDPA kernel runs in fp32 under bf16/fp16 (see `sdpa`).
@@ -232,26 +240,41 @@ class Attention(nn.Module):
         """x: (B, T, d); key_mask: (B, T) bool, True = real token (encoder padding)."""
         B, T, d = x.shape
         q, k = self._split(self.w_q(x)), self._split(self.w_k(x))
-        v = self._split(self.value(x) if self.value is not None else x)
+        values = self.value(x) if self.value is not None else x  # (B, T, d)
+        v = self._split(values)
         if self.explicit:
-            y = self._explicit(q, k, v, key_mask)
+            y = self._merge(self._explicit(q, k, v, key_mask))
+        elif self.spa:
+            y = self._merge(self._spa_fast(q, k, v, key_mask))
         else:
-            y = self._spa_fast(q, k, v, key_mask) if self.spa else self._fast(q, k, v, key_mask)
-        y = y.transpose(1, 2).reshape(B, T, d)
+            y = self._fast(q, k, v, values, key_mask)
         return self.proj(y) if self.proj is not None else y
 
-    def _fast(self, q, k, v, key_mask):
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, dh) -> (B, T, d): the heads side by side again."""
+        B, H, T, dh = y.shape
+        return y.transpose(1, 2).reshape(B, T, H * dh)
+
+    def _channel_gain(self, name: str) -> torch.Tensor | None:
+        """A gain per channel of the (B, T, d) layout: each head's gain repeated over its head_dim channels."""
+        g = getattr(self, name, None)
+        return g if g is None or g.ndim == 0 else g.repeat_interleave(self.head_dim)
+
+    def _fast(self, q, k, v, values, key_mask):
         mask = None if key_mask is None else key_mask[:, None, None, :]
         causal = self.causal and mask is None
         if mask is not None and self.causal:
             mask = mask & torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool, device=q.device).tril()
-        y = sdpa(q, k, v, attn_mask=mask, is_causal=causal)
+        y = self._merge(sdpa(q, k, v, attn_mask=mask, is_causal=causal))
         if self.spec.attention == "softmax":
             return y
-        # alpha V + beta SDPA - gamma C V with two fused multiply-adds (addcmul); C V = causal running mean
-        y = torch.addcmul(self._head_gain("alpha", v) * v, self._head_gain("beta", v), y)
+        # alpha V + beta SDPA - gamma C V in the (B, T, d) layout, two fused multiply-adds (addcmul) with gains per
+        # channel; C V is the causal running mean (a small GEMM up to RUNNING_MEAN_GEMM_MAX_T) or the masked mean
+        gain = {n: self._channel_gain(n) for n in ("alpha", "beta", "gamma")}
+        gain = {n: g.to(values.dtype) if g is not None else None for n, g in gain.items()}
+        y = torch.addcmul(gain["alpha"] * values, gain["beta"], y)
         if self.spec.attention == "shaped":
-            y = torch.addcmul(y, self._head_gain("gamma", v), centred_values(v, self.causal, key_mask), value=-1)
+            y = torch.addcmul(y, gain["gamma"], centred_values(values, self.causal, key_mask), value=-1)
         return y
 
     def spa_bias(self, T: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
