@@ -1,9 +1,10 @@
 """Multi-head attention for every variant: softmax (Eq. 2-3), value-skipinit (Eq. 4), shaped (Eq. 5).
 
 Two paths compute the same thing:
-- fast: never forms the T x T matrix.
+- fast: never forms a per-batch T x T matrix.
     shaped:  (alpha I + beta softmax(QK^T) - gamma C) V = alpha V + beta SDPA(Q,K,V) - gamma C V
-    where C V is the causal running mean of V (decoder) or the mean over non-padding tokens (encoder).
+    where C V is the causal running mean of V (decoder; a GEMM with the constant (T, T) matrix C for short T)
+    or the mean over non-padding tokens (encoder).
 - explicit: builds the full attention matrix and passes it through `hook_pattern`, for probes.
 U-SPA / E-SPA (`sigprop.blocks.spa`) add a fixed positional bias Gamma_l to the logits and rescale each
 position's output by D_l: D_l SDPA(Q, K, V; bias Gamma_l), again without forming the T x T matrix.
