@@ -32,71 +32,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from sigprop.blocks.attention import Attention, DenseMatrix, ReparamMatrix
+from sigprop.blocks.attention import Attention
 from sigprop.blocks.model import ModelConfig, Transformer, build_model, param_groups
 from sigprop.blocks.spec import PRESETS, get_spec
 from sigprop.cpu import tune_malloc as cpu_tune_malloc
 from sigprop.errors import SigpropError, check_choice, check_positive
+from sigprop.flops import MODES, model_flops_per_token
 from sigprop.runs import atomic_write_bytes
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
-MODES = ("train", "infer")
 DEVICES = ("cpu", "cuda")
 DEFAULT_BLOCKS = ("pre-ln", "parallel", "sas", "sas-p", "sas-p-nonorm")
-#: Probe cadences considered for the default (one probe pass every N training steps).
-CADENCES = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
-#: Largest probe overhead (fraction of training time) the default cadence may cost.
-PROBE_BUDGET = 0.03
-
-
-# ------------------------------------------------------------------------------------------------
-# Model FLOPs (pure counting from the module structure)
-# ------------------------------------------------------------------------------------------------
-
-
-def _matmul_flops(model: nn.Module) -> tuple[float, float]:
-    """Forward matmul FLOPs per token, split into (trainable weight, frozen weight).
-
-    Identity V/P are absent modules and cost nothing; a reparameterised matrix (Eq. 6) multiplies by
-    dW (trainable) and, when W_init is orthogonal rather than I, by W_init (frozen).
-    """
-    trainable = frozen = 0.0
-    for mod in model.modules():
-        if isinstance(mod, nn.Linear):
-            f = 2.0 * mod.in_features * mod.out_features
-            trainable, frozen = (trainable + f, frozen) if mod.weight.requires_grad else (trainable, frozen + f)
-        elif isinstance(mod, DenseMatrix):
-            trainable += 2.0 * mod.weight.numel()
-        elif isinstance(mod, ReparamMatrix):
-            trainable += 2.0 * mod.delta.numel()
-            if not mod.identity_init:
-                frozen += 2.0 * mod.w_init.numel()
-    if isinstance(model, Transformer):  # the tied LM/MLM head: logits = x @ wte^T
-        trainable += 2.0 * model.embed.wte.weight.numel()
-    return trainable, frozen
-
-
-def attention_keys(seq: int, causal: bool) -> float:
-    """Average number of keys a query attends to: (T + 1) / 2 under a causal mask, else T."""
-    return (seq + 1) / 2 if causal else float(seq)
-
-
-def model_flops_per_token(model: nn.Module, seq: int, mode: str = "train") -> float:
-    """Model FLOPs per token of one step (no activation recomputation counted).
-
-    forward: 2 x (matmul weights) + per attention layer 4 d T_keys (Q K^T and A V);
-    train:   + backward = 2 x forward for trainable matmuls and attention, 1 x for frozen weights
-             (their input gradient only). This is the "6N + attention" of Kaplan/PaLM, per block.
-    """
-    check_choice("mode", mode, MODES)
-    trainable, frozen = _matmul_flops(model)
-    attn = sum(
-        4.0 * m.width * attention_keys(seq, m.causal) for m in model.modules() if isinstance(m, Attention)
-    )
-    forward = trainable + frozen + attn
-    if mode == "infer":
-        return forward
-    return 3.0 * (trainable + attn) + 2.0 * frozen
 
 
 # ------------------------------------------------------------------------------------------------
@@ -521,94 +467,6 @@ def format_rows(df: pd.DataFrame) -> list[dict[str, str]]:
         }
         for r in df.itertuples()
     ]
-
-
-# ------------------------------------------------------------------------------------------------
-# Probe overhead
-# ------------------------------------------------------------------------------------------------
-
-
-def default_cadence(overhead_per_step: float, budget: float = PROBE_BUDGET) -> int:
-    """Smallest cadence N in CADENCES with probe_time / (N * step_time) <= budget."""
-    for n in CADENCES:
-        if overhead_per_step / n <= budget:
-            return n
-    return CADENCES[-1]
-
-
-def probe_overhead(
-    blocks: str | Sequence[str] = ("pre-ln", "sas-p"),
-    *,
-    depth: int = 6,
-    width: int = 256,
-    heads: int = 4,
-    seq: int = 128,
-    batch: int = 16,
-    probe_batch: int = 8,
-    vocab: int = 8192,
-    dtype: str = "fp32",
-    device: str = "cpu",
-    repeats: int = 5,
-    warmup: int = 2,
-    budget: float = PROBE_BUDGET,
-    threads: int | None = None,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Cost of one probe pass (`sigprop.probes.measure(model, idx)` on a fixed probe batch) relative to
-    one training step, interleaved; `cadence` is the smallest N with overhead <= budget at one probe
-    every N steps. One row per block.
-    """
-    with _num_threads(threads):
-        return _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab, dtype, device, repeats,
-                               warmup, budget, progress)
-
-
-def _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab, dtype, device, repeats, warmup,
-                    budget, progress) -> pd.DataFrame:
-    from sigprop.probes import measure  # the probes API: a probed no-grad forward
-
-    names = [get_spec(b).name for b in _as_list(blocks)]
-    check_choice("dtype", dtype, DTYPES)
-    for name, value in (("repeats", repeats), ("batch", batch), ("probe_batch", probe_batch), ("seq", seq)):
-        check_positive(name, value)
-    dev = _check_device(device)
-    s = BenchSettings(tuple(names), depth, width, heads, (seq,), batch, batch * seq, vocab, "decoder", dtype,
-                      device, ("train",), repeats, warmup, False, False, False, names[0], 0, torch.get_num_threads())
-    cases = _build_cases(s, dev)
-    gen = torch.Generator().manual_seed(1)
-    probe_idx = torch.randint(0, vocab, (probe_batch, seq), generator=gen).to(dev)
-    probes = {c.block: (lambda m=c.model: measure(m, probe_idx)) for c in cases}
-    probe_times: dict[str, list[float]] = {c.block: [] for c in cases}
-
-    from rich.progress import Progress
-
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task("probe overhead", total=len(cases) * (warmup + repeats))
-        for c in cases:
-            for _ in range(warmup):
-                c.step()
-                probes[c.block]()
-                bar.advance(task)
-        for _ in range(repeats):
-            for c in cases:
-                c.times.append(_timed(c.step, dev))
-                probe_times[c.block].append(_timed(probes[c.block], dev))
-                bar.advance(task)
-    rows = []
-    for c in cases:
-        t_step, t_probe = statistics.median(c.times), statistics.median(probe_times[c.block])
-        n = default_cadence(t_probe / t_step, budget)
-        rows.append(
-            {
-                "block": c.block,
-                "step_ms": 1e3 * t_step,
-                "probe_ms": 1e3 * t_probe,
-                "probe_per_step": t_probe / t_step,
-                "cadence": n,
-                "overhead": t_probe / (n * t_step),
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -32,10 +32,10 @@ BF16_SLOWDOWN = 1.6
 
 
 def flops_per_token(block, cfg: TrainConfig) -> float:
-    """Training FLOPs per token of `block` at `cfg`'s size (6N + attention; `sigprop.benchmark`), on a meta model."""
+    """Training FLOPs per token of `block` at `cfg`'s size (6N + attention; `sigprop.flops`), on a meta model."""
     import torch
 
-    from sigprop.benchmark import model_flops_per_token
+    from sigprop.flops import model_flops_per_token
     from sigprop.blocks.model import build_model
 
     with torch.device("meta"):
