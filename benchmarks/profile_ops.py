@@ -21,7 +21,8 @@ import torch
 from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
 
-from sigprop.benchmark import DTYPES, _adamw, _make_step
+from sigprop.benchmark import _adamw, _make_step
+from sigprop.timers import DTYPES
 from sigprop.blocks.model import build_model
 from sigprop.blocks.spec import get_spec
 from sigprop.cpu import tune_malloc

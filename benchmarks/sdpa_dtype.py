@@ -14,7 +14,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from sigprop.benchmark import _timed
+from sigprop.timers import timed
 from sigprop.blocks.attention import sdpa
 
 
@@ -48,7 +48,7 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in fns}
         for _ in range(args.repeats):
             for k, f in fns.items():
-                times[k].append(_timed(f, cpu))
+                times[k].append(timed(f, cpu))
         med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
         print(f"B={B} H={H} T={T} dh={D}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in med.items())
               + f"; bf16 / via-fp32 = {med['bf16'] / med['bf16 via fp32']:.2f}x")

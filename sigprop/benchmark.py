@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
-import tempfile
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,99 +36,9 @@ from sigprop.cpu import tune_malloc as cpu_tune_malloc
 from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.flops import MODES, model_flops_per_token
 from sigprop.runs import atomic_write_bytes
+from sigprop.timers import DTYPES, alive_bytes, check_device, cpu_step_peak_bytes, matmul_peak_sample, timed
 
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
-DEVICES = ("cpu", "cuda")
 DEFAULT_BLOCKS = ("pre-ln", "parallel", "sas", "sas-p", "sas-p-nonorm")
-
-
-# ------------------------------------------------------------------------------------------------
-# Timing and memory primitives
-# ------------------------------------------------------------------------------------------------
-
-
-def _check_device(device: str) -> torch.device:
-    check_choice("device", device, DEVICES)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SigpropError("device 'cuda' is not available on this machine; accepted: cpu")
-    return torch.device(device)
-
-
-def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds one call of fn takes (CUDA: events around it, then synchronize)."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def matmul_peak_sample(device: torch.device, dtype: torch.dtype, n: int, a: torch.Tensor | None = None) -> float:
-    """FLOP/s of one n x n @ n x n matmul in `dtype` on `device` (one sample of the peak)."""
-    a = torch.randn(n, n, device=device).to(dtype) if a is None else a
-    return 2.0 * n**3 / _timed(lambda: a @ a, device)
-
-
-def peak_matmul_flops(device: str = "cpu", dtype: str = "fp32", n: int | None = None, repeats: int = 5) -> float:
-    """The matmul peak alone (median FLOP/s over repeats, one warm-up); `bench` samples it interleaved."""
-    dev = _check_device(device)
-    check_choice("dtype", dtype, DTYPES)
-    n = n or (8192 if dev.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=dev).to(DTYPES[dtype])
-    matmul_peak_sample(dev, DTYPES[dtype], n, a)
-    return statistics.median(matmul_peak_sample(dev, DTYPES[dtype], n, a) for _ in range(repeats))
-
-
-def _tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if t is None or t.data_ptr() in seen:
-            continue
-        seen.add(t.data_ptr())
-        total += t.numel() * t.element_size()
-    return total
-
-
-def _alive_bytes(model: nn.Module, opt: torch.optim.Optimizer | None) -> int:
-    """Bytes of parameters, buffers, gradients and optimizer state (what lives between steps)."""
-    tensors = list(model.parameters()) + list(model.buffers()) + [p.grad for p in model.parameters()]
-    if opt is not None:
-        tensors += [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
-    return _tensor_bytes(tensors)
-
-
-def cpu_step_peak_bytes(fn: Callable[[], object]) -> int:
-    """Peak bytes the CPU allocator holds *above its level at the start* while fn runs.
-
-    Read from the torch profiler's memory events: each allocation/free reports the allocator's running
-    "Total Allocated" since the profiler started.
-    """
-    from torch.profiler import ProfilerActivity, profile
-
-    # kineto prints "USDT ... profiler_start/stop" on stderr for every profile at its top level (5); 6 is
-    # above all of them. Read once, at the first profile; a level the user set is kept.
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    fd, path = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
-        prof.export_chrome_trace(path)
-        with open(path) as f:
-            events = json.load(f)["traceEvents"]
-    finally:
-        os.unlink(path)
-    totals = [
-        e["args"]["Total Allocated"]
-        for e in events
-        if e.get("name") == "[memory]" and e.get("args", {}).get("Device Type", 0) == 0
-    ]
-    return max([0, *totals])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,7 +188,7 @@ def _measure_memory(case: _Case, device: torch.device) -> None:
         extra = torch.cuda.max_memory_allocated() - before
     else:
         extra = cpu_step_peak_bytes(case.step)
-    case.mem_step, case.mem_peak = extra, _alive_bytes(case.model, case.opt) + extra
+    case.mem_step, case.mem_peak = extra, alive_bytes(case.model, case.opt) + extra
 
 
 # ------------------------------------------------------------------------------------------------
@@ -345,7 +252,7 @@ def bench(
         check_positive("batch", batch)
     if warmup < 0:
         raise SigpropError(f"warmup must be >= 0, got {warmup!r}")
-    dev = _check_device(device)
+    dev = check_device(device)
     if threads is not None:
         check_positive("threads", threads)
     n = matmul_n or (8192 if dev.type == "cuda" else 2048)
@@ -384,7 +291,7 @@ def _run(s: BenchSettings, dev: torch.device, progress: bool) -> pd.DataFrame:
             # runs right after the same one (e.g. after a T x T step that evicted the caches).
             shift = r % len(cases)
             for case in cases[shift:] + cases[:shift]:
-                case.times.append(_timed(case.step, dev))
+                case.times.append(timed(case.step, dev))
                 bar.advance(task)
         if memory:
             bar.update(task, description="bench: peak memory")

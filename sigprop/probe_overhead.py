@@ -12,7 +12,8 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from sigprop.benchmark import DTYPES, BenchSettings, _as_list, _build_cases, _check_device, _num_threads, _timed
+from sigprop.benchmark import BenchSettings, _as_list, _build_cases, _num_threads
+from sigprop.timers import DTYPES, check_device, timed
 from sigprop.blocks.spec import get_spec
 from sigprop.errors import check_choice, check_positive
 
@@ -65,7 +66,7 @@ def _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab,
     check_choice("dtype", dtype, DTYPES)
     for name, value in (("repeats", repeats), ("batch", batch), ("probe_batch", probe_batch), ("seq", seq)):
         check_positive(name, value)
-    dev = _check_device(device)
+    dev = check_device(device)
     s = BenchSettings(tuple(names), depth, width, heads, (seq,), batch, batch * seq, vocab, "decoder", dtype,
                       device, ("train",), repeats, warmup, False, False, False, names[0], 0, torch.get_num_threads())
     cases = _build_cases(s, dev)
@@ -85,8 +86,8 @@ def _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab,
                 bar.advance(task)
         for _ in range(repeats):
             for c in cases:
-                c.times.append(_timed(c.step, dev))
-                probe_times[c.block].append(_timed(probes[c.block], dev))
+                c.times.append(timed(c.step, dev))
+                probe_times[c.block].append(timed(probes[c.block], dev))
                 bar.advance(task)
     rows = []
     for c in cases:

@@ -30,7 +30,7 @@ def luminance(colour) -> float:
 
 
 def test_memory_profiling_prints_nothing_on_stderr():
-    code = "import torch; from sigprop.benchmark import cpu_step_peak_bytes; cpu_step_peak_bytes(lambda: torch.ones(1000) + 1)"
+    code = "import torch; from sigprop.timers import cpu_step_peak_bytes; cpu_step_peak_bytes(lambda: torch.ones(1000) + 1)"
     env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
