@@ -13,6 +13,8 @@ in wall-clock, the paired gap in time per token, from each run's own clock.
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 from sigprop.plots.training import plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seeds_for, verdict
@@ -125,6 +127,23 @@ def _nonorm_claim(ctx: Context, fmt: str, seeds: tuple[int, ...], loss: dict, ga
                    + "; " + _gap_text(f"per step: SAS-P no norm at lr {NONORM_LOW_LR:g} vs Pre-LN", gap[NONORM_LOW]))
 
 
+def _clock_note(ctx: Context, seed: int) -> str:
+    """'time: each run's own clock', naming the CPUs where the drawn runs trained on different ones (their minutes
+    do not compare across CPUs; the gallery's runs come from several sessions and machines)."""
+    cpus: dict[str, list[str]] = {}
+    for b in BLOCKS:
+        run = ctx.line(f"{b}-s{seed}")
+        env = ctx.runs.paths.get(run, Path("/nonexistent")) / "env.json"
+        if env.is_file():
+            e = json.loads(env.read_text())
+            name = " ".join(w for w in e.get("device_name", "?").replace("(R)", "").split() if w != "Processor")
+            cpus.setdefault(name + (" (bf16)" if e.get("cpu_bf16") else ""), []).append(b)
+    if len(cpus) <= 1:
+        return "time: each run's own clock"
+    return ("\ntime: each run's own clock, on different CPUs (" + "; ".join(f"{cpu}: {', '.join(bs)}" for cpu, bs in cpus.items())
+            + "): compare minutes only within one CPU")
+
+
 def make(ctx: Context) -> dict:
     # Curves of the first seed only (one line per block); the time axis is each run's own training clock, so
     # compare it only between runs made under the same load (the gallery's ran two at a time, one thread each).
@@ -134,7 +153,7 @@ def make(ctx: Context) -> dict:
     lrs = {b: peak_lr(b) for b in BLOCKS}
     lr_text = "" if ctx.scale != "cpu" else ("each block at its catch-up best LR; " if len(set(lrs.values())) == 1 else
                                             "peak LR " + ", ".join(f"{b} {v:g}" for b, v in lrs.items()) + "; ")
-    plot_loss_curves(drawn, ctx.out / "fig5_fig26", note=ctx.note(f"{lr_text}seed {s0} drawn; time: each run's own clock"),
+    plot_loss_curves(drawn, ctx.out / "fig5_fig26", note=ctx.note(f"{lr_text}seed {s0} drawn; {_clock_note(ctx, s0)}"),
                      headroom=1.0)
     numbers, claims = block_claims(ctx)
     return {"numbers": numbers, "claims": claims}
