@@ -256,10 +256,13 @@ class Attention(nn.Module):
         B, H, T, dh = y.shape
         return y.transpose(1, 2).reshape(B, T, H * dh)
 
-    def _channel_gain(self, name: str) -> torch.Tensor | None:
-        """A gain per channel of the (B, T, d) layout: each head's gain repeated over its head_dim channels."""
+    def _channel_gain(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
+        """A gain per channel of the (B, T, d) layout in like's dtype: each head's gain over its head_dim channels."""
         g = getattr(self, name, None)
-        return g if g is None or g.ndim == 0 else g.repeat_interleave(self.head_dim)
+        if g is None:
+            return None
+        g = g.to(like.dtype)
+        return g if g.ndim == 0 else g.repeat_interleave(self.head_dim)
 
     def _fast(self, q, k, v, values, key_mask):
         mask = None if key_mask is None else key_mask[:, None, None, :]
@@ -271,8 +274,7 @@ class Attention(nn.Module):
             return y
         # alpha V + beta SDPA - gamma C V in the (B, T, d) layout, two fused multiply-adds (addcmul) with gains per
         # channel; C V is the causal running mean (a small GEMM up to RUNNING_MEAN_GEMM_MAX_T) or the masked mean
-        gain = {n: self._channel_gain(n) for n in ("alpha", "beta", "gamma")}
-        gain = {n: g.to(values.dtype) if g is not None else None for n, g in gain.items()}
+        gain = {n: self._channel_gain(n, values) for n in ("alpha", "beta", "gamma")}
         y = torch.addcmul(gain["alpha"] * values, gain["beta"], y)
         if self.spec.attention == "shaped":
             y = torch.addcmul(y, gain["gamma"], centred_values(values, self.causal, key_mask), value=-1)

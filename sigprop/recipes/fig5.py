@@ -13,14 +13,15 @@ in wall-clock, the paired gap in time per token, from each run's own clock.
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
+
+import pandas as pd
 
 from sigprop.plots.training import plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for, peak_lr
 from sigprop.recipes.records import FINISHED, overlap
 from sigprop.recipes.stats import NOT_REPRODUCED, Gap, not_decidable, paired_gap, verdict_for
+from sigprop.runs import ENV, read_json
 
 BLOCKS = ("pre-ln", "parallel", "v-skipinit", "sas", "sas-p", "sas-p-nonorm")
 #: two runs' tokens/s compare only when they trained side by side for this fraction of the shorter one's time
@@ -92,7 +93,7 @@ def block_claims(ctx: Context, fmt: str = "{b}-s{s}", seeds: tuple[int, ...] | N
         claims.append(verdict(10, ok, "runtime: SAS-P's time per token vs " + "; ".join(
             f"{b} {g.text()}" for b, g in vs.items()) + SPEED_NOTE))
     if "sas-p-nonorm" in gap:
-        claims.append(_nonorm_claim(ctx, fmt, seeds, loss, gap))
+        claims.append(_nonorm_claim(ctx, t, fmt, seeds, loss, gap))
     numbers = {
         "final_eval_loss": loss, "tokens_per_s": tps, "seeds": list(seeds),
         "loss_gap_pct": {b: g.to_dict() for b, g in gap.items()},
@@ -101,10 +102,10 @@ def block_claims(ctx: Context, fmt: str = "{b}-s{s}", seeds: tuple[int, ...] | N
     return numbers, claims
 
 
-def _nonorm_claim(ctx: Context, fmt: str, seeds: tuple[int, ...], loss: dict, gap: dict) -> dict:
+def _nonorm_claim(ctx: Context, t: pd.DataFrame, fmt: str, seeds: tuple[int, ...], loss: dict, gap: dict) -> dict:
     """Claim 11 (SAS-P without norms still trains, slightly worse per step than Pre-LN). Where it diverged at the
-    shared LR, decided at NONORM_LOW_LR once that LR has finished at every seed (its loss and gap join `loss`, `gap`)."""
-    t = ctx.table()
+    shared LR, decided at NONORM_LOW_LR once that LR has finished at every seed (its loss and gap join `loss`, `gap`).
+    t: the recipe's run table (`ctx.table()`)."""
     status = dict(zip(t.slug, t.status))
 
     def diverged_at(block: str) -> list[int]:
@@ -132,10 +133,9 @@ def _clock_note(ctx: Context, seed: int) -> str:
     do not compare across CPUs; the gallery's runs come from several sessions and machines)."""
     cpus: dict[str, list[str]] = {}
     for b in BLOCKS:
-        run = ctx.line(f"{b}-s{seed}")
-        env = ctx.runs.paths.get(run, Path("/nonexistent")) / "env.json"
-        if env.is_file():
-            e = json.loads(env.read_text())
+        path = ctx.runs.paths.get(ctx.line(f"{b}-s{seed}"))
+        if path is not None and (path / ENV).is_file():
+            e = read_json(path / ENV)
             name = " ".join(w for w in e.get("device_name", "?").replace("(R)", "").split() if w != "Processor")
             cpus.setdefault(name + (" (bf16)" if e.get("cpu_bf16") else ""), []).append(b)
     if len(cpus) <= 1:
