@@ -55,11 +55,11 @@ def make(ctx: Context) -> dict:
 def tier(p: RunPlan) -> int:
     """Budget tier: Pre-LN at depth 12 is the catch-up study's (tier 1, 3 seeds). SAS-P at depth 12 and depth 4's LR
     (4e-3) diverged at seed 0 (step 338; the catch-up study runs it at 2e-3), so its other seeds at 4e-3 are tier 3.
-    V-SkipInit there runs one seed (tier 2: an indication for claim 13); its other seeds and SAS at depth 12 lie
-    beyond the 24-hour budget."""
+    V-SkipInit there runs 3 seeds (tier 2: whether its gap to Pre-LN grows with depth, claim 13); SAS at depth 12
+    lies beyond the 24-hour budget."""
     if p.params["depth"] == DEPTHS["cpu"][0] or p.params["base"] == "pre-ln" or (p.params["base"] == "sas-p" and p.params["seed"] == 0):
         return 1
-    return 2 if p.params["base"] == "v-skipinit" and p.params["seed"] == 0 else 3
+    return 2 if p.params["base"] == "v-skipinit" else 3
 
 
 RECIPE = Recipe(
