@@ -3,27 +3,43 @@ blocks, MLP width 2d, lr 1e-3), loss per step (claim 13): SAS and SAS-P improve 
 Pre-LN, while V-SkipInit falls further behind.
 
 At the cpu scale: the long scale at depth 4 and 12 (MLP 4d, so that the runs are the catch-up study's: same
-block and config, same run id), each block at its 4x128 catch-up LR at both depths, 3 paired seeds.
+block and config, same run id), each block at its 4x128 catch-up LR at both depths, 3 paired seeds. Where a block
+does not train at depth 12 at that LR (SAS-P diverged at 4e-3), it also runs at its catch-up LR at 12x128
+(`DEEP_LR`), so the verdict says how it does with depth at an LR where it trains, as well as at the paper's one LR.
 """
 
 from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, seed_losses, seeds_for, variant, verdict
-from sigprop.recipes.catch_up import lr_for
+from sigprop.recipes.base import Context, Recipe, RunPlan, finished_seeds, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.catch_up import BEST_LR, lr_for, peak_lr
 from sigprop.recipes.stats import Gap, paired_gap, verdict_for
 
 DEPTHS = {"ci": (1, 2), "cpu": (4, 12), "paper": (18, 72)}
 MLP = {"ci": 2.0, "cpu": 4.0, "paper": 2.0}
 BLOCKS = {"ci": ("pre-ln", "sas", "v-skipinit"), "cpu": ("pre-ln", "sas", "sas-p", "v-skipinit"),
           "paper": ("pre-ln", "sas", "sas-p", "sas-p-nonorm", "v-skipinit")}
+#: block -> its catch-up LR at the deep depth, where that differs from its depth-4 LR (cpu scale only)
+DEEP_LR = {b: lr for (size, b), lr in BEST_LR.items() if size == "12x128" and lr != peak_lr(b)}
 
 
 def runs(scale: str) -> list[RunPlan]:
-    return [RunPlan(f"{b}-L{L}-s{s}", variant(b, b, mlp_mult=MLP[scale]), {**lr_for(b, scale), "depth": L, "seed": s},
-                    f"{block_style(b)['label']}, L={L}", {"depth": L, "base": b, "seed": s})
-            for s in seeds_for(scale) for L in DEPTHS[scale] for b in BLOCKS[scale]]
+    plans = [RunPlan(f"{b}-L{L}-s{s}", variant(b, b, mlp_mult=MLP[scale]), {**lr_for(b, scale), "depth": L, "seed": s},
+                     f"{block_style(b)['label']}, L={L}", {"depth": L, "base": b, "seed": s})
+             for s in seeds_for(scale) for L in DEPTHS[scale] for b in BLOCKS[scale]]
+    if scale == "cpu":
+        deep = DEPTHS[scale][1]
+        plans += [RunPlan(f"{b}-L{deep}-lr{lr:g}-s{s}", variant(b, b, mlp_mult=MLP[scale]), {"lr": lr, "depth": deep, "seed": s},
+                          f"{block_style(b)['label']}, L={deep}, lr {lr:g}", {"depth": deep, "base": b, "seed": s, "lr": lr})
+                  for s in seeds_for(scale) for b, lr in DEEP_LR.items() if b in BLOCKS[scale]]
+    return plans
+
+
+def _diverged(ctx: Context, slug_format: str, seeds: tuple[int, ...], loss: dict[int, float]) -> str:
+    """' (diverged at seeds 0, 2)' for the finished runs without a final loss, else ''."""
+    bad = [s for s in finished_seeds(ctx, slug_format, seeds) if loss[s] != loss[s]]
+    return f" (diverged at seed{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))})" if bad else ""
 
 
 def make(ctx: Context) -> dict:
@@ -36,28 +52,43 @@ def make(ctx: Context) -> dict:
     loss = {b: {L: seed_losses(ctx, f"{b}-L{L}-s{{}}", seeds) for L in (shallow, deep)} for b in blocks}
     to_pre = {L: {b: paired_gap(loss[b][L], loss["pre-ln"][L]) for b in blocks if b != "pre-ln"} for L in (shallow, deep)}
     claims = []
+    div = {b: _diverged(ctx, f"{b}-L{deep}-s{{}}", seeds, loss[b][deep]) for b in blocks}
     for b in [b for b in blocks if b != "v-skipinit"]:
         g = paired_gap(loss[b][deep], loss[b][shallow])
-        claims.append(verdict(13, verdict_for(g, "better"), f"{b}: L={deep} vs L={shallow} {g.text()} (band ±{g.band:.2f}%)"))
+        claims.append(verdict(13, verdict_for(g, "better"), f"{b}: L={deep} vs L={shallow} {g.text()}{div[b]} (band ±{g.band:.2f}%)"))
     for b in [b for b in blocks if b in ("sas", "sas-p")]:
         g = to_pre[deep][b]
-        claims.append(verdict(13, verdict_for(g, "matches"), f"{b} vs Pre-LN at L={deep}: {g.text()} (band ±{g.band:.2f}%)"))
+        claims.append(verdict(13, verdict_for(g, "matches"), f"{b} vs Pre-LN at L={deep}: {g.text()}{div[b]} (band ±{g.band:.2f}%)"))
+    own = {}  # the blocks that also run at their own deep LR: with depth, and against Pre-LN, at an LR where they train
+    for b, lr in (DEEP_LR.items() if ctx.scale == "cpu" else ()):
+        if b not in blocks:
+            continue
+        own[b] = seed_losses(ctx, f"{b}-L{deep}-lr{lr:g}-s{{}}", seeds)
+        g, v = paired_gap(own[b], loss[b][shallow]), paired_gap(own[b], loss["pre-ln"][deep])
+        claims.append(verdict(13, verdict_for(g, "better"), f"{b} at lr {lr:g}: L={deep} vs L={shallow} (lr {peak_lr(b):g}) "
+                                                             f"{g.text()} (band ±{g.band:.2f}%); Pre-LN's gain with depth "
+                                                             f"{paired_gap(loss['pre-ln'][deep], loss['pre-ln'][shallow]).text()}"))
+        claims.append(verdict(13, verdict_for(v, "matches"), f"{b} at lr {lr:g} vs Pre-LN at L={deep}: {v.text()} (band ±{v.band:.2f}%)"))
     if "v-skipinit" in blocks:  # its gap to Pre-LN grows with depth: the per-seed change of the gap, in points
         a, z = to_pre[shallow]["v-skipinit"], to_pre[deep]["v-skipinit"]
         grows = Gap(tuple(d - s for d, s in zip(z.values, a.values))) if a.n == z.n else Gap(())
         claims.append(verdict(13, verdict_for(grows, "worse"), f"V-SkipInit's gap to Pre-LN: L={shallow} {a.text()}, "
                                                                f"L={deep} {z.text()}; change {grows.text()} (points)"))
     return {"numbers": {"final_eval_loss": {b: {str(L): v for L, v in d.items()} for b, d in loss.items()},
+                        "final_eval_loss_at_deep_lr": {f"{b} lr {DEEP_LR[b]:g}": v for b, v in own.items()},
                         "gap_to_pre_ln_pct": {str(L): {b: g.to_dict() for b, g in d.items()} for L, d in to_pre.items()}},
             "claims": claims}
 
 
 def tier(p: RunPlan) -> int:
     """Budget tier: Pre-LN at depth 12 is the catch-up study's (tier 1, 3 seeds). SAS-P at depth 12 and depth 4's LR
-    (4e-3) diverged at seed 0 (step 338; the catch-up study runs it at 2e-3), so its other seeds at 4e-3 are tier 3.
+    (4e-3) diverged at seed 0 (step 338), so its other seeds at 4e-3 are tier 3; at 2e-3 (`DEEP_LR`) its 3 seeds are
+    the catch-up study's (tier 1).
     V-SkipInit there runs 3 seeds (tier 2: whether its gap to Pre-LN grows with depth, claim 13); SAS at depth 12
     lies beyond the 24-hour budget."""
     if p.params["depth"] == DEPTHS["cpu"][0] or p.params["base"] == "pre-ln" or (p.params["base"] == "sas-p" and p.params["seed"] == 0):
+        return 1
+    if "lr" in p.params:
         return 1
     return 2 if p.params["base"] == "v-skipinit" else 3
 
