@@ -239,6 +239,12 @@ def finished_seeds(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> li
     return [s for s in seeds if slug_format.format(s) in done]
 
 
+def diverged_seeds(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> list[int]:
+    """The seeds whose run slug_format.format(seed) diverged, in seed order."""
+    bad = set(ctx.finished().query("status == 'diverged'").slug)
+    return [s for s in seeds if slug_format.format(s) in bad]
+
+
 def final_by(sweep: pd.DataFrame, group: str, knob: str) -> dict[str, dict[str, float]]:
     """{group value: {knob value: final eval loss}} of a table of finished runs (one seed), for result.json."""
     return {g: {f"{x:g}": v for x, v in zip(d[knob].astype(float), d.final_eval_loss.astype(float))}

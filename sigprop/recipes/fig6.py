@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, finished_seeds, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, diverged_seeds, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import BEST_LR, lr_for, peak_lr
 from sigprop.recipes.stats import Gap, paired_gap, verdict_for
 
@@ -24,21 +24,25 @@ BLOCKS = {"ci": ("pre-ln", "sas", "v-skipinit"), "cpu": ("pre-ln", "sas", "sas-p
 DEEP_LR = {b: lr for (size, b), lr in BEST_LR.items() if size == "12x128" and lr != peak_lr(b)}
 
 
+def deep_lrs(scale: str) -> dict[str, float]:
+    """The blocks of `scale` that also run at their own deep LR (`DEEP_LR`), and that LR; none off the cpu scale."""
+    return {b: lr for b, lr in DEEP_LR.items() if b in BLOCKS[scale]} if scale == "cpu" else {}
+
+
 def runs(scale: str) -> list[RunPlan]:
     plans = [RunPlan(f"{b}-L{L}-s{s}", variant(b, b, mlp_mult=MLP[scale]), {**lr_for(b, scale), "depth": L, "seed": s},
                      f"{block_style(b)['label']}, L={L}", {"depth": L, "base": b, "seed": s})
              for s in seeds_for(scale) for L in DEPTHS[scale] for b in BLOCKS[scale]]
-    if scale == "cpu":
-        deep = DEPTHS[scale][1]
-        plans += [RunPlan(f"{b}-L{deep}-lr{lr:g}-s{s}", variant(b, b, mlp_mult=MLP[scale]), {"lr": lr, "depth": deep, "seed": s},
-                          f"{block_style(b)['label']}, L={deep}, lr {lr:g}", {"depth": deep, "base": b, "seed": s, "lr": lr})
-                  for s in seeds_for(scale) for b, lr in DEEP_LR.items() if b in BLOCKS[scale]]
+    deep = DEPTHS[scale][1]
+    plans += [RunPlan(f"{b}-L{deep}-lr{lr:g}-s{s}", variant(b, b, mlp_mult=MLP[scale]), {"lr": lr, "depth": deep, "seed": s},
+                      f"{block_style(b)['label']}, L={deep}, lr {lr:g}", {"depth": deep, "base": b, "seed": s, "lr": lr})
+              for s in seeds_for(scale) for b, lr in deep_lrs(scale).items()]
     return plans
 
 
-def _diverged(ctx: Context, slug_format: str, seeds: tuple[int, ...], loss: dict[int, float]) -> str:
-    """' (diverged at seeds 0, 2)' for the finished runs without a final loss, else ''."""
-    bad = [s for s in finished_seeds(ctx, slug_format, seeds) if loss[s] != loss[s]]
+def _diverged(ctx: Context, slug_format: str, seeds: tuple[int, ...]) -> str:
+    """' (diverged at seeds 0, 2)' for the runs that diverged, else ''."""
+    bad = diverged_seeds(ctx, slug_format, seeds)
     return f" (diverged at seed{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))})" if bad else ""
 
 
@@ -52,22 +56,20 @@ def make(ctx: Context) -> dict:
     loss = {b: {L: seed_losses(ctx, f"{b}-L{L}-s{{}}", seeds) for L in (shallow, deep)} for b in blocks}
     to_pre = {L: {b: paired_gap(loss[b][L], loss["pre-ln"][L]) for b in blocks if b != "pre-ln"} for L in (shallow, deep)}
     claims = []
-    div = {b: _diverged(ctx, f"{b}-L{deep}-s{{}}", seeds, loss[b][deep]) for b in blocks}
-    for b in [b for b in blocks if b != "v-skipinit"]:
-        g = paired_gap(loss[b][deep], loss[b][shallow])
+    div = {b: _diverged(ctx, f"{b}-L{deep}-s{{}}", seeds) for b in blocks}
+    with_depth = {b: paired_gap(loss[b][deep], loss[b][shallow]) for b in blocks if b != "v-skipinit"}
+    for b, g in with_depth.items():
         claims.append(verdict(13, verdict_for(g, "better"), f"{b}: L={deep} vs L={shallow} {g.text()}{div[b]} (band ±{g.band:.2f}%)"))
     for b in [b for b in blocks if b in ("sas", "sas-p")]:
         g = to_pre[deep][b]
         claims.append(verdict(13, verdict_for(g, "matches"), f"{b} vs Pre-LN at L={deep}: {g.text()}{div[b]} (band ±{g.band:.2f}%)"))
     own = {}  # the blocks that also run at their own deep LR: with depth, and against Pre-LN, at an LR where they train
-    for b, lr in (DEEP_LR.items() if ctx.scale == "cpu" else ()):
-        if b not in blocks:
-            continue
+    for b, lr in deep_lrs(ctx.scale).items():
         own[b] = seed_losses(ctx, f"{b}-L{deep}-lr{lr:g}-s{{}}", seeds)
         g, v = paired_gap(own[b], loss[b][shallow]), paired_gap(own[b], loss["pre-ln"][deep])
         claims.append(verdict(13, verdict_for(g, "better"), f"{b} at lr {lr:g}: L={deep} vs L={shallow} (lr {peak_lr(b):g}) "
                                                              f"{g.text()} (band ±{g.band:.2f}%); Pre-LN's gain with depth "
-                                                             f"{paired_gap(loss['pre-ln'][deep], loss['pre-ln'][shallow]).text()}"))
+                                                             f"{with_depth['pre-ln'].text()}"))
         claims.append(verdict(13, verdict_for(v, "matches"), f"{b} at lr {lr:g} vs Pre-LN at L={deep}: {v.text()} (band ±{v.band:.2f}%)"))
     if "v-skipinit" in blocks:  # its gap to Pre-LN grows with depth: the per-seed change of the gap, in points
         a, z = to_pre[shallow]["v-skipinit"], to_pre[deep]["v-skipinit"]
