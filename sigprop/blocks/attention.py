@@ -35,17 +35,19 @@ def gain(value: float, trainable: bool, shape: tuple[int, ...] = ()) -> torch.Te
     return nn.Parameter(t) if trainable else t
 
 
-def centring_matrix(T: int, causal: bool, key_mask: torch.Tensor | None = None, dtype=torch.float32) -> torch.Tensor:
+def centring_matrix(T: int, causal: bool, key_mask: torch.Tensor | None = None, dtype=torch.float32,
+                    device: torch.device | str | None = None) -> torch.Tensor:
     """C: the attention matrix at zero logits.
 
     causal: lower-triangular with rows 1/i (1-indexed). Non-causal: 1/T_valid on valid keys.
-    Returns (T, T), or (B, 1, T, T) when a (B, T) key mask (True = real token) is given.
+    Returns (T, T), or (B, 1, T, T) when a (B, T) key mask (True = real token) is given. Built on `device` (not
+    copied there: a host-to-GPU copy of pageable memory in every layer's forward would synchronise the GPU).
     """
     if causal:
-        C = torch.tril(torch.ones(T, T, dtype=dtype)) / torch.arange(1, T + 1, dtype=dtype)[:, None]
+        C = torch.ones(T, T, dtype=dtype, device=device).tril() / torch.arange(1, T + 1, dtype=dtype, device=device)[:, None]
         return C
     if key_mask is None:
-        return torch.full((T, T), 1.0 / T, dtype=dtype)
+        return torch.full((T, T), 1.0 / T, dtype=dtype, device=device)
     m = key_mask.to(dtype)
     return (m / m.sum(-1, keepdim=True))[:, None, None, :].expand(-1, 1, T, -1)
 
@@ -61,7 +63,7 @@ def centred_values(v: torch.Tensor, causal: bool, key_mask: torch.Tensor | None)
     T = v.shape[1]
     if causal:
         if T <= RUNNING_MEAN_GEMM_MAX_T:
-            return torch.matmul(centring_matrix(T, True, dtype=v.dtype).to(v.device), v)
+            return torch.matmul(centring_matrix(T, True, dtype=v.dtype, device=v.device), v)
         counts = torch.arange(1, T + 1, device=v.device, dtype=v.dtype)[:, None]
         return v.cumsum(dim=1) / counts
     if key_mask is None:
@@ -316,7 +318,7 @@ class Attention(nn.Module):
         full = self._head_gain("beta", q) * A
         if self.spec.attention == "shaped":
             # beta A - gamma C first: it is exactly 0 at init (beta = gamma, A = C), so the result is exactly I.
-            C = centring_matrix(T, self.causal, key_mask if not self.causal else None, dtype=q.dtype).to(q.device)
+            C = centring_matrix(T, self.causal, key_mask if not self.causal else None, dtype=q.dtype, device=q.device)
             full = full - self._head_gain("gamma", q) * C
         eye = torch.eye(T, dtype=q.dtype, device=q.device)
         return full + self._head_gain("alpha", q) * eye, A

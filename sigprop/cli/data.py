@@ -20,7 +20,7 @@ def _mb(n: int) -> str:
 
 @data_app.command("prepare")
 def prepare_cmd(
-    source: str = typer.Option("code", help="'code' (Python stdlib), 'codeparrot' (HF hub), or a .jsonl/.json/.parquet file or folder."),
+    source: str = typer.Option("code", help="'code' (Python stdlib), 'packages' (stdlib + site-packages), 'codeparrot' (HF hub), or a .jsonl/.json/.parquet file or folder."),
     vocab_size: int = typer.Option(8192, help="BPE vocabulary size (259..65536)."),
     seq_len: int = typer.Option(128, help="Tokens per training sequence T (rows hold T+1)."),
     cache_dir: Path | None = typer.Option(None, help="Cache folder (default $SIGPROP_CACHE or ~/.cache/sigprop)."),

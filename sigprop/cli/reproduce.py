@@ -23,7 +23,7 @@ def recipe_table() -> Table:
         t.add_column(s, min_width=6)
     t.add_column("shows", ratio=1, min_width=24)
     for r in RECIPES.values():
-        t.add_row(r.name, r.paper, ",".join(map(str, r.claims)), *(r.runtime.get(s, "?") for s in RECIPE_SCALES), r.shows)
+        t.add_row(r.name, r.paper, ",".join(map(str, r.claims)), *(r.runtime.get(s, "?" if s in r.scales else "–") for s in RECIPE_SCALES), r.shows)
     return t
 
 
@@ -74,7 +74,7 @@ def budget_table(scale: str, root: Path) -> Table:
 @app.command("reproduce")
 def reproduce_cmd(
     name: str = typer.Argument(None, help="Recipe name (see --list), or 'all'."),
-    scale: str = typer.Option("cpu", "--scale", "-s", help="ci (seconds) | cpu (minutes on a laptop) | paper (GPU)."),
+    scale: str = typer.Option("cpu", "--scale", "-s", help="ci (seconds) | cpu (the long CPU scale) | gpu (one ten-minute GPU call; recipe gpu) | paper (GPU days)."),
     out: Path = typer.Option(None, "--out", "-o", help="Folder for figures and result.json (default figures/<recipe>)."),
     runs: Path = typer.Option(None, "--runs", help="Folder of training runs, shared between recipes (default <out>/runs)."),
     list_: bool = typer.Option(False, "--list", "-l", help="List the recipes with their paper counterpart and runtime."),
@@ -97,7 +97,7 @@ def reproduce_cmd(
         return
     if not name:
         raise SigpropError("no recipe given; accepted: --list, all, " + ", ".join(RECIPES))
-    names = list(RECIPES) if name.strip().lower() == "all" else [name]
+    names = [n for n, r in RECIPES.items() if scale in r.scales] if name.strip().lower() == "all" else [name]
     for n in names:
         target = out if (out is None or len(names) == 1) else out / n
         if dry_run:

@@ -17,7 +17,7 @@ _HELP = {
     "schedule": "linear | constant | cosine decay after warm-up.", "seed": "Seed (model init and data order).",
     "depth": "Number of blocks L.", "width": "Model width d.", "heads": "Attention heads H.",
     "vocab": "BPE vocabulary size.", "seq_len": "Sequence length T.", "kind": "decoder (causal LM) | encoder (MLM).",
-    "source": "Data: 'code' (stdlib), 'codeparrot', or a local .jsonl/.parquet path.",
+    "source": "Data: 'code' (stdlib), 'packages' (stdlib + site-packages), 'codeparrot', or a local .jsonl/.parquet path.",
     "max_bytes": "Cap on corpus bytes.", "precision": "fp32 | bf16 | auto.", "qk_lr_mult": "LR multiplier for W^Q, W^K.",
     "vp_lr_mult": "LR multiplier for W^V, W^P (Fig. 9).",
     "probe_every": "Probe signal propagation every N steps (0 = off).", "eval_every": "Eval loss every N steps.",

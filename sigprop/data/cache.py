@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from tokenizers import Tokenizer
 
 from sigprop.data.codeparrot import DEFAULT_MAX_BYTES, local_identity, records_corpus
-from sigprop.data.corpus import Corpus, Document, stdlib_corpus, stdlib_identity
+from sigprop.data.corpus import Corpus, Document, packages_corpus, packages_identity, stdlib_corpus, stdlib_identity
 from sigprop.data.packed import batch_indices, cut_rows, open_rows, write_tokens
 from sigprop.data.tokenizer import MAX_VOCAB, MIN_VOCAB, special_ids, tokenizer_sha256, train_tokenizer
 from sigprop.errors import SigpropError
@@ -33,7 +33,8 @@ from sigprop.errors import SigpropError
 FORMAT = 1  # bump when the entry layout changes: old entries then no longer match
 SPLITS = ("train", "val")
 ENCODE_CHUNK = 64  # documents per encode_batch call (parallel inside tokenizers)
-SOURCES_HELP = "'code' (Python stdlib), 'codeparrot' (HF hub), or a path to a .jsonl/.json/.parquet file or folder"
+SOURCES_HELP = ("'code' (Python stdlib), 'packages' (stdlib + installed packages), 'codeparrot' (HF hub), "
+                "or a path to a .jsonl/.json/.parquet file or folder")
 
 
 def default_cache_dir() -> Path:
@@ -109,6 +110,8 @@ def source_identity(source: str) -> dict:
     """What a cache entry's data depends on, cheap to compute (no reading of file contents, no network)."""
     if source == "code":
         return stdlib_identity()
+    if source == "packages":
+        return packages_identity()
     if source == "codeparrot":
         from sigprop.data.codeparrot import HUB_ID
 
@@ -119,7 +122,7 @@ def source_identity(source: str) -> dict:
 
 
 def _label(source: str) -> str:
-    name = source if source in ("code", "codeparrot") else Path(source).stem
+    name = source if source in ("code", "packages", "codeparrot") else Path(source).stem
     return re.sub(r"[^A-Za-z0-9_.]+", "_", name)[:40] or "data"
 
 
@@ -147,6 +150,8 @@ def is_valid_entry(path: Path) -> bool:
 def _corpus(source: str, val_fraction: float, max_bytes: int | None) -> Corpus:
     if source == "code":
         return stdlib_corpus(val_fraction, max_bytes)
+    if source == "packages":
+        return packages_corpus(val_fraction, max_bytes)
     return records_corpus(source, val_fraction, max_bytes)
 
 
@@ -215,7 +220,7 @@ def load_data(source: str = "code", vocab_size: int = 8192, seq_len: int = 128, 
               progress: bool = True, max_bytes: int | None = None, val_fraction: float = 0.05) -> TokenData:
     """Tokenized, packed data of `source`, built once (with a progress bar) and reused from the cache.
 
-    source: "code" (the running Python's stdlib, default), "codeparrot" (HF hub, needs network; capped at
+    source: "code" (the running Python's stdlib, default), "packages" (stdlib + site-packages), "codeparrot" (HF hub, needs network; capped at
     200 MB unless max_bytes says otherwise), or a local .jsonl/.json/.parquet file or folder of
     {"repo_name", "path", "content"} records. max_bytes caps the corpus (each split keeps its share)."""
     _check_args(source, vocab_size, seq_len, val_fraction, max_bytes)

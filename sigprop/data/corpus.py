@@ -1,8 +1,10 @@
 """The text corpus: documents (one per source file) split into train/validation BY FILE.
 
-The default source is the Python standard library of the running interpreter: real code, no network,
-about 1,800 files / 31 MB on CPython 3.11. A file's split depends only on its name (a sha256 hash), so
-adding files never moves an existing file between train and validation.
+The default source ("code") is the Python standard library of the running interpreter: real code, no network,
+about 1,800 files / 31 MB on CPython 3.11. "packages" adds every installed package's *.py (site-packages:
+~250 MB beside sigprop's own dependencies, ~1 GB in a GPU image), for models that would repeat the stdlib's
+~9M tokens many times (the gpu scale). A file's split depends only on its name (a sha256 hash), so adding
+files never moves an existing file between train and validation.
 """
 
 from __future__ import annotations
@@ -114,6 +116,43 @@ def stdlib_corpus(val_fraction: float = 0.05, max_bytes: int | None = None, root
     """The default corpus: Python's own standard library, split by file."""
     train, val = take_budget(stdlib_documents(root), val_fraction, max_bytes)
     return Corpus("code", train, val)
+
+
+# ----------------------------------------------------------------------------- stdlib + installed packages
+
+def package_roots() -> list[Path]:
+    """The running interpreter's site-packages folders (purelib, platlib), deduplicated, those that exist."""
+    paths = sysconfig.get_paths()
+    roots = dict.fromkeys(Path(paths[k]).resolve() for k in ("purelib", "platlib"))
+    return [r for r in roots if r.is_dir()]
+
+
+def package_documents() -> Iterator[Document]:
+    """stdlib and site-packages *.py in a fixed pseudo-random order (sha256 of the name), so that a max_bytes cap
+    takes a sample across packages, not the alphabetically first ones. Names: 'stdlib/...' and 'site/...'."""
+    docs = [Document(f"stdlib/{d.name}", d.nbytes, d.read) for d in stdlib_documents()]
+    for root in package_roots():
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            rel = Path(folder).relative_to(root)
+            for f in files:
+                path = Path(folder) / f
+                if f.endswith(".py") and path.is_file():
+                    docs.append(Document(f"site/{(rel / f).as_posix()}", path.stat().st_size, _reader(path)))
+    unique = {d.name: d for d in docs}  # purelib == platlib on most systems
+    yield from sorted(unique.values(), key=lambda d: hashlib.sha256(d.name.encode()).digest())
+
+
+def packages_corpus(val_fraction: float = 0.05, max_bytes: int | None = None) -> Corpus:
+    """Python's stdlib plus every installed package, split by file: a large local corpus with no network."""
+    train, val = take_budget(package_documents(), val_fraction, max_bytes)
+    return Corpus("packages", train, val)
+
+
+def packages_identity() -> dict:
+    """What the cache key depends on for "packages": Python version and the (name, size) listing."""
+    listing = json.dumps([[d.name, d.nbytes] for d in package_documents()], separators=(",", ":"))
+    return {"source": "packages", "python": sys.version, "listing_sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
 
 def stdlib_identity(root: Path | None = None) -> dict:

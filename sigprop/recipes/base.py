@@ -30,7 +30,9 @@ from sigprop.runs import Runs
 from sigprop.training import SCALES, TrainConfig
 from sigprop.training.config import HASH_OMIT_AT_DEFAULT, RUNTIME_FIELDS
 
-RECIPE_SCALES = ("ci", "cpu", "paper")
+RECIPE_SCALES = ("ci", "cpu", "gpu", "paper")
+#: the scales most recipes plan; the gpu scale is planned only by recipes sized for one GPU call (`recipes.gpu`)
+DEFAULT_SCALES = ("ci", "cpu", "paper")
 
 # ------------------------------------------------------------------------------------------------
 # Base training configs per scale
@@ -47,9 +49,17 @@ CPU_LONG = SCALES["cpu"].replace(
     lr=4e-3, depth=4, width=128, heads=4, vocab_size=4096, seq_len=128, batch_size=32, steps=2000, eval_every=50,
     eval_batches=8, probe_every=100, probe_batch=4, ckpt_every=200, precision="fp32",
 )
+#: gpu: the paper's model and batch (18x768, 12 heads, T=128, batch 128, peak LR 1e-3, 5% warm-up, linear decay) for
+#: 1,500 steps (24.6M tokens), sized so that Pre-LN, SAS and SAS-P train in one ten-minute call on one H100/H200 in
+#: bf16. Data: the stdlib plus installed packages capped at 120 MB (~32M tokens), so no token is seen twice (the
+#: stdlib alone, ~9M tokens, would be repeated ~3 times). Checkpoint only at the end.
+GPU = SCALES["paper"].replace(
+    scale="gpu", vocab_size=8192, source="packages", max_bytes=120_000_000, steps=1500, grad_accum=1, eval_every=50,
+    eval_batches=16, probe_every=250, probe_batch=16, ckpt_every=1500, precision="bf16",
+)
 #: paper: the CodeParrot setting of paper.md §3.1 (18x768, T=128, batch 128, 40K steps); needs a GPU.
 PAPER = SCALES["paper"]
-BASE: dict[str, TrainConfig] = {"ci": CI, "cpu": CPU_LONG, "paper": PAPER}
+BASE: dict[str, TrainConfig] = {"ci": CI, "cpu": CPU_LONG, "gpu": GPU, "paper": PAPER}
 
 
 @dataclass(frozen=True)
@@ -165,10 +175,16 @@ class Recipe:
     #: scale -> the runs a staged study will add once its first stage is in (e.g. seeds at a best LR not yet known),
     #: at a stand-in config of the same cost: counted by the budget, never trained
     pending: Callable[[str], list[RunPlan]] | None = None
+    #: the scales this recipe plans (`sigprop reproduce NAME --scale S`)
+    scales: tuple[str, ...] = DEFAULT_SCALES
 
     def plans(self, scale: str) -> list[RunPlan]:
-        check_choice("scale", scale, RECIPE_SCALES)
+        self.check_scale(scale)
         return self.runs(scale)
+
+    def check_scale(self, scale: str) -> None:
+        """A one-line error naming the scales this recipe plans when `scale` is not one of them."""
+        check_choice(f"scale of recipe {self.name}", scale, self.scales)
 
     def tier_of(self, p: RunPlan) -> int:
         return self.tier(p) if callable(self.tier) else self.tier
@@ -219,8 +235,9 @@ def undecided_at(scale: str, claims: list[dict]) -> list[dict]:
     return [{**c, "verdict": "not decidable at ci scale", "outcome": c["verdict"]} for c in claims]
 
 
-#: seeds of the comparisons that decide a claim: one at ci (the pipeline only), three at cpu and paper
-SEEDS = {"ci": (0,), "cpu": (0, 1, 2), "paper": (0, 1, 2)}
+#: seeds of the comparisons that decide a claim: one at ci (the pipeline only), three at cpu and paper, one at gpu
+#: (one ten-minute GPU call: an indication, never a verdict)
+SEEDS = {"ci": (0,), "cpu": (0, 1, 2), "gpu": (0,), "paper": (0, 1, 2)}
 
 
 def seeds_for(scale: str) -> tuple[int, ...]:

@@ -57,7 +57,7 @@ def gallery_budget(scale: str = "cpu", root: str | Path = "figures") -> pd.DataF
     root = Path(root)
     search = sorted(d for d in root.glob("*/runs") if d.is_dir())
     rows, seen = [], {}
-    for name in RECIPES:
+    for name in (n for n, r in RECIPES.items() if scale in r.scales):
         lay = layout(name, scale, root / name)
         recipe, out, base, plans, cfgs, folders = lay.recipe, lay.out, lay.base, lay.plans, lay.cfgs, lay.folders
         later = recipe.pending(scale) if recipe.pending is not None else []

@@ -87,6 +87,7 @@ def layout(name: str, scale: str, out=None, runs_dir=None) -> Layout:
 
     recipe = get_recipe(name)
     check_choice("scale", scale, RECIPE_SCALES)
+    recipe.check_scale(scale)
     out = Path(out) if out is not None else Path("figures") / recipe.name
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
     # a gallery figure's runs/ borrows finished runs with the same id from its sibling figures' runs/
