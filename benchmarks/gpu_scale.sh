@@ -13,6 +13,8 @@ OUT=${OUT:-out/gpu}
 BUDGET_S=${BUDGET_S:-540}
 FIG=${FIG:-figures/gpu}  # the recipe's folder (records go to $FIG/runs)
 SCALE=${SCALE:-gpu}  # ci: the same steps in seconds on a CPU (the script's own check)
+ONLY=${ONLY:-}  # globs of run slugs to train (sigprop reproduce --only), e.g. '*-paper-prefix-*'; empty: all
+SKIP=${SKIP:-}  # stages to skip: smoke, bench
 BENCH=${BENCH:---device cuda --blocks sas,sas-p,parallel --depth 18 --width 768 --heads 12 --batch 128 --seq 128 --dtype bf16 --mode train --repeats 10 --warmup 3}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MPLBACKEND=Agg
@@ -27,7 +29,7 @@ log "start; $($PY -c 'import sys, torch; print(sys.version.split()[0], torch.__v
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >> "$OUT/gpu_scale.log" 2>&1
 
 log "1/4 smoke"
-timeout 90 $SP reproduce gpu --scale ci --out /tmp/gpu-smoke --quiet >> "$OUT/gpu_scale.log" 2>&1 \
+[[ $SKIP == *smoke* ]] || timeout 90 $SP reproduce gpu --scale ci --out /tmp/gpu-smoke --quiet >> "$OUT/gpu_scale.log" 2>&1 \
   && timeout 60 $SP train --block sas-p --scale ci --precision bf16 --steps 3 --out /tmp/gpu-smoke-bf16 --quiet >> "$OUT/gpu_scale.log" 2>&1
 ok=$?
 log "smoke rc=$ok"
@@ -38,13 +40,13 @@ $PY -c "from sigprop.recipes.base import BASE; from sigprop.data import load_dat
 d = load_data(c.source, vocab_size=c.vocab_size, seq_len=c.seq_len, max_bytes=c.max_bytes, progress=False); \
 print('data', d.fingerprint['files'], 'files', d.fingerprint['tokens_train'], 'train tokens')" > "$OUT/data.log" 2>&1 &
 DATA=$!
-timeout 100 $SP bench $BENCH --json "$OUT/bench_gpu_18x768_bf16.json" >> "$OUT/gpu_scale.log" 2>&1
+[[ $SKIP == *bench* ]] || timeout 100 $SP bench $BENCH --json "$OUT/bench_gpu_18x768_bf16.json" >> "$OUT/gpu_scale.log" 2>&1
 log "bench rc=$?"
 wait $DATA
 log "data rc=$? $(tail -1 "$OUT/data.log")"
 
 log "3/4 train, $(( $(left) - 30 )) s left for it"
-timeout -s INT -k 20 $(( $(left) - 30 )) $SP reproduce gpu --scale $SCALE --out "$FIG" >> "$OUT/train.log" 2>&1
+timeout -s INT -k 20 $(( $(left) - 30 )) $SP reproduce gpu --scale $SCALE --out "$FIG" ${ONLY:+--only "$ONLY"} >> "$OUT/train.log" 2>&1
 log "reproduce rc=$?"
 grep -E "^gpu|claim|train +━" "$OUT/train.log" | tail -12 | tee -a "$OUT/gpu_scale.log"
 

@@ -20,16 +20,24 @@ import pandas as pd
 
 from sigprop.plots.catchup import plot_gap_vs_tokens
 from sigprop.plots.paper import Line, plot_loss
+from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.stats import caught_up, paired_gap, rel_gap, verdict_for
 from sigprop.runs import ENV
 
 BLOCKS = ("pre-ln", "sas-p", "sas")  # trained in this order: the headline pair first, should a call run short
 CLAIMS = {"sas": 8, "sas-p": 10}
+#: the paper's own schedule, its first 1,200 steps: 2,000 warm-up steps of 40K to a peak of 1e-3, so the LR at step t
+#: is 1e-3 t / 2000, i.e. a run of 1,200 steps whose 1,200-step warm-up peaks at 6e-4. Pre-LN and SAS-P only.
+PREFIX_BLOCKS = ("pre-ln", "sas-p")
+PREFIX = {"gpu": {"steps": 1200, "warmup": 1200, "lr": 1e-3 * 1200 / 2000}, "ci": {"warmup": 10, "lr": 6e-4}}
 
 
 def runs(scale: str) -> list[RunPlan]:
-    return [plan(b, f"{b}-s{s}", params={"seed": s}, seed=s) for s in seeds_for(scale) for b in BLOCKS]
+    short = [plan(b, f"{b}-s{s}", params={"seed": s, "stage": "short warm-up"}, seed=s) for s in seeds_for(scale) for b in BLOCKS]
+    prefix = [plan(b, f"{b}-paper-prefix-s{s}", f"{block_style(b)['label']}, paper's warm-up", {"seed": s, "stage": "paper prefix"},
+                   seed=s, **PREFIX[scale]) for s in seeds_for(scale) for b in PREFIX_BLOCKS]
+    return short + prefix
 
 
 def devices(ctx: Context) -> list[str]:
