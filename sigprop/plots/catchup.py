@@ -34,11 +34,13 @@ def _panels(n: int, height: float = 2.3):
 
 
 def plot_gap_vs_tokens(curves: pd.DataFrame, path: str | Path, note: str = "", floor: float = 1.0,
-                       reach: dict | None = None, lrs: dict | None = None) -> list[Path]:
+                       reach: dict | None = None, lrs: dict | None = None, titles: dict | None = None,
+                       cap: float = 40.0) -> list[Path]:
     """curves: size, block, tokens, mean, std, n (gap to Pre-LN in % per eval). One panel per size; each block
     a line with its ± std band over seeds; the grey band is ±`floor` % (the smallest gap that counts as a match).
     `reach[(size, block)]` = tokens from which the gap stays at or below its band (a dashed vertical line);
-    `lrs[(size, block)]` = the peak LR each block ran at, written with the seed counts under the panel's title."""
+    `lrs[(size, block)]` = the peak LR each block ran at, written with the seed counts under the panel's title;
+    `titles[size]` replaces a panel's first title line ('<size> (depth x width)'); `cap` is the highest y drawn (%)."""
     sizes = list(dict.fromkeys(curves["size"]))
     with paper_style():
         fig, axes = _panels(max(1, len(sizes)), height=2.6)
@@ -61,13 +63,15 @@ def plot_gap_vs_tokens(curves: pd.DataFrame, path: str | Path, note: str = "", f
                 if x is not None:
                     ax.axvline(x, color=st["color"], lw=0.8, ls="--")
             _log_tokens(ax)
-            ax.set_title(f"{size} (depth x width)\n{_panel_note(size, d, seeds, lrs or {})}", fontsize=7)
+            head = (titles or {}).get(size, f"{size} (depth x width)")
+            ax.set_title(f"{head}\n{_panel_note(size, d, seeds, lrs or {})}", fontsize=7)
             ax.set_xlabel("tokens seen")
             top = float(np.nanmax(d["mean"] + d["std"].fillna(0))) if len(d) else 10.0
             low = float(np.nanmin(d["mean"] - d["std"].fillna(0))) if len(d) else -2.0
-            ax.set_ylim(min(-2 * floor, low - 0.5), max(3 * floor, min(1.05 * top, 40.0)))
+            ax.set_ylim(min(-2 * floor, low - 0.5), max(3 * floor, min(1.05 * top, cap)))
         axes[0].set_ylabel("eval-loss gap to Pre-LN (%)")
-        handles["± 1 std over seeds"] = Patch(color="0.5", alpha=0.2, lw=0)
+        if (curves["n"] >= 2).any():
+            handles["± 1 std over seeds"] = Patch(color="0.5", alpha=0.2, lw=0)
         handles["caught up: inside the band from here on"] = Line2D([], [], color="0.4", lw=0.8, ls="--")
         fig.tight_layout(rect=(0, 0.12, 1, 1))
         fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), frameon=False,

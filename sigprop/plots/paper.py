@@ -206,7 +206,7 @@ def plot_cos_heatmap(probes: pd.DataFrame, lines: list[Line], path: str | Path, 
                            interpolation="nearest", extent=(steps.min(), steps.max(), grid.index.min() - 0.5, grid.index.max() + 0.5))
             ax.set_title(ln.label)
             ax.set_xlabel("training step")
-            ax.set_yticks(grid.index.to_numpy())
+            ax.set_yticks(grid.index.to_numpy()[:: -(-len(grid) // 10)])  # at most ~10 labelled layers
             ax.grid(False)
         axes[0][0].set_ylabel("layer (0 = embedding)" if not sources or sources[0] == "probe" else "block")
         if im is not None:

@@ -19,10 +19,11 @@ import json
 import pandas as pd
 
 from sigprop.plots.catchup import plot_gap_vs_tokens
-from sigprop.plots.paper import Line, plot_loss
+from sigprop.plots.paper import Line, plot_cos_heatmap, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
-from sigprop.recipes.stats import caught_up, paired_gap, rel_gap, verdict_for
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
+from sigprop.recipes.plateau import COLLAPSED
+from sigprop.recipes.stats import caught_up, not_decidable, rel_gap
 from sigprop.runs import ENV
 
 BLOCKS = ("pre-ln", "sas-p", "sas")  # trained in this order: the headline pair first, should a call run short
@@ -40,6 +41,10 @@ def runs(scale: str) -> list[RunPlan]:
     return short + prefix
 
 
+STAGES = {"short": ("-s{}", BLOCKS), "prefix": ("-paper-prefix-s{}", PREFIX_BLOCKS)}
+TITLES = {"short": "5% warm-up (75 steps) to lr 1e-3", "prefix": "the paper's schedule: its first 1,200 steps"}
+
+
 def devices(ctx: Context) -> list[str]:
     """The device names the finished runs trained on (env.json), in plan order, without repeats."""
     names = []
@@ -50,69 +55,98 @@ def devices(ctx: Context) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def gap_curves(ctx: Context, seed: int) -> pd.DataFrame:
-    """Per eval: each block's eval-loss gap to Pre-LN in % (one seed), tokens seen; the catch-up plot's frame."""
+def stage_runs(ctx: Context, stage: str, seed: int) -> dict[str, str]:
+    """block -> run folder of one stage's finished runs (done or diverged)."""
+    suffix, blocks = STAGES[stage]
+    done = set(ctx.finished().run)
+    return {b: ctx.line(f"{b}{suffix.format(seed)}") for b in blocks if ctx.line(f"{b}{suffix.format(seed)}") in done}
+
+
+def gap_curves(ctx: Context, stage: str, seed: int) -> pd.DataFrame:
+    """Per eval of one stage: each block's eval-loss gap to Pre-LN in % (one seed) and the tokens seen; the frame of
+    the catch-up plot, one panel ('size') per stage."""
+    runs = stage_runs(ctx, stage, seed)
     m = ctx.runs.metrics.dropna(subset=["eval_loss"])
-    base = m[m.run == ctx.line(f"pre-ln-s{seed}")].set_index("step")
-    rows = []
-    for b in BLOCKS[1:]:
-        if ctx.line(f"{b}-s{seed}") not in set(ctx.finished().run):
-            continue
-        for r in m[m.run == ctx.line(f"{b}-s{seed}")].itertuples():
-            if r.step in base.index:
-                rows.append({"size": f"{ctx.base.depth}x{ctx.base.width}", "block": b, "step": int(r.step),
-                             "tokens": int(r.tokens), "mean": rel_gap(r.eval_loss, base.eval_loss[r.step]),
-                             "std": float("nan"), "n": 1})
+    base = m[m.run == runs.get("pre-ln")].set_index("step").eval_loss
+    rows = [{"size": stage, "block": b, "step": int(r.step), "tokens": int(r.tokens), "std": float("nan"), "n": 1,
+             "mean": rel_gap(r.eval_loss, base[r.step])}
+            for b, run in runs.items() if b != "pre-ln" for r in m[m.run == run].itertuples() if r.step in base.index]
     return pd.DataFrame(rows, columns=["size", "block", "step", "tokens", "mean", "std", "n"])
 
 
-def speeds(ctx: Context) -> dict[str, dict]:
+def collapse(ctx: Context, run: str) -> dict:
+    """The largest cos_mean over layers (embedding excluded) at the last probe, and the layers above COLLAPSED there."""
+    p = ctx.runs.probes
+    d = p[(p.run == run) & (p.source == "probe") & (p.metric == "cos_mean") & (p.layer > 0)]
+    last = d[d.step == d.step.max()]
+    return {"step": int(last.step.max()), "max_cos_mean": round(float(last.value.max()), 3),
+            "layers_collapsed": int((last.value > COLLAPSED).sum()), "layers": int(last.layer.nunique())}
+
+
+def speeds(ctx: Context, runs: dict[str, str]) -> dict[str, dict]:
     """tokens/s of each block's step (training clock: no eval, no probes) and its ratio to Pre-LN's."""
     s = ctx.runs.summaries.set_index("run")
-    tps = {b: float(s.tokens_per_s[ctx.line(f"{b}-s0")]) for b in BLOCKS if ctx.line(f"{b}-s0") in s.index}
-    return {b: {"tokens_per_s": v, "vs_pre_ln": v / tps["pre-ln"] if "pre-ln" in tps else None} for b, v in tps.items()}
+    tps = {b: float(s.tokens_per_s[r]) for b, r in runs.items()}
+    return {b: {"tokens_per_s": round(v), "vs_pre_ln": round(v / tps["pre-ln"], 3) if "pre-ln" in tps else None}
+            for b, v in tps.items()}
 
 
 def make(ctx: Context) -> dict | None:
-    seeds = seeds_for(ctx.scale)
-    done = set(ctx.finished().run)
-    if ctx.line(f"pre-ln-s{seeds[0]}") not in done:
+    seed = seeds_for(ctx.scale)[0]
+    table = ctx.table().set_index("run")
+    stages = {st: stage_runs(ctx, st, seed) for st in STAGES}
+    stages = {st: r for st, r in stages.items() if "pre-ln" in r and len(r) > 1}
+    if not stages:
         return None  # nothing to compare against yet
     where = ", ".join(devices(ctx))
-    speed = speeds(ctx)
-    sp = "; ".join(f"{b} {v['tokens_per_s'] / 1e3:,.0f}K tok/s ({v['vs_pre_ln']:.2f}x)" for b, v in speed.items())
-    note = ctx.note(f"bf16 on {where}; seed {seeds[0]}, one seed: an indication, not a verdict; {sp}")
-    lines = [Line.of(ctx.line(f"{b}-s{seeds[0]}"), b) for b in BLOCKS if ctx.line(f"{b}-s{seeds[0]}") in done]
-    plot_loss(ctx.runs.metrics, lines, ctx.out / "gpu_loss", note, panels=(("step", "loss"), ("step", "eval_loss")),
-              titles=("train", "eval"), zoom=0.3)
-    curves = gap_curves(ctx, seeds[0])
-    reach = {(r.size, b): caught_up(list(g.tokens), list(g["mean"]), [1.0] * len(g))
-             for b, g in curves.groupby("block") for r in g.head(1).itertuples()}
+    size = f"{ctx.base.depth}x{ctx.base.width}"
+    c = ctx.base
+    note = (f"gpu scale: {size}, {c.heads} heads, V={c.vocab_size}, T={c.seq_len}, batch {c.batch_size}, data {c.source} "
+            f"≤{c.max_bytes / 1e6:g} MB, bf16 on {where}, seed {seed} (one seed: an indication, not a verdict). "
+            f"{TITLES['short']}: {c.steps} steps, linear decay. {TITLES['prefix']}: 2,000-step warm-up to 1e-3 of 40K steps")
+    numbers: dict = {"device": where}
+    for st, runs in stages.items():
+        cfg = ctx.plans[ctx.folders.index(runs["pre-ln"])].config(ctx.base)
+        lines = [Line.of(r, b) for b, r in runs.items()]
+        plot_loss(ctx.runs.metrics, lines, ctx.out / f"gpu_{st}", f"{TITLES[st]} ({cfg.steps} steps, peak lr {cfg.lr:g}, "
+                  f"warm-up {cfg.warmup_steps} steps). {note}", panels=(("step", "loss"), ("step", "eval_loss")),
+                  titles=("train", "eval"))
+        gaps = {b: rel_gap(table.final_eval_loss[r], table.final_eval_loss[runs["pre-ln"]]) for b, r in runs.items() if b != "pre-ln"}
+        numbers[st] = {
+            "steps": cfg.steps, "peak_lr": cfg.lr, "warmup_steps": cfg.warmup_steps,
+            "final_eval_loss": {b: table.final_eval_loss[r] for b, r in runs.items()},
+            "status": {b: table.status[r] for b, r in runs.items()},
+            "stopped_at_step": {b: int(table.step[r]) for b, r in runs.items()},
+            "gap_pct": {b: round(g, 2) for b, g in gaps.items()},
+            "collapse": {b: collapse(ctx, r) for b, r in runs.items()},
+            "speed": speeds(ctx, runs),
+        }
+    curves = pd.concat([gap_curves(ctx, st, seed) for st in stages], ignore_index=True)
+    reach = {(st, b): caught_up(list(g.tokens), list(g["mean"]), [1.0] * len(g)) for (st, b), g in curves.groupby(["size", "block"])}
     plot_gap_vs_tokens(curves, ctx.out / "gpu_gap", note, reach={k: v for k, v in reach.items() if v is not None},
-                       lrs={(f"{ctx.base.depth}x{ctx.base.width}", b): ctx.base.lr for b in BLOCKS})
-    loss = {b: seed_losses(ctx, f"{b}-s{{}}", seeds) for b in BLOCKS}
-    claims, gaps = [], {}
+                       lrs={(st, b): ctx.plans[ctx.folders.index(r)].config(ctx.base).lr for st, runs in stages.items() for b, r in runs.items()},
+                       titles={st: f"{size}, {TITLES[st]}" for st in stages}, cap=200.0)
+    heat = [Line.of(r, b, f"{block_style(b)['label']}\n{'paper warm-up' if st == 'prefix' else '75-step warm-up'}")
+            for st, runs in stages.items() for b, r in runs.items() if b in ("pre-ln", "sas-p")]
+    plot_cos_heatmap(ctx.runs.probes, heat, ctx.out / "gpu_collapse", f"Token cos_mean per layer x step. {note}")
+    for st in stages:
+        d = curves[curves["size"] == st]
+        numbers[st]["gap_pct_by_step"] = {b: dict(zip(map(str, g.step), g["mean"].round(3))) for b, g in d.groupby("block")}
+        numbers[st]["tokens_to_within_floor"] = {b: reach.get((st, b)) for b in d.block.unique()}
+    claims = []
     for b, claim in CLAIMS.items():
-        gap = paired_gap(loss[b], loss["pre-ln"])
-        gaps[b] = gap.to_dict()
-        if gap.n:
-            claims.append(verdict(claim, verdict_for(gap, "matches"), f"{b} vs Pre-LN at {ctx.base.depth}x{ctx.base.width} "
-                                  f"on {where}, final eval loss {gap.text()}; {speed[b]['vs_pre_ln']:.3f}x Pre-LN's tokens/s"))
-    g = curves.groupby("block")
-    return {
-        "numbers": {
-            "device": where, "final_eval_loss": loss, "gap_pct": gaps, "speed": speed,
-            "gap_pct_by_step": {b: dict(zip(map(str, d.step), d["mean"].round(3))) for b, d in g},
-            "max_gap_pct": {b: {"gap": float(d["mean"].max()), "step": int(d.step[d["mean"].idxmax()])} for b, d in g},
-            "tokens_to_within_floor": {b: reach.get((f"{ctx.base.depth}x{ctx.base.width}", b)) for b in g.groups},
-        },
-        "claims": claims,
-    }
+        parts = [f"{TITLES[st]}: " + (f"diverged at step {numbers[st]['stopped_at_step'][b]}" if numbers[st]["status"][b] == "diverged"
+                 else f"{numbers[st]['gap_pct'][b]:+.2f}%") for st in stages if b in numbers[st]["gap_pct"]]
+        if parts:
+            claims.append(verdict(claim, not_decidable("1 seed, need 3"), f"{b} vs Pre-LN at {size} on {where}, final eval "
+                                  f"loss gap (1 seed): " + "; ".join(parts)))
+    return {"numbers": numbers, "claims": claims}
 
 
 RECIPE = Recipe(
     name="gpu", paper="Fig. 5 at the paper's size", claims=(8, 10), runs=runs, make=make, tier=3, scales=("ci", "gpu"),
-    shows="Pre-LN, SAS, SAS-P at 18x768, batch 128 on one GPU: loss per step and the gap to Pre-LN vs tokens (1 seed)",
-    runtime={"ci": "~5 s", "gpu": "3 runs x ~2.5 min on one H200 (bf16)"},
+    shows="Pre-LN, SAS, SAS-P at 18x768, batch 128 on one GPU, under a 75-step and the paper's 2,000-step warm-up: loss, "
+          "gap to Pre-LN vs tokens, token collapse per layer (1 seed)",
+    runtime={"ci": "~8 s", "gpu": "5 runs, 1.5-2 min each on one H200 (bf16); two calls of benchmarks/gpu_scale.sh"},
     partial=True,  # drawn from whatever finished, should one call end before SAS
 )
