@@ -324,3 +324,46 @@ def test_cli_prepare_and_info(data, monkeypatch):
     assert info.exit_code == 0 and data.path.name in info.output and data.fingerprint["sha256"][:12] in info.output
     bad = CliRunner().invoke(app, ["data", "prepare", "--source", "nowhere", "--cache-dir", root])
     assert isinstance(bad.exception, SigpropError)
+
+
+# ----------------------------------------------------------------------------- stdlib + installed packages
+
+def _fake_site(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_packages_source_adds_site_packages_in_a_hashed_order(tmp_path, monkeypatch):
+    import hashlib
+
+    import sigprop.data.corpus as corpus
+
+    site = _fake_site(tmp_path / "site", {"torch/nn.py": "import math\n" * 50, "numpy/core.py": "x = [1, 2]\n" * 80,
+                                          "numpy/__pycache__/core.cpython-311.py": "cached\n", "README.txt": "not code"})
+    monkeypatch.setattr(corpus, "package_roots", lambda: [site])
+    docs = list(corpus.package_documents())
+    names = [d.name for d in docs]
+    assert {"site/torch/nn.py", "site/numpy/core.py"} <= set(names)
+    assert not any("__pycache__" in n or n.endswith(".txt") for n in names)
+    assert sum(n.startswith("stdlib/") for n in names) == len(stdlib_files())  # the stdlib, every file, prefixed
+    assert names == sorted(names, key=lambda n: hashlib.sha256(n.encode()).digest())  # a cap samples across packages
+    before = corpus.packages_identity()
+    _fake_site(site, {"scipy/linalg.py": "y = 2\n"})
+    assert corpus.packages_identity()["listing_sha256"] != before["listing_sha256"]  # a new package, a new cache entry
+
+
+def test_packages_source_builds_a_cache_entry_of_its_own(tmp_path, monkeypatch):
+    import sigprop.data.corpus as corpus
+
+    site = _fake_site(tmp_path / "site", {f"pkg{i}/mod.py": f"def f{i}(x):\n    return x + {i}\n" * 40 for i in range(30)})
+    monkeypatch.setattr(corpus, "package_roots", lambda: [site])
+    d = load_data(cache_dir=tmp_path / "cache", **{**TINY, "source": "packages"})
+    fp = d.fingerprint
+    assert fp["source"] == "packages" and fp["rows_train"] > 0 and fp["rows_val"] > 0
+    files = json.loads((d.path / "files.json").read_text())
+    assert not set(files["train"]) & set(files["val"])
+    assert d.path.name.startswith("packages-v512-t32-")
+    code = load_data(cache_dir=tmp_path / "cache", **TINY)
+    assert code.path != d.path  # never mixed with the stdlib-only entry

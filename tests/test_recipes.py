@@ -47,12 +47,12 @@ def results(tmp_path_factory, cache, pool) -> dict:
 def test_list_shows_every_recipe_with_paper_counterpart_and_runtime(monkeypatch):
     from sigprop.cli.app import console
 
-    monkeypatch.setattr(console, "width", 250)  # one line per recipe, so each runtime appears unwrapped
+    monkeypatch.setattr(console, "width", 320)  # one line per recipe, so each runtime appears unwrapped
     res = CLI.invoke(app, ["reproduce", "--list"])
     assert res.exit_code == 0, res.output
     for r in RECIPES.values():
         assert r.name in res.output and r.paper in res.output
-        assert r.runtime["cpu"] in res.output
+        assert r.runtime["cpu" if "cpu" in r.scales else "gpu"] in res.output
     assert {"fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig12", "fig13", "fig14", "fig17", "fig25", "table1",
             "rank-collapse", "cos-training"} <= set(RECIPES)
 
@@ -345,6 +345,35 @@ def test_a_committed_gallery_figure_replots_to_its_committed_numbers(tmp_path, m
     assert again["numbers"] == committed["numbers"] and again["claims"] == committed["claims"]
     assert sorted(res.reused) == sorted(committed["reused"] + committed["trained"])
     assert figures <= {f.name for f in res.files}
+
+
+def test_the_committed_gpu_figure_replots_from_its_records_with_the_device_named(tmp_path, monkeypatch):
+    """figures/gpu: two calls on one GPU; --replot at the gpu scale redraws it, numbers read from the runs' own records."""
+    import sigprop.recipes.executor as base
+
+    gallery = Path(__file__).resolve().parents[1] / "figures" / "gpu"
+    committed = json.loads((gallery / "result.json").read_text())
+    monkeypatch.setattr(base, "ensure_run", lambda *a, **k: pytest.fail("--replot must not train"))
+    res = reproduce("gpu", "gpu", tmp_path, runs_dir=gallery / "runs", quiet=True, replot=True)
+    again = json.loads((tmp_path / "result.json").read_text())
+    assert again["numbers"] == committed["numbers"] and again["claims"] == committed["claims"]
+    assert {"gpu_short.png", "gpu_prefix.png", "gpu_gap.png", "gpu_collapse.png"} <= {f.name for f in res.files}
+    n = again["numbers"]
+    assert n["device"] and n["device"] != "cpu" and n["device"] in again["claims"][0]["evidence"]
+    for stage in ("short", "prefix"):  # every final loss is the one its run's summary.json recorded
+        for block, loss in n[stage]["final_eval_loss"].items():
+            run = next(r for r in again["runs"] if r["block"] == block and r["stage"] == ("paper prefix" if stage == "prefix" else "short warm-up"))
+            summary = json.loads((gallery / "runs" / run["run"] / "summary.json").read_text())
+            if summary["status"] == "done":
+                assert loss == pytest.approx(summary["final_eval_loss"])
+    assert all(c["verdict"] == "not decidable (1 seed, need 3)" for c in again["claims"])
+
+
+def test_a_scale_a_recipe_does_not_plan_is_a_one_line_error(tmp_path):
+    for name, scale, accepted in (("gpu", "cpu", "ci, gpu"), ("fig3", "gpu", "ci, cpu, paper")):
+        with pytest.raises(SigpropError, match=f"accepted: {accepted}") as e:
+            reproduce(name, scale, tmp_path / name, quiet=True)
+        assert "\n" not in str(e.value) and repr(scale) in str(e.value)
 
 
 def test_committed_gallery_runs_are_finished_records_only():

@@ -147,6 +147,6 @@ RECIPE = Recipe(
     name="gpu", paper="Fig. 5 at the paper's size", claims=(8, 10), runs=runs, make=make, tier=3, scales=("ci", "gpu"),
     shows="Pre-LN, SAS, SAS-P at 18x768, batch 128 on one GPU, under a 75-step and the paper's 2,000-step warm-up: loss, "
           "gap to Pre-LN vs tokens, token collapse per layer (1 seed)",
-    runtime={"ci": "~8 s", "gpu": "5 runs, 1.5-2 min each on one H200 (bf16); two calls of benchmarks/gpu_scale.sh"},
+    runtime={"ci": "~8 s", "gpu": "5 runs x ~2 min (H200)"},
     partial=True,  # drawn from whatever finished, should one call end before SAS
 )
