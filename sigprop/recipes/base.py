@@ -217,6 +217,7 @@ CLAIMS = {
     21: "(paper §1.2) skipless blocks need a downweighted MLP branch, beta_FF < 1 at init",
     22: "(paper Fig. 24) a trainable first-layer W^V is very slightly better than W^V_1 = I in SAS and SAS-P",
     23: "(paper Fig. 9, App. A) lowering only the W^V/W^P learning rate helps, as a smaller fixed beta does (Adam: ratio r ~ beta = r)",
+    24: "(sigprop) a long warm-up (the paper's is 2,000 steps) lets SAS-P match Pre-LN per step at a high LR where a short one leaves it behind",
 }
 
 

@@ -137,8 +137,11 @@ def tier(p: RunPlan) -> int:
     """Budget tier 2 (the plateau is item 5 of issue 10): SAS-P with 3 seeds at beta_FF 0.05 / 0.1 / 0.5, lr 4e-3 (the
     long scale's), batch 16 and depth 2 / 8, Pre-LN's reference at seed 0 off the base setting (its tokens to 6.0 vary
     by ~5% over seeds at the base: 478K +- 24K). Beyond the 24-hour budget: Pre-LN's other seeds there, lr 5e-4 and
-    2e-3, batch 64 (twice a base run's cost)."""
+    2e-3, batch 64 (twice a base run's cost), and depth 8's seeds 1-2 (its seed 0 leaves the plateau as depth 4 does;
+    their hours went to the warm-up study, recipe `warmup`, after the GPU run showed warm-up decides it at 18 x 768)."""
     if (p.params.get("factor"), p.params.get("value")) in (("lr", 5e-4), ("lr", 2e-3), ("batch_size", 64)):
+        return 3
+    if (p.params.get("factor"), p.params.get("value")) == ("depth", 8) and p.params.get("seed") != 0:
         return 3
     return 3 if p.spec.name == "pre-ln" and p.params.get("factor") != "base" and p.params.get("seed") != 0 else 2
 

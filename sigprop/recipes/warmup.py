@@ -1,0 +1,95 @@
+"""Warm-up length at a high LR (sigprop's own, issue 10 item 5): does the paper's long warm-up close SAS-P's gap?
+
+On one GPU at the paper's size (recipe `gpu`), SAS-P under a 75-step warm-up to lr 1e-3 collapsed (15 of 18 layers
+at cos_mean 1.0) and never left the unigram loss in 1,500 steps, while under the paper's own schedule (2,000 warm-up
+steps of 40K) it was level with Pre-LN. This recipe asks the same question where a CPU reaches, with seeds: at the
+long cpu scale (4x128, 2,000 steps) and twice the best LR (8e-3, where a 100-step warm-up leaves SAS-P behind),
+Pre-LN and SAS-P with the long scale's 5% warm-up and with a 50% warm-up (1,000 steps: half the run ramps, as the
+paper's first 2,000 steps do). The 5% runs of seed 0 are the catch-up study's (shared, not retrained).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from sigprop.plots.catchup import plot_gap_vs_tokens
+from sigprop.plots.paper import Line, plot_loss
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
+from sigprop.recipes.stats import caught_up, paired_gap, rel_gap, verdict_for
+
+BLOCKS = ("pre-ln", "sas-p")
+WARMUPS = {"ci": (0.1, 0.5), "cpu": (0.05, 0.5)}
+LR = {"ci": 3e-3, "cpu": 8e-3}
+
+
+def slug(block: str, warmup: float, seed: int) -> str:
+    return f"{block}-wu{warmup:g}-s{seed}"
+
+
+def runs(scale: str) -> list[RunPlan]:
+    return [plan(b, slug(b, w, s), params={"seed": s, "warmup": w}, seed=s, lr=LR[scale], warmup=w)
+            for s in seeds_for(scale) for w in WARMUPS[scale] for b in BLOCKS]
+
+
+def tier(p: RunPlan) -> int:
+    """The long warm-up's runs decide the question (tier 2); the short one's seeds 1-2 at 8e-3 are beyond the budget."""
+    return 2 if p.params["warmup"] >= 0.5 or p.params["seed"] == 0 else 3
+
+
+def curves(ctx: Context, warmup: float, seeds: list[int]) -> pd.DataFrame:
+    """Per eval: SAS-P's gap to Pre-LN in %, mean and std over the seeds both finished (one panel per warm-up)."""
+    m = ctx.runs.metrics.dropna(subset=["eval_loss"])
+    rows = []
+    for s in seeds:
+        base = m[m.run == ctx.line(slug("pre-ln", warmup, s))].set_index("step").eval_loss
+        for r in m[m.run == ctx.line(slug("sas-p", warmup, s))].itertuples():
+            if r.step in base.index:
+                rows.append({"step": r.step, "tokens": r.tokens, "gap": rel_gap(r.eval_loss, base[r.step])})
+    g = pd.DataFrame(rows, columns=["step", "tokens", "gap"]).groupby(["step", "tokens"]).gap
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(), "n": g.count()}).reset_index()
+    return out.assign(size=f"warm-up {warmup:.0%}", block="sas-p")
+
+
+def make(ctx: Context) -> dict | None:
+    seeds, warmups = seeds_for(ctx.scale), WARMUPS[ctx.scale]
+    done = set(ctx.finished().slug)
+    paired = {w: [s for s in seeds if {slug(b, w, s) for b in BLOCKS} <= done] for w in warmups}
+    if not any(paired.values()):
+        return None
+    lr, steps = LR[ctx.scale], ctx.base.steps
+    note = ctx.note(f"peak lr {lr:g} (2x the long scale's best); warm-up {' vs '.join(f'{w:.0%}' for w in warmups)} of the "
+                    f"steps; seeds per panel as titled")
+    first = min(s for w in warmups for s in paired[w])
+    lines = [Line.of(ctx.line(slug(b, w, first)), b, f"{'Pre-LN' if b == 'pre-ln' else 'SAS-P'}, warm-up {w:.0%}",
+                     ls="-" if w == warmups[-1] else "--") for w in warmups if first in paired[w] for b in BLOCKS]
+    plot_loss(ctx.runs.metrics, lines, ctx.out / "warmup_loss", ctx.note(f"seed {first}; peak lr {lr:g}"),
+              panels=(("step", "eval_loss"),), zoom=0.3)
+    frame = pd.concat([curves(ctx, w, paired[w]) for w in warmups if paired[w]], ignore_index=True)
+    bands = {w: paired_gap(*(seed_losses(ctx, f"{b}-wu{w:g}-s{{}}", seeds) for b in ("sas-p", "pre-ln"))) for w in warmups}
+    reach = {}
+    for (size, block), g in frame.groupby(["size", "block"]):
+        x = caught_up(list(g.tokens), list(g["mean"]), [max(2 * (sd if sd == sd else 0), 1.0) for sd in g["std"]])
+        if x is not None:
+            reach[(size, block)] = x
+    plot_gap_vs_tokens(frame, ctx.out / "warmup_gap", note, reach=reach,
+                       lrs={(f"warm-up {w:.0%}", b): lr for w in warmups for b in BLOCKS},
+                       titles={f"warm-up {w:.0%}": f"4x128, warm-up {w:.0%} ({int(w * steps)} steps)" for w in warmups})
+    loss = {f"{w:g}": {b: seed_losses(ctx, f"{b}-wu{w:g}-s{{}}", seeds) for b in BLOCKS} for w in warmups}
+    short, long_ = (bands[w] for w in warmups)
+    claims = [verdict(24, verdict_for(long_, "matches"),
+                      f"at lr {lr:g}, SAS-P vs Pre-LN final eval loss: warm-up {warmups[-1]:.0%} {long_.text()} (band "
+                      f"±{long_.band:.2f}%); warm-up {warmups[0]:.0%} {short.text()}")] if long_.n else []
+    return {
+        "numbers": {"peak_lr": lr, "final_eval_loss": loss, "gap_pct": {f"{w:g}": bands[w].to_dict() for w in warmups},
+                    "gap_pct_by_step": {size: dict(zip(map(str, g.step), g["mean"].round(3))) for size, g in frame.groupby("size")},
+                    "tokens_to_within_band": {size: reach.get((size, "sas-p")) for size in frame["size"].unique()}},
+        "claims": claims,
+    }
+
+
+RECIPE = Recipe(
+    name="warmup", paper="(sigprop; the paper's 2,000-step warm-up)", claims=(24,), runs=runs, make=make, tier=tier,
+    shows="SAS-P vs Pre-LN at 2x the best LR under a 5% and a 50% warm-up: gap to Pre-LN vs tokens, 3 paired seeds",
+    runtime={"ci": "~5 s", "cpu": "12 runs x ~25 min (1 thread; 2 shared with catch-up)", "paper": "12 x 10 h GPU"},
+    partial=True, scales=("ci", "cpu"),
+)
