@@ -166,7 +166,7 @@ def test_run_identity_hash_tracks_knobs_and_settings_not_runtime():
     "args, needle",
     [
         (["reproduce", "fig99", "--scale", "ci"], "unknown recipe 'fig99'; accepted: catch-up, fig2"),
-        (["reproduce", "fig3", "--scale", "huge"], "unknown scale 'huge'; accepted: ci, cpu, paper"),
+        (["reproduce", "fig3", "--scale", "huge"], "unknown scale 'huge' for recipe fig3; accepted: ci, cpu, paper"),
         (["reproduce"], "no recipe given; accepted: --list, all, catch-up"),
     ],
 )

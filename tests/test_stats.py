@@ -112,3 +112,14 @@ def test_reach_tokens_per_eval_spread_vs_a_fixed_band():
                            "mean": [16.0, 6.0, 0.8, -2.0], "std": [2.0, 4.0, 0.3, 0.3], "n": 3})
     assert reach_tokens(curves) == {("s", "sas-p"): 2}
     assert reach_tokens(curves, 1.0) == {("s", "sas-p"): 3}
+
+
+def test_claim24_needs_the_short_warmup_behind_and_the_long_one_level():
+    from sigprop.recipes.warmup import claim24
+
+    behind, level, ahead = Gap((3.0, 4.0, 3.5)), Gap((0.2, -0.4, 0.3)), Gap((-3.0, -4.0, -3.5))
+    assert claim24(behind, level) == "reproduced"
+    assert claim24(behind, ahead) == "reproduced"
+    assert claim24(behind, behind) == "not reproduced"  # the long warm-up did not close the gap
+    assert claim24(level, level) == "not reproduced"  # nothing to close
+    assert claim24(behind, Gap((0.1, 0.2))) == "not decidable (2 seeds, need 3)"

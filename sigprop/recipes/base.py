@@ -25,7 +25,7 @@ import pandas as pd
 
 from sigprop.blocks import BlockSpec, get_spec
 from sigprop.blocks.spec import KNOBS_OMIT_AT_DEFAULT
-from sigprop.errors import SigpropError, check_choice
+from sigprop.errors import SigpropError
 from sigprop.runs import Runs
 from sigprop.training import SCALES, TrainConfig
 from sigprop.training.config import HASH_OMIT_AT_DEFAULT, RUNTIME_FIELDS
@@ -184,7 +184,8 @@ class Recipe:
 
     def check_scale(self, scale: str) -> None:
         """A one-line error naming the scales this recipe plans when `scale` is not one of them."""
-        check_choice(f"scale of recipe {self.name}", scale, self.scales)
+        if scale not in self.scales:
+            raise SigpropError(f"unknown scale {scale!r} for recipe {self.name}; accepted: {', '.join(self.scales)}")
 
     def tier_of(self, p: RunPlan) -> int:
         return self.tier(p) if callable(self.tier) else self.tier

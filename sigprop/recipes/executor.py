@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from sigprop.errors import SigpropError, check_choice
-from sigprop.recipes.base import RECIPE_SCALES, Context, Recipe, RunPlan, run_id, select, undecided_at
+from sigprop.errors import SigpropError
+from sigprop.recipes.base import Context, Recipe, RunPlan, run_id, select, undecided_at
 from sigprop.recipes.records import FINISHED, compact, copy_records, find_shared
 from sigprop.runs import CONFIG, RunDir, atomic_write_json, held_by, load_runs
 from sigprop.training import TrainConfig
@@ -86,7 +86,6 @@ def layout(name: str, scale: str, out=None, runs_dir=None) -> Layout:
     from sigprop.recipes import get_recipe
 
     recipe = get_recipe(name)
-    check_choice("scale", scale, RECIPE_SCALES)
     recipe.check_scale(scale)
     out = Path(out) if out is not None else Path("figures") / recipe.name
     runs_dir = Path(runs_dir) if runs_dir is not None else out / "runs"
