@@ -68,12 +68,15 @@ def make(ctx: Context) -> dict | None:
     if not any(paired.values()):
         return None
     lr, steps = LR[ctx.scale], ctx.base.steps
-    note = ctx.note(f"peak lr {lr:g} (2x the long scale's best); warm-up {' vs '.join(f'{w:.0%}' for w in warmups)} of the "
-                    f"steps; seeds per panel as titled")
+    c = ctx.base
+    size = f"{c.depth}x{c.width}"
+    note = (f"warmup at scale {ctx.scale}: {size}, {c.heads} heads, V={c.vocab_size}, T={c.seq_len}, batch {c.batch_size}, "
+            f"{steps} steps, peak lr {lr:g} (2x the long scale's best), warm-up {' vs '.join(f'{w:.0%}' for w in warmups)} "
+            f"of the steps, then linear decay; data {c.source}; seeds per panel as titled")
     first = min(s for w in warmups for s in paired[w])
     lines = [Line.of(ctx.line(slug(b, w, first)), b, f"{'Pre-LN' if b == 'pre-ln' else 'SAS-P'}, warm-up {w:.0%}",
                      ls="-" if w == warmups[-1] else "--") for w in warmups if first in paired[w] for b in BLOCKS]
-    plot_loss(ctx.runs.metrics, lines, ctx.out / "warmup_loss", ctx.note(f"seed {first}; peak lr {lr:g}"),
+    plot_loss(ctx.runs.metrics, lines, ctx.out / "warmup_loss", f"{note}; seed {first} drawn",
               panels=(("step", "eval_loss"),), zoom=0.3)
     frame = pd.concat([curves(ctx, w, paired[w]) for w in warmups if paired[w]], ignore_index=True)
     bands = {w: paired_gap(*(seed_losses(ctx, f"{b}-wu{w:g}-s{{}}", seeds) for b in ("sas-p", "pre-ln"))) for w in warmups}
@@ -84,7 +87,7 @@ def make(ctx: Context) -> dict | None:
             reach[(size, block)] = x
     plot_gap_vs_tokens(frame, ctx.out / "warmup_gap", note, reach=reach,
                        lrs={(f"warm-up {w:.0%}", b): lr for w in warmups for b in BLOCKS},
-                       titles={f"warm-up {w:.0%}": f"4x128, warm-up {w:.0%} ({int(w * steps)} steps)" for w in warmups})
+                       titles={f"warm-up {w:.0%}": f"{size}, warm-up {w:.0%} ({int(w * steps)} steps)" for w in warmups})
     loss = {f"{w:g}": {b: seed_losses(ctx, f"{b}-wu{w:g}-s{{}}", seeds) for b in BLOCKS} for w in warmups}
     short, long_ = (bands[w] for w in warmups)
     evidence = (f"at lr {lr:g}, SAS-P vs Pre-LN final eval loss: warm-up {warmups[-1]:.0%} {long_.text()} (band "
