@@ -1,15 +1,19 @@
 """The paper's model size on one GPU: Pre-LN, SAS and SAS-P at 18 x 768, batch 128, T = 128 (issue 10, item 8).
 
 Every CPU scale stops at width 128; this recipe trains the paper's width and depth at the paper's LR (1e-3) for as
-long as one ten-minute call on one GPU allows (`recipes.base.GPU`: 1,500 steps, 24.6M tokens, bf16), so the catch-up
-study's question -- does the early plateau of SAS / SAS-P end, and is there per-step parity after it -- gets one
-answer at the paper's size. One seed: an indication, never a verdict (claims stay "not decidable (1 seed)").
+long as a ten-minute call on one GPU allows (`recipes.base.GPU`, bf16), so the catch-up study's question -- does the
+early plateau of SAS / SAS-P end, and is there per-step parity after it -- gets one answer at the paper's size:
+
+- stage "short": 1,500 steps (24.6M tokens) with the 5% warm-up every cpu-scale run uses (75 steps), then linear
+  decay; Pre-LN, SAS-P, SAS;
+- stage "prefix": the first 1,200 steps of the paper's own schedule (2,000 warm-up steps of 40K); Pre-LN, SAS-P.
+
+One seed: an indication, never a verdict (claims stay "not decidable (1 seed)"). The stamp names the device (from
+the runs' env.json); result.json has each block's tokens/s from the training clocks of runs that trained one after
+another on it, and the collapse (layers with token cos_mean above 0.9) at the last probe.
 
     sigprop reproduce gpu --scale gpu              # on a machine with a GPU (benchmarks/gpu_scale.sh)
     sigprop reproduce gpu --scale gpu --replot     # anywhere: redraw from the committed records
-
-The figure names the device (from each run's env.json) and the tokens/s of each block, measured by the training
-clocks of runs that trained one after another on that device.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verd
 from sigprop.recipes.plateau import COLLAPSED
 from sigprop.recipes.stats import caught_up, not_decidable, rel_gap
 from sigprop.runs import ENV
+from sigprop.training import TrainConfig
 
 BLOCKS = ("pre-ln", "sas-p", "sas")  # trained in this order: the headline pair first, should a call run short
 CLAIMS = {"sas": 8, "sas-p": 10}
@@ -42,7 +47,13 @@ def runs(scale: str) -> list[RunPlan]:
 
 
 STAGES = {"short": ("-s{}", BLOCKS), "prefix": ("-paper-prefix-s{}", PREFIX_BLOCKS)}
-TITLES = {"short": "5% warm-up (75 steps) to lr 1e-3", "prefix": "the paper's schedule: its first 1,200 steps"}
+
+
+def title(stage: str, base: TrainConfig, scale: str) -> str:
+    """'5% warm-up (75 steps) to lr 1e-3' | "the paper's schedule: its first 1,200 steps"."""
+    if stage == "short":
+        return f"{base.warmup:.0%} warm-up ({base.warmup_steps} steps) to lr {base.lr:g}"
+    return f"the paper's schedule: its first {base.replace(**PREFIX[scale]).steps:,} steps"
 
 
 def devices(ctx: Context) -> list[str]:
@@ -91,43 +102,53 @@ def speeds(ctx: Context, runs: dict[str, str]) -> dict[str, dict]:
             for b, v in tps.items()}
 
 
-def make(ctx: Context) -> dict | None:
-    seed = seeds_for(ctx.scale)[0]
+def stage_numbers(ctx: Context, runs: dict[str, str]) -> dict:
+    """One stage's schedule, final losses, status, gap to Pre-LN (%), collapse at the last probe and tokens/s."""
     table = ctx.table().set_index("run")
+    cfg = ctx.plans[ctx.folders.index(runs["pre-ln"])].config(ctx.base)
+    final = {b: table.final_eval_loss[r] for b, r in runs.items()}
+    return {
+        "steps": cfg.steps, "peak_lr": cfg.lr, "warmup_steps": cfg.warmup_steps, "final_eval_loss": final,
+        "status": {b: table.status[r] for b, r in runs.items()},
+        "stopped_at_step": {b: int(table.step[r]) for b, r in runs.items()},
+        "gap_pct": {b: round(rel_gap(v, final["pre-ln"]), 2) for b, v in final.items() if b != "pre-ln"},
+        "collapse": {b: collapse(ctx, r) for b, r in runs.items()},
+        "speed": speeds(ctx, runs),
+    }
+
+
+def stamp(ctx: Context, where: str, seed: int) -> str:
+    """The figures' scale stamp: model, data, device, seed and both stages' schedules."""
+    c = ctx.base
+    data = f"data {c.source}" + (f" ≤{c.max_bytes / 1e6:g} MB" if c.max_bytes else "")
+    return (f"gpu at scale {ctx.scale}: {c.depth}x{c.width}, {c.heads} heads, V={c.vocab_size}, T={c.seq_len}, batch "
+            f"{c.batch_size}, {data}, bf16 on {where}, seed {seed} (one seed: an indication, not a verdict). Stage 1, "
+            f"{title('short', c, ctx.scale)}: {c.steps} steps, linear decay. Stage 2, {title('prefix', c, ctx.scale)}: a "
+            f"2,000-step warm-up to 1e-3 of 40K steps")
+
+
+def make(ctx: Context) -> dict | None:
+    seed, c = seeds_for(ctx.scale)[0], ctx.base
     stages = {st: stage_runs(ctx, st, seed) for st in STAGES}
     stages = {st: r for st, r in stages.items() if "pre-ln" in r and len(r) > 1}
     if not stages:
         return None  # nothing to compare against yet
-    where = ", ".join(devices(ctx))
-    size = f"{ctx.base.depth}x{ctx.base.width}"
-    c = ctx.base
-    note = (f"gpu scale: {size}, {c.heads} heads, V={c.vocab_size}, T={c.seq_len}, batch {c.batch_size}, data {c.source} "
-            f"≤{c.max_bytes / 1e6:g} MB, bf16 on {where}, seed {seed} (one seed: an indication, not a verdict). "
-            f"{TITLES['short']}: {c.steps} steps, linear decay. {TITLES['prefix']}: 2,000-step warm-up to 1e-3 of 40K steps")
+    where, size = ", ".join(devices(ctx)), f"{c.depth}x{c.width}"
+    note = stamp(ctx, where, seed)
     numbers: dict = {"device": where}
     for st, runs in stages.items():
-        cfg = ctx.plans[ctx.folders.index(runs["pre-ln"])].config(ctx.base)
-        lines = [Line.of(r, b) for b, r in runs.items()]
-        plot_loss(ctx.runs.metrics, lines, ctx.out / f"gpu_{st}", f"{TITLES[st]} ({cfg.steps} steps, peak lr {cfg.lr:g}, "
-                  f"warm-up {cfg.warmup_steps} steps). {note}", panels=(("step", "loss"), ("step", "eval_loss")),
+        numbers[st] = stage_numbers(ctx, runs)
+        plot_loss(ctx.runs.metrics, [Line.of(r, b) for b, r in runs.items()], ctx.out / f"gpu_{st}",
+                  f"Stage: {title(st, c, ctx.scale)}. {note}", panels=(("step", "loss"), ("step", "eval_loss")),
                   titles=("train", "eval"))
-        gaps = {b: rel_gap(table.final_eval_loss[r], table.final_eval_loss[runs["pre-ln"]]) for b, r in runs.items() if b != "pre-ln"}
-        numbers[st] = {
-            "steps": cfg.steps, "peak_lr": cfg.lr, "warmup_steps": cfg.warmup_steps,
-            "final_eval_loss": {b: table.final_eval_loss[r] for b, r in runs.items()},
-            "status": {b: table.status[r] for b, r in runs.items()},
-            "stopped_at_step": {b: int(table.step[r]) for b, r in runs.items()},
-            "gap_pct": {b: round(g, 2) for b, g in gaps.items()},
-            "collapse": {b: collapse(ctx, r) for b, r in runs.items()},
-            "speed": speeds(ctx, runs),
-        }
     curves = pd.concat([gap_curves(ctx, st, seed) for st in stages], ignore_index=True)
     reach = {(st, b): caught_up(list(g.tokens), list(g["mean"]), [1.0] * len(g)) for (st, b), g in curves.groupby(["size", "block"])}
-    plot_gap_vs_tokens(curves, ctx.out / "gpu_gap", note, reach={k: v for k, v in reach.items() if v is not None},
-                       lrs={(st, b): ctx.plans[ctx.folders.index(r)].config(ctx.base).lr for st, runs in stages.items() for b, r in runs.items()},
-                       titles={st: f"{size}, {TITLES[st]}" for st in stages}, cap=200.0)
-    heat = [Line.of(r, b, f"{block_style(b)['label']}\n{'paper warm-up' if st == 'prefix' else '75-step warm-up'}")
-            for st, runs in stages.items() for b, r in runs.items() if b in ("pre-ln", "sas-p")]
+    lrs = {(st, b): numbers[st]["peak_lr"] for st, runs in stages.items() for b in runs}
+    plot_gap_vs_tokens(curves, ctx.out / "gpu_gap", note, reach={k: v for k, v in reach.items() if v is not None}, lrs=lrs,
+                       titles={st: f"{size}, {title(st, c, ctx.scale)}" for st in stages}, cap=200.0)
+    short = f"{c.warmup_steps}-step warm-up"
+    heat = [Line.of(r, b, f"{block_style(b)['label']}\n{'paper warm-up' if st == 'prefix' else short}")
+            for st, runs in stages.items() for b, r in runs.items() if b in PREFIX_BLOCKS]
     plot_cos_heatmap(ctx.runs.probes, heat, ctx.out / "gpu_collapse", f"Token cos_mean per layer x step. {note}")
     for st in stages:
         d = curves[curves["size"] == st]
@@ -135,11 +156,11 @@ def make(ctx: Context) -> dict | None:
         numbers[st]["tokens_to_within_floor"] = {b: reach.get((st, b)) for b in d.block.unique()}
     claims = []
     for b, claim in CLAIMS.items():
-        parts = [f"{TITLES[st]}: " + (f"diverged at step {numbers[st]['stopped_at_step'][b]}" if numbers[st]["status"][b] == "diverged"
-                 else f"{numbers[st]['gap_pct'][b]:+.2f}%") for st in stages if b in numbers[st]["gap_pct"]]
+        parts = [f"{title(st, c, ctx.scale)}: " + (f"diverged at step {n['stopped_at_step'][b]}" if n["status"][b] == "diverged"
+                 else f"{n['gap_pct'][b]:+.2f}%") for st, n in ((st, numbers[st]) for st in stages) if b in n["gap_pct"]]
         if parts:
-            claims.append(verdict(claim, not_decidable("1 seed, need 3"), f"{b} vs Pre-LN at {size} on {where}, final eval "
-                                  f"loss gap (1 seed): " + "; ".join(parts)))
+            claims.append(verdict(claim, not_decidable("1 seed, need 3"),
+                                  f"{b} vs Pre-LN at {size} on {where}, final eval loss gap (1 seed): " + "; ".join(parts)))
     return {"numbers": numbers, "claims": claims}
 
 
