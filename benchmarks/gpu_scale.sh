@@ -26,12 +26,16 @@ left() { echo $((BUDGET_S - ($(date +%s) - T0))); }
 log() { echo "[gpu_scale $(($(date +%s) - T0))s] $*" | tee -a "$OUT/gpu_scale.log"; }
 
 log "start; $($PY -c 'import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU")')"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >> "$OUT/gpu_scale.log" 2>&1
+command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv >> "$OUT/gpu_scale.log" 2>&1
 
 log "1/4 smoke"
-[[ $SKIP == *smoke* ]] || timeout 90 $SP reproduce gpu --scale ci --out /tmp/gpu-smoke --quiet >> "$OUT/gpu_scale.log" 2>&1 \
-  && timeout 60 $SP train --block sas-p --scale ci --precision bf16 --steps 3 --out /tmp/gpu-smoke-bf16 --quiet >> "$OUT/gpu_scale.log" 2>&1
-ok=$?
+ok=0
+if [[ $SKIP != *smoke* ]]; then
+  SMOKE=$(mktemp -d)
+  timeout 90 $SP reproduce gpu --scale ci --out "$SMOKE/gpu" --quiet >> "$OUT/gpu_scale.log" 2>&1 \
+    && timeout 60 $SP train --block sas-p --scale ci --precision bf16 --steps 3 --out "$SMOKE/bf16" --quiet >> "$OUT/gpu_scale.log" 2>&1
+  ok=$?
+fi
 log "smoke rc=$ok"
 if [ $ok -ne 0 ]; then tail -40 "$OUT/gpu_scale.log"; exit 3; fi
 

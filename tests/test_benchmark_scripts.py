@@ -46,3 +46,22 @@ def test_summary_tables_from_bench_json(tmp_path):
     side = summary.side_by_side([path, path]).splitlines()
     assert side[0].count("1×32 V=64 fp32 train") == 2
     assert side[2].startswith("| SAS-P | ") and side[-1].startswith("| FLOP ideal")
+
+
+def test_gpu_scale_script_packs_the_recipes_records_at_ci_scale(tmp_path, cache):
+    """benchmarks/gpu_scale.sh end to end on a CPU at the ci scale (smoke and bench skipped): the data stage, the gpu
+    recipe's runs, and a tarball of the records without checkpoints, all under its own deadline."""
+    import os
+    import subprocess
+    import tarfile
+
+    env = {**os.environ, "SCALE": "ci", "FIG": str(tmp_path / "fig"), "OUT": str(tmp_path / "out"), "SKIP": "smoke,bench",
+           "PY": sys.executable, "SIGPROP_CACHE": str(cache), "BUDGET_S": "240"}
+    res = subprocess.run(["bash", str(ROOT / "gpu_scale.sh")], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    log = (tmp_path / "out" / "gpu_scale.log").read_text()
+    assert "reproduce rc=0" in log and "data rc=0" in log
+    with tarfile.open(tmp_path / "out" / "gpu_runs.tgz") as tar:
+        names = tar.getnames()
+    runs = {Path(n).parts[-2] for n in names if n.endswith("summary.json")}
+    assert len(runs) == 5 and not any("checkpoints" in n for n in names)
