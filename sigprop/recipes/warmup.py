@@ -31,12 +31,6 @@ def runs(scale: str) -> list[RunPlan]:
             for s in seeds_for(scale) for w in WARMUPS[scale] for b in BLOCKS]
 
 
-def tier(p: RunPlan) -> int:
-    """The long warm-up's runs are tier 2, the short one's seed 0 is the catch-up grid's (tier 1). Its seeds 1-2, which
-    claim 24 also needs, are beyond the plan's budget (tier 3); they were trained in a session's spare hours."""
-    return 2 if p.params["warmup"] >= 0.5 or p.params["seed"] == 0 else 3
-
-
 def curves(ctx: Context, warmup: float, seeds: list[int]) -> pd.DataFrame:
     """Per eval: SAS-P's gap to Pre-LN in %, mean and std over the seeds both finished (one panel per warm-up)."""
     m = ctx.runs.metrics.dropna(subset=["eval_loss"])
@@ -81,10 +75,10 @@ def make(ctx: Context) -> dict | None:
     frame = pd.concat([curves(ctx, w, paired[w]) for w in warmups if paired[w]], ignore_index=True)
     bands = {w: paired_gap(*(seed_losses(ctx, f"{b}-wu{w:g}-s{{}}", seeds) for b in ("sas-p", "pre-ln"))) for w in warmups}
     reach = {}
-    for (size, block), g in frame.groupby(["size", "block"]):
+    for (panel, block), g in frame.groupby(["size", "block"]):
         x = caught_up(list(g.tokens), list(g["mean"]), [max(2 * (sd if sd == sd else 0), 1.0) for sd in g["std"]])
         if x is not None:
-            reach[(size, block)] = x
+            reach[(panel, block)] = x
     plot_gap_vs_tokens(frame, ctx.out / "warmup_gap", note, reach=reach,
                        lrs={(f"warm-up {w:.0%}", b): lr for w in warmups for b in BLOCKS},
                        titles={f"warm-up {w:.0%}": f"{size}, warm-up {w:.0%} ({int(w * steps)} steps)" for w in warmups})
@@ -103,7 +97,7 @@ def make(ctx: Context) -> dict | None:
 
 
 RECIPE = Recipe(
-    name="warmup", paper="(sigprop; the paper's 2,000-step warm-up)", claims=(24,), runs=runs, make=make, tier=tier,
+    name="warmup", paper="(sigprop; the paper's 2,000-step warm-up)", claims=(24,), runs=runs, make=make, tier=2,
     shows="SAS-P vs Pre-LN at 2x the best LR under a 5% and a 50% warm-up: gap to Pre-LN vs tokens, 3 paired seeds",
     runtime={"ci": "~5 s", "cpu": "12 runs x ~25 min (1 thread; 2 shared with catch-up)", "paper": "12 x 10 h GPU"},
     partial=True, scales=("ci", "cpu"),
