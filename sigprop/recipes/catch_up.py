@@ -163,6 +163,21 @@ def best_lrs(grid_: pd.DataFrame, first_seed: int) -> dict[tuple[str, str], floa
     return out
 
 
+def gap_by_eval(metrics: pd.DataFrame, pairs: dict[int, tuple[str, str]]) -> pd.DataFrame:
+    """step, tokens, mean, std, n: the eval-loss gap in % of each seed's run to its baseline run ({seed: (baseline
+    run, run)}) at every eval both recorded, over the seeds (std NaN with one seed)."""
+    ev = metrics[metrics.eval_loss.notna()]
+    per_seed = []
+    for s, (base_run, run) in pairs.items():
+        a = ev[ev.run == base_run].set_index("step")
+        b = ev[ev.run == run].set_index("step")
+        steps = a.index.intersection(b.index)
+        per_seed.append(pd.DataFrame({"step": steps, "tokens": a.loc[steps, "tokens"].to_numpy(), "seed": s,
+                                      "gap": [rel_gap(b.at[k, "eval_loss"], a.at[k, "eval_loss"]) for k in steps]}))
+    return pd.concat(per_seed).groupby("step").agg(tokens=("tokens", "first"), mean=("gap", "mean"),
+                                                   std=("gap", "std"), n=("gap", "size")).reset_index()
+
+
 def eval_curves(metrics: pd.DataFrame, t: pd.DataFrame, chosen: dict) -> tuple[pd.DataFrame, dict]:
     """Per size and block (not Pre-LN): the eval-loss gap to Pre-LN in % at every eval, over the seeds both have
     at their chosen LRs (mean, std, n per eval), and the per-seed final gaps as `stats.Gap`s."""
@@ -182,16 +197,7 @@ def eval_curves(metrics: pd.DataFrame, t: pd.DataFrame, chosen: dict) -> tuple[p
             if not seeds:
                 continue
             finals[(size, block)] = paired_gap(b_final, base_final)
-            per_seed = []
-            for s in seeds:
-                a = ev[ev.run == base_runs[s]].set_index("step")
-                b = ev[ev.run == b_runs[s]].set_index("step")
-                steps = a.index.intersection(b.index)
-                per_seed.append(pd.DataFrame({"step": steps, "tokens": a.loc[steps, "tokens"].to_numpy(), "seed": s,
-                                              "gap": [rel_gap(b.at[k, "eval_loss"], a.at[k, "eval_loss"]) for k in steps]}))
-            g = pd.concat(per_seed).groupby("step").agg(tokens=("tokens", "first"), mean=("gap", "mean"),
-                                                        std=("gap", "std"), n=("gap", "size")).reset_index()
-            rows.append(g.assign(size=size, block=block))
+            rows.append(gap_by_eval(ev, {s: (base_runs[s], b_runs[s]) for s in seeds}).assign(size=size, block=block))
     cols = ["size", "block", "step", "tokens", "mean", "std", "n"]
     return (pd.concat(rows)[cols] if rows else pd.DataFrame(columns=cols)), finals
 

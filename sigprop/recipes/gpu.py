@@ -18,8 +18,6 @@ another on it, and the collapse (layers with token cos_mean above 0.9) at the la
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from sigprop.plots.catchup import plot_gap_vs_tokens
@@ -27,8 +25,9 @@ from sigprop.plots.paper import Line, plot_cos_heatmap, plot_loss
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.plateau import COLLAPSED
-from sigprop.recipes.stats import caught_up, not_decidable, rel_gap
-from sigprop.runs import ENV
+from sigprop.recipes.catch_up import gap_by_eval, reach_tokens
+from sigprop.recipes.stats import FLOOR_PCT, not_decidable, rel_gap
+from sigprop.runs import ENV, read_json
 from sigprop.training import TrainConfig
 
 BLOCKS = ("pre-ln", "sas-p", "sas")  # trained in this order: the headline pair first, should a call run short
@@ -61,7 +60,7 @@ def devices(ctx: Context) -> list[str]:
     names = []
     for run in ctx.finished().run:
         path = ctx.runs.paths.get(run)
-        env = json.loads((path / ENV).read_text()) if path is not None and (path / ENV).exists() else {}
+        env = read_json(path / ENV) if path is not None and (path / ENV).is_file() else {}
         names.append(env.get("device_name") or env.get("device") or "?")
     return list(dict.fromkeys(names))
 
@@ -77,12 +76,9 @@ def gap_curves(ctx: Context, stage: str, seed: int) -> pd.DataFrame:
     """Per eval of one stage: each block's eval-loss gap to Pre-LN in % (one seed) and the tokens seen; the frame of
     the catch-up plot, one panel ('size') per stage."""
     runs = stage_runs(ctx, stage, seed)
-    m = ctx.runs.metrics.dropna(subset=["eval_loss"])
-    base = m[m.run == runs.get("pre-ln")].set_index("step").eval_loss
-    rows = [{"size": stage, "block": b, "step": int(r.step), "tokens": int(r.tokens), "std": float("nan"), "n": 1,
-             "mean": rel_gap(r.eval_loss, base[r.step])}
-            for b, run in runs.items() if b != "pre-ln" for r in m[m.run == run].itertuples() if r.step in base.index]
-    return pd.DataFrame(rows, columns=["size", "block", "step", "tokens", "mean", "std", "n"])
+    frames = [gap_by_eval(ctx.runs.metrics, {seed: (runs["pre-ln"], run)}).assign(size=stage, block=b)
+              for b, run in runs.items() if b != "pre-ln"]
+    return pd.concat(frames, ignore_index=True)[["size", "block", "step", "tokens", "mean", "std", "n"]]
 
 
 def collapse(ctx: Context, run: str) -> dict:
@@ -142,7 +138,7 @@ def make(ctx: Context) -> dict | None:
                   f"Stage: {title(st, c, ctx.scale)}. {note}", panels=(("step", "loss"), ("step", "eval_loss")),
                   titles=("train", "eval"))
     curves = pd.concat([gap_curves(ctx, st, seed) for st in stages], ignore_index=True)
-    reach = {(st, b): caught_up(list(g.tokens), list(g["mean"]), [1.0] * len(g)) for (st, b), g in curves.groupby(["size", "block"])}
+    reach = reach_tokens(curves, fixed=FLOOR_PCT)
     lrs = {(st, b): numbers[st]["peak_lr"] for st, runs in stages.items() for b in runs}
     plot_gap_vs_tokens(curves, ctx.out / "gpu_gap", note, reach={k: v for k, v in reach.items() if v is not None}, lrs=lrs,
                        titles={st: f"{size}, {title(st, c, ctx.scale)}" for st in stages}, cap=200.0)

@@ -15,15 +15,21 @@ import pandas as pd
 from sigprop.plots.catchup import plot_gap_vs_tokens
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
-from sigprop.recipes.stats import NOT_REPRODUCED, REPRODUCED, Gap, caught_up, paired_gap, rel_gap
+from sigprop.recipes.catch_up import gap_by_eval, reach_tokens
+from sigprop.recipes.stats import NOT_REPRODUCED, REPRODUCED, Gap, paired_gap
 
 BLOCKS = ("pre-ln", "sas-p")
 WARMUPS = {"ci": (0.1, 0.5), "cpu": (0.05, 0.5)}
 LR = {"ci": 3e-3, "cpu": 8e-3}
 
 
+def slug_format(block: str, warmup: float) -> str:
+    """A run's slug with '{}' for its seed (`seed_losses` fills it)."""
+    return f"{block}-wu{warmup:g}-s{{}}"
+
+
 def slug(block: str, warmup: float, seed: int) -> str:
-    return f"{block}-wu{warmup:g}-s{seed}"
+    return slug_format(block, warmup).format(seed)
 
 
 def runs(scale: str) -> list[RunPlan]:
@@ -33,16 +39,8 @@ def runs(scale: str) -> list[RunPlan]:
 
 def curves(ctx: Context, warmup: float, seeds: list[int]) -> pd.DataFrame:
     """Per eval: SAS-P's gap to Pre-LN in %, mean and std over the seeds both finished (one panel per warm-up)."""
-    m = ctx.runs.metrics.dropna(subset=["eval_loss"])
-    rows = []
-    for s in seeds:
-        base = m[m.run == ctx.line(slug("pre-ln", warmup, s))].set_index("step").eval_loss
-        for r in m[m.run == ctx.line(slug("sas-p", warmup, s))].itertuples():
-            if r.step in base.index:
-                rows.append({"step": r.step, "tokens": r.tokens, "gap": rel_gap(r.eval_loss, base[r.step])})
-    g = pd.DataFrame(rows, columns=["step", "tokens", "gap"]).groupby(["step", "tokens"]).gap
-    out = pd.DataFrame({"mean": g.mean(), "std": g.std(), "n": g.count()}).reset_index()
-    return out.assign(size=f"warm-up {warmup:.0%}", block="sas-p")
+    pairs = {s: (ctx.line(slug("pre-ln", warmup, s)), ctx.line(slug("sas-p", warmup, s))) for s in seeds}
+    return gap_by_eval(ctx.runs.metrics, pairs).assign(size=f"warm-up {warmup:.0%}", block="sas-p")
 
 
 def claim24(short: Gap, long_: Gap) -> str:
@@ -73,16 +71,12 @@ def make(ctx: Context) -> dict | None:
     plot_loss(ctx.runs.metrics, lines, ctx.out / "warmup_loss", f"{note}; seed {first} drawn",
               panels=(("step", "eval_loss"),), zoom=0.3)
     frame = pd.concat([curves(ctx, w, paired[w]) for w in warmups if paired[w]], ignore_index=True)
-    bands = {w: paired_gap(*(seed_losses(ctx, f"{b}-wu{w:g}-s{{}}", seeds) for b in ("sas-p", "pre-ln"))) for w in warmups}
-    reach = {}
-    for (panel, block), g in frame.groupby(["size", "block"]):
-        x = caught_up(list(g.tokens), list(g["mean"]), [max(2 * (sd if sd == sd else 0), 1.0) for sd in g["std"]])
-        if x is not None:
-            reach[(panel, block)] = x
+    bands = {w: paired_gap(*(seed_losses(ctx, slug_format(b, w), seeds) for b in ("sas-p", "pre-ln"))) for w in warmups}
+    reach = {k: x for k, x in reach_tokens(frame).items() if x is not None}
     plot_gap_vs_tokens(frame, ctx.out / "warmup_gap", note, reach=reach,
                        lrs={(f"warm-up {w:.0%}", b): lr for w in warmups for b in BLOCKS},
                        titles={f"warm-up {w:.0%}": f"{size}, warm-up {w:.0%} ({int(w * steps)} steps)" for w in warmups})
-    loss = {f"{w:g}": {b: seed_losses(ctx, f"{b}-wu{w:g}-s{{}}", seeds) for b in BLOCKS} for w in warmups}
+    loss = {f"{w:g}": {b: seed_losses(ctx, slug_format(b, w), seeds) for b in BLOCKS} for w in warmups}
     short, long_ = (bands[w] for w in warmups)
     evidence = (f"at lr {lr:g}, SAS-P vs Pre-LN final eval loss: warm-up {warmups[-1]:.0%} {long_.text()} (band "
                 f"±{long_.band:.2f}%: {long_.outcome()}); warm-up {warmups[0]:.0%} {short.text()}"
