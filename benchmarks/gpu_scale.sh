@@ -2,7 +2,10 @@
 # One call on a machine with one GPU (an H100/H200: ~8 minutes): the paper's model size, 18 x 768, batch 128, T = 128.
 #   1. smoke: the gpu recipe at ci scale and one bf16 step on CUDA (fails in seconds, not minutes, if CUDA breaks);
 #   2. sigprop bench: Pre-LN, SAS, SAS-P, Parallel tokens/s per training step at that size, bf16, paired;
-#   3. sigprop reproduce gpu --scale gpu: Pre-LN, SAS-P, SAS for 1,500 steps (24.6M tokens) each, one after another;
+#   3. sigprop reproduce gpu --scale gpu: Pre-LN, SAS-P, SAS for 1,500 steps (24.6M tokens) each, then Pre-LN and
+#      SAS-P under the paper's warm-up (1,200 steps) for seeds 0, 1, 2, one after another (finished runs in $FIG/runs
+#      are reused). The committed records hold seed 0 of both stages; the call that decides claim 10 at this size is
+#        SKIP=bench ONLY='*-paper-prefix-s1,*-paper-prefix-s2' benchmarks/gpu_scale.sh   (~8 min on an H200);
 #   4. the runs' records (no checkpoints), the bench JSON and the logs packed into $OUT (or out/gpu).
 # Every stage has a deadline inside BUDGET_S, so the records come back even if the GPU is slower than planned (a
 # run cut short is stopped by SIGINT: it saves a checkpoint and records status "interrupted").

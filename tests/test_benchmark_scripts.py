@@ -64,4 +64,4 @@ def test_gpu_scale_script_packs_the_recipes_records_at_ci_scale(tmp_path, cache)
     with tarfile.open(tmp_path / "out" / "gpu_runs.tgz") as tar:
         names = tar.getnames()
     runs = {Path(n).parts[-2] for n in names if n.endswith("summary.json")}
-    assert len(runs) == 5 and not any("checkpoints" in n for n in names)
+    assert len(runs) == 7 and not any("checkpoints" in n for n in names)

@@ -369,6 +369,18 @@ def test_the_committed_gpu_figure_replots_from_its_records_with_the_device_named
     assert all(c["verdict"] == "not decidable (1 seed, need 3)" for c in again["claims"])
 
 
+def test_gpu_recipe_decides_claim_10_from_the_paired_seeds_of_the_paper_prefix(results):
+    """The prefix stage plans several seeds: its gap is over the seeds' own final losses, and the ci verdict decides nothing."""
+    r = results["gpu"].result
+    loss = {(x["block"], x["seed"]): x["final_eval_loss"] for x in r["runs"] if x["stage"] == "paper prefix"}
+    gap = r["numbers"]["prefix"]["gap_over_seeds"]["sas-p"]
+    want = [100 * (loss["sas-p", s] - loss["pre-ln", s]) / loss["pre-ln", s] for s in (0, 1)]
+    assert gap["n"] == 2 and gap["values"] == pytest.approx(want)
+    claim10 = next(c for c in r["claims"] if c["claim"] == 10)
+    assert claim10["verdict"] == "not decidable at ci scale" and "(2 seeds)" in claim10["evidence"]
+    assert all(isinstance(x["steps"], int) for x in r["runs"])
+
+
 def test_a_scale_a_recipe_does_not_plan_is_a_one_line_error(tmp_path):
     for name, scale, accepted in (("gpu", "cpu", "ci, gpu"), ("fig3", "gpu", "ci, cpu, paper")):
         with pytest.raises(SigpropError, match=f"accepted: {accepted}") as e:

@@ -129,6 +129,16 @@ def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *,
     return pd.DataFrame(rows, columns=["slug", "run", "steps", "selected", "action", "wall_time_s", "tier"])
 
 
+def run_records(table) -> list[dict]:
+    """The runs table as result.json rows; counts stay ints where a missing run turned their column to floats."""
+    rows = table.drop(columns=["label"], errors="ignore").to_dict(orient="records")
+    for r in rows:
+        for k in ("params", "step", "steps"):
+            if isinstance(r.get(k), float) and r[k].is_integer():
+                r[k] = int(r[k])
+    return rows
+
+
 def reproduce(
     name: str,
     scale: str = "cpu",
@@ -214,7 +224,7 @@ def reproduce(
         "note": ctx.note() if lay.plans else made.get("note", ""),
         "runtime_s": round(time.perf_counter() - t0, 1),
         "train_time_s": round(train_time, 1),
-        "runs": ctx.table().drop(columns=["label"], errors="ignore").to_dict(orient="records") if lay.plans else [],
+        "runs": run_records(ctx.table()) if lay.plans else [],
         "trained": trained, "reused": reused, "missing": missing,
         **made,
         "figures": [f.name for f in files],

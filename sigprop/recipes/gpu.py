@@ -8,9 +8,13 @@ early plateau of SAS / SAS-P end, and is there per-step parity after it -- gets 
   decay; Pre-LN, SAS-P, SAS;
 - stage "prefix": the first 1,200 steps of the paper's own schedule (2,000 warm-up steps of 40K); Pre-LN, SAS-P.
 
-One seed: an indication, never a verdict (claims stay "not decidable (1 seed)"). The stamp names the device (from
-the runs' env.json); result.json has each block's tokens/s from the training clocks of runs that trained one after
-another on it, and the collapse (layers with token cos_mean above 0.9) at the last probe.
+Stage "short" runs one seed (an indication: it shows the plateau becoming permanent); stage "prefix" plans
+PREFIX_SEEDS (3 paired seeds at the gpu scale), so claim 10 at the paper's size is decided by the same +-2 std rule
+as the cpu scale once all three finished -- until then its verdict says "not decidable (n seeds, need 3)". The figures
+and result.json use whatever finished, so one GPU call can add the missing seeds (`ONLY='*-paper-prefix-s[12]'` in
+benchmarks/gpu_scale.sh). The stamp names the device (from the runs' env.json); result.json has each block's
+tokens/s from the training clocks of runs that trained one after another on it, and the collapse (layers with token
+cos_mean above 0.9) at the last probe, both of seed 0.
 
     sigprop reproduce gpu --scale gpu              # on a machine with a GPU (benchmarks/gpu_scale.sh)
     sigprop reproduce gpu --scale gpu --replot     # anywhere: redraw from the committed records
@@ -26,7 +30,7 @@ from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.plateau import COLLAPSED
 from sigprop.recipes.catch_up import gap_by_eval, reach_tokens
-from sigprop.recipes.stats import FLOOR_PCT, not_decidable, rel_gap
+from sigprop.recipes.stats import FLOOR_PCT, MIN_SEEDS, not_decidable, paired_gap, rel_gap, verdict_for
 from sigprop.runs import ENV, read_json
 from sigprop.training import TrainConfig
 
@@ -36,16 +40,22 @@ CLAIMS = {"sas": 8, "sas-p": 10}
 #: is 1e-3 t / 2000, i.e. a run of 1,200 steps whose 1,200-step warm-up peaks at 6e-4. Pre-LN and SAS-P only.
 PREFIX_BLOCKS = ("pre-ln", "sas-p")
 PREFIX = {"gpu": {"steps": 1200, "warmup": 1200, "lr": 1e-3 * 1200 / 2000}, "ci": {"warmup": 10, "lr": 6e-4}}
+#: seeds of the prefix stage, the one that decides claim 10 at this size (ci: two, to test the seed statistics)
+PREFIX_SEEDS = {"gpu": (0, 1, 2), "ci": (0, 1)}
 
 
 def runs(scale: str) -> list[RunPlan]:
     short = [plan(b, f"{b}-s{s}", params={"seed": s, "stage": "short warm-up"}, seed=s) for s in seeds_for(scale) for b in BLOCKS]
     prefix = [plan(b, f"{b}-paper-prefix-s{s}", f"{block_style(b)['label']}, paper's warm-up", {"seed": s, "stage": "paper prefix"},
-                   seed=s, **PREFIX[scale]) for s in seeds_for(scale) for b in PREFIX_BLOCKS]
+                   seed=s, **PREFIX[scale]) for s in PREFIX_SEEDS[scale] for b in PREFIX_BLOCKS]
     return short + prefix
 
 
 STAGES = {"short": ("-s{}", BLOCKS), "prefix": ("-paper-prefix-s{}", PREFIX_BLOCKS)}
+
+
+def stage_seeds(stage: str, scale: str) -> tuple[int, ...]:
+    return PREFIX_SEEDS[scale] if stage == "prefix" else seeds_for(scale)
 
 
 def title(stage: str, base: TrainConfig, scale: str) -> str:
@@ -72,13 +82,26 @@ def stage_runs(ctx: Context, stage: str, seed: int) -> dict[str, str]:
     return {b: ctx.line(f"{b}{suffix.format(seed)}") for b in blocks if ctx.line(f"{b}{suffix.format(seed)}") in done}
 
 
-def gap_curves(ctx: Context, stage: str, seed: int) -> pd.DataFrame:
-    """Per eval of one stage: each block's eval-loss gap to Pre-LN in % (one seed) and the tokens seen; the frame of
-    the catch-up plot, one panel ('size') per stage."""
-    runs = stage_runs(ctx, stage, seed)
-    frames = [gap_by_eval(ctx.runs.metrics, {seed: (runs["pre-ln"], run)}).assign(size=stage, block=b)
-              for b, run in runs.items() if b != "pre-ln"]
+def paired_seeds(ctx: Context, stage: str) -> dict[str, dict[int, tuple[str, str]]]:
+    """block -> {seed: (Pre-LN run, run)} over the stage's seeds where both finished."""
+    by_seed = {s: stage_runs(ctx, stage, s) for s in stage_seeds(stage, ctx.scale)}
+    return {b: {s: (r["pre-ln"], r[b]) for s, r in by_seed.items() if "pre-ln" in r and b in r}
+            for b in STAGES[stage][1] if b != "pre-ln"}
+
+
+def gap_curves(ctx: Context, stage: str) -> pd.DataFrame:
+    """Per eval of one stage: each block's eval-loss gap to Pre-LN in % (mean, std over the paired seeds) and the
+    tokens seen; the frame of the catch-up plot, one panel ('size') per stage."""
+    frames = [gap_by_eval(ctx.runs.metrics, pairs).assign(size=stage, block=b)
+              for b, pairs in paired_seeds(ctx, stage).items() if pairs]
     return pd.concat(frames, ignore_index=True)[["size", "block", "step", "tokens", "mean", "std", "n"]]
+
+
+def seed_gaps(ctx: Context, stage: str) -> dict:
+    """block -> the final eval-loss gap to Pre-LN over the stage's paired seeds (`stats.Gap`; diverged runs drop out)."""
+    loss = ctx.table().set_index("run").final_eval_loss
+    return {b: paired_gap({s: loss[r] for s, (_, r) in pairs.items()}, {s: loss[p] for s, (p, _) in pairs.items()})
+            for b, pairs in paired_seeds(ctx, stage).items() if pairs}
 
 
 def collapse(ctx: Context, run: str) -> dict:
@@ -113,14 +136,22 @@ def stage_numbers(ctx: Context, runs: dict[str, str]) -> dict:
     }
 
 
-def stamp(ctx: Context, where: str, seed: int) -> str:
-    """The figures' scale stamp: model, data, device, seed and both stages' schedules."""
+def seeds_text(seeds: list[int]) -> str:
+    """'seed 0 (one seed: an indication, not a verdict)' | 'seeds 0, 1, 2 (mean ± std)'."""
+    if len(seeds) == 1:
+        return f"seed {seeds[0]} (one seed: an indication, not a verdict)"
+    return f"seeds {', '.join(map(str, seeds))} (mean ± std)"
+
+
+def stamp(ctx: Context, where: str, seeds: dict[str, list[int]]) -> str:
+    """The figures' scale stamp: model, data, device, and both stages' schedules and seeds."""
     c = ctx.base
     data = f"data {c.source}" + (f" ≤{c.max_bytes / 1e6:g} MB" if c.max_bytes else "")
+    stage1 = f"Stage 1, {title('short', c, ctx.scale)}: {c.steps} steps, linear decay, {seeds_text(seeds['short'])}."
+    stage2 = (f" Stage 2, {title('prefix', c, ctx.scale)}: a 2,000-step warm-up to 1e-3 of 40K steps, "
+              f"{seeds_text(seeds['prefix'])}." if seeds.get("prefix") else "")
     return (f"gpu at scale {ctx.scale}: {c.depth}x{c.width}, {c.heads} heads, V={c.vocab_size}, T={c.seq_len}, batch "
-            f"{c.batch_size}, {data}, bf16 on {where}, seed {seed} (one seed: an indication, not a verdict). Stage 1, "
-            f"{title('short', c, ctx.scale)}: {c.steps} steps, linear decay. Stage 2, {title('prefix', c, ctx.scale)}: a "
-            f"2,000-step warm-up to 1e-3 of 40K steps")
+            f"{c.batch_size}, {data}, bf16 on {where}. {stage1}{stage2}")
 
 
 def make(ctx: Context) -> dict | None:
@@ -130,14 +161,15 @@ def make(ctx: Context) -> dict | None:
     if not stages:
         return None  # nothing to compare against yet
     where, size = ", ".join(devices(ctx)), f"{c.depth}x{c.width}"
-    note = stamp(ctx, where, seed)
+    gaps = {st: seed_gaps(ctx, st) for st in stages}
+    note = stamp(ctx, where, {st: sorted({s for g in paired_seeds(ctx, st).values() for s in g}) for st in stages})
     numbers: dict = {"device": where}
     for st, runs in stages.items():
         numbers[st] = stage_numbers(ctx, runs)
         plot_loss(ctx.runs.metrics, [Line.of(r, b) for b, r in runs.items()], ctx.out / f"gpu_{st}",
-                  f"Stage: {title(st, c, ctx.scale)}. {note}", panels=(("step", "loss"), ("step", "eval_loss")),
+                  f"Stage: {title(st, c, ctx.scale)}, curves of seed {seed}. {note}", panels=(("step", "loss"), ("step", "eval_loss")),
                   titles=("train", "eval"))
-    curves = pd.concat([gap_curves(ctx, st, seed) for st in stages], ignore_index=True)
+    curves = pd.concat([gap_curves(ctx, st) for st in stages], ignore_index=True)
     reach = reach_tokens(curves, fixed=FLOOR_PCT)
     lrs = {(st, b): numbers[st]["peak_lr"] for st, runs in stages.items() for b in runs}
     plot_gap_vs_tokens(curves, ctx.out / "gpu_gap", note, reach={k: v for k, v in reach.items() if v is not None}, lrs=lrs,
@@ -145,25 +177,29 @@ def make(ctx: Context) -> dict | None:
     short = f"{c.warmup_steps}-step warm-up"
     heat = [Line.of(r, b, f"{block_style(b)['label']}\n{'paper warm-up' if st == 'prefix' else short}")
             for st, runs in stages.items() for b, r in runs.items() if b in PREFIX_BLOCKS]
-    plot_cos_heatmap(ctx.runs.probes, heat, ctx.out / "gpu_collapse", f"Token cos_mean per layer x step. {note}")
+    plot_cos_heatmap(ctx.runs.probes, heat, ctx.out / "gpu_collapse", f"Token cos_mean per layer x step, seed {seed}. {note}")
     for st in stages:
         d = curves[curves["size"] == st]
         numbers[st]["gap_pct_by_step"] = {b: dict(zip(map(str, g.step), g["mean"].round(3))) for b, g in d.groupby("block")}
         numbers[st]["tokens_to_within_floor"] = {b: reach.get((st, b)) for b in d.block.unique()}
+        numbers[st]["gap_over_seeds"] = {b: g.to_dict() for b, g in gaps[st].items()}
     claims = []
     for b, claim in CLAIMS.items():
-        parts = [f"{title(st, c, ctx.scale)}: " + (f"diverged at step {n['stopped_at_step'][b]}" if n["status"][b] == "diverged"
-                 else f"{n['gap_pct'][b]:+.2f}%") for st, n in ((st, numbers[st]) for st in stages) if b in n["gap_pct"]]
-        if parts:
-            claims.append(verdict(claim, not_decidable("1 seed, need 3"),
-                                  f"{b} vs Pre-LN at {size} on {where}, final eval loss gap (1 seed): " + "; ".join(parts)))
+        st = next((st for st in ("prefix", "short") if b in gaps.get(st, {})), None)
+        if st is None:
+            continue
+        ran = len(paired_seeds(ctx, st)[b])  # a diverged seed ran but has no final loss: it cannot count as a match
+        decided = verdict_for(gaps[st][b], "matches") if ran >= MIN_SEEDS else not_decidable(f"{ran} seed{'s' * (ran != 1)}, need {MIN_SEEDS}")
+        parts = [f"{title(k, c, ctx.scale)}: " + (gaps[k][b].text() if gaps[k][b].n else
+                 f"diverged at step {numbers[k]['stopped_at_step'][b]} (seed {seed})") for k in stages if b in gaps[k]]
+        claims.append(verdict(claim, decided, f"{b} vs Pre-LN at {size} on {where}, final eval loss gap: " + "; ".join(parts)))
     return {"numbers": numbers, "claims": claims}
 
 
 RECIPE = Recipe(
     name="gpu", paper="Fig. 5 at the paper's size", claims=(8, 10), runs=runs, make=make, tier=3, scales=("ci", "gpu"),
     shows="Pre-LN, SAS, SAS-P at 18x768, batch 128 on one GPU, under a 75-step and the paper's 2,000-step warm-up: loss, "
-          "gap to Pre-LN vs tokens, token collapse per layer (1 seed)",
-    runtime={"ci": "~8 s", "gpu": "5 runs x ~2 min (H200)"},
+          "gap to Pre-LN vs tokens, token collapse per layer (stage 1: 1 seed; stage 2: 3 seeds)",
+    runtime={"ci": "~10 s", "gpu": "9 runs x 1.5-2 min (H200)"},
     partial=True,  # drawn from whatever finished, should one call end before SAS
 )
