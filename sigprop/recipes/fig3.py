@@ -80,10 +80,12 @@ def make(ctx: Context) -> dict:
 
 
 def tier(p: RunPlan) -> int:
-    """Budget tier: identity beta = 0 (claim 4) with its references decides (tier 1). Claims 2 and 3 need 3 seeds
-    of several betas, beyond the 24-hour budget (tier 3); their one-seed points decide nothing, so they gave their
-    place in tier 2 to fig5's SAS-P without norms at 2e-3 (claim 11, 3 seeds)."""
-    return 1 if p.slug.startswith(("pre-ln", "v-skipinit", "reparam-identity-b0-")) else 3
+    """Budget tier: identity beta = 0 (claim 4) with its references decides first (tier 1); the 3-seed points that
+    decide claims 2 and 3 (identity at beta 0.2 and 1, orthogonal at DECIDE_BETA) come next (tier 2); the one-seed
+    orthogonal points decide nothing (tier 3)."""
+    if p.slug.startswith(("pre-ln", "v-skipinit", "reparam-identity-b0-")):
+        return 1
+    return 2 if p.params["init"] == "identity" or p.params["beta"] == DECIDE_BETA["cpu"] else 3
 
 
 RECIPE = Recipe(
