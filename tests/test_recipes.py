@@ -93,6 +93,9 @@ def test_result_numbers_come_from_the_runs(results, pool):
             run = by_slug[f"reparam-{init}-b{beta}-s0"]
             last_eval = runs.metrics[runs.metrics.run == run].dropna(subset=["eval_loss"]).eval_loss.iloc[-1]
             assert by_seed[0] == pytest.approx(last_eval)
+    gap = r["numbers"]["gap_to_pre_ln_pct"]["identity"]["0"]  # the paired gap of claim 4, from the same losses
+    ident0 = r["numbers"]["final_eval_loss"]["identity"]["0"][0]
+    assert gap["values"] == pytest.approx([100 * (ident0 - r["numbers"]["pre-ln"][0]) / r["numbers"]["pre-ln"][0]])
     # identity beta=0 and orthogonal beta=0 are different models (different W_init), so different losses
     assert r["numbers"]["final_eval_loss"]["identity"]["0"][0] != r["numbers"]["final_eval_loss"]["orthogonal"]["0"][0]
 

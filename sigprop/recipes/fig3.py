@@ -74,8 +74,9 @@ def make(ctx: Context) -> dict:
                                                          f"(band ±{orth.band:.2f}%)"))
     claims.append(verdict(4, verdict_for(b0, "matches"), f"identity, beta={betas[0]:g} (no V/P) vs Pre-LN {b0.text()} "
                                                          f"(band ±{b0.band:.2f}%)"))
+    to_pre = {init: {f"{b:g}": paired_gap(v, pre).to_dict() for b, v in d.items()} for init, d in loss.items()}
     return {"numbers": {"final_eval_loss": {init: {f"{b:g}": v for b, v in d.items()} for init, d in loss.items()},
-                        "pre-ln": pre, "v-skipinit": vsk},
+                        "pre-ln": pre, "v-skipinit": vsk, "gap_to_pre_ln_pct": to_pre},
             "claims": claims}
 
 
