@@ -58,8 +58,8 @@ def test_dry_run_names_each_cpu_runs_budget_tier(tmp_path):
     st = plan_status("fig3", "cpu", tmp_path / "fig3").set_index("slug")
     assert st.loc["reparam-identity-b0-s1", "tier"] == 1  # claim 4, decided with 3 seeds
     assert st.loc["reparam-identity-b0.2-s0", "tier"] == 2  # claim 2, 3 seeds
-    assert st.loc["reparam-orthogonal-b0.2-s2", "tier"] == 2  # claim 3, 3 seeds at DECIDE_BETA
-    assert st.loc["reparam-orthogonal-b1-s0", "tier"] == 3  # a one-seed point decides nothing: beyond the budget
+    assert st.loc["reparam-orthogonal-b0.2-s2", "tier"] == 2  # claim 3, 3 seeds at DECIDE_BETAS
+    assert st.loc["reparam-orthogonal-b0-s0", "tier"] == 3  # a one-seed point decides nothing: beyond the budget
     assert st.loc["pre-ln-s0", "tier"] == 1
     assert set(st.action) == {"train"} and plan_status("fig3", "ci", tmp_path / "ci").tier.isna().all()
     r = CliRunner().invoke(app, ["reproduce", "fig3", "--dry-run", "--out", str(tmp_path / "fig3")], env={"COLUMNS": "160"})
