@@ -89,19 +89,18 @@ def paired_seeds(ctx: Context, stage: str) -> dict[str, dict[int, tuple[str, str
             for b in STAGES[stage][1] if b != "pre-ln"}
 
 
-def gap_curves(ctx: Context, stage: str) -> pd.DataFrame:
-    """Per eval of one stage: each block's eval-loss gap to Pre-LN in % (mean, std over the paired seeds) and the
+def gap_curves(ctx: Context, stage: str, paired: dict[str, dict[int, tuple[str, str]]]) -> pd.DataFrame:
+    """Per eval of one stage: each block's eval-loss gap to Pre-LN in % (mean, std over its `paired_seeds`) and the
     tokens seen; the frame of the catch-up plot, one panel ('size') per stage."""
-    frames = [gap_by_eval(ctx.runs.metrics, pairs).assign(size=stage, block=b)
-              for b, pairs in paired_seeds(ctx, stage).items() if pairs]
+    frames = [gap_by_eval(ctx.runs.metrics, pairs).assign(size=stage, block=b) for b, pairs in paired.items() if pairs]
     return pd.concat(frames, ignore_index=True)[["size", "block", "step", "tokens", "mean", "std", "n"]]
 
 
-def seed_gaps(ctx: Context, stage: str) -> dict:
-    """block -> the final eval-loss gap to Pre-LN over the stage's paired seeds (`stats.Gap`; diverged runs drop out)."""
+def seed_gaps(ctx: Context, paired: dict[str, dict[int, tuple[str, str]]]) -> dict:
+    """block -> the final eval-loss gap to Pre-LN over its `paired_seeds` (`stats.Gap`; diverged runs drop out)."""
     loss = ctx.table().set_index("run").final_eval_loss
     return {b: paired_gap({s: loss[r] for s, (_, r) in pairs.items()}, {s: loss[p] for s, (p, _) in pairs.items()})
-            for b, pairs in paired_seeds(ctx, stage).items() if pairs}
+            for b, pairs in paired.items() if pairs}
 
 
 def collapse(ctx: Context, run: str) -> dict:
@@ -147,11 +146,12 @@ def stamp(ctx: Context, where: str, seeds: dict[str, list[int]]) -> str:
     """The figures' scale stamp: model, data, device, and both stages' schedules and seeds."""
     c = ctx.base
     data = f"data {c.source}" + (f" ≤{c.max_bytes / 1e6:g} MB" if c.max_bytes else "")
-    stage1 = f"Stage 1, {title('short', c, ctx.scale)}: {c.steps} steps, linear decay, {seeds_text(seeds['short'])}."
-    stage2 = (f" Stage 2, {title('prefix', c, ctx.scale)}: a 2,000-step warm-up to 1e-3 of 40K steps, "
+    stage1 = (f"Stage 1, {title('short', c, ctx.scale)}: {c.steps} steps, linear decay, {seeds_text(seeds['short'])}."
+              if seeds.get("short") else "")
+    stage2 = (f"Stage 2, {title('prefix', c, ctx.scale)}: a 2,000-step warm-up to 1e-3 of 40K steps, "
               f"{seeds_text(seeds['prefix'])}." if seeds.get("prefix") else "")
     return (f"gpu at scale {ctx.scale}: {c.depth}x{c.width}, {c.heads} heads, V={c.vocab_size}, T={c.seq_len}, batch "
-            f"{c.batch_size}, {data}, bf16 on {where}. {stage1}{stage2}")
+            f"{c.batch_size}, {data}, bf16 on {where}. " + " ".join(t for t in (stage1, stage2) if t))
 
 
 def make(ctx: Context) -> dict | None:
@@ -161,15 +161,16 @@ def make(ctx: Context) -> dict | None:
     if not stages:
         return None  # nothing to compare against yet
     where, size = ", ".join(devices(ctx)), f"{c.depth}x{c.width}"
-    gaps = {st: seed_gaps(ctx, st) for st in stages}
-    note = stamp(ctx, where, {st: sorted({s for g in paired_seeds(ctx, st).values() for s in g}) for st in stages})
+    paired = {st: paired_seeds(ctx, st) for st in stages}
+    gaps = {st: seed_gaps(ctx, paired[st]) for st in stages}
+    note = stamp(ctx, where, {st: sorted({s for g in paired[st].values() for s in g}) for st in stages})
     numbers: dict = {"device": where}
     for st, runs in stages.items():
         numbers[st] = stage_numbers(ctx, runs)
         plot_loss(ctx.runs.metrics, [Line.of(r, b) for b, r in runs.items()], ctx.out / f"gpu_{st}",
                   f"Stage: {title(st, c, ctx.scale)}, curves of seed {seed}. {note}", panels=(("step", "loss"), ("step", "eval_loss")),
                   titles=("train", "eval"))
-    curves = pd.concat([gap_curves(ctx, st) for st in stages], ignore_index=True)
+    curves = pd.concat([gap_curves(ctx, st, paired[st]) for st in stages], ignore_index=True)
     reach = reach_tokens(curves, fixed=FLOOR_PCT)
     lrs = {(st, b): numbers[st]["peak_lr"] for st, runs in stages.items() for b in runs}
     plot_gap_vs_tokens(curves, ctx.out / "gpu_gap", note, reach={k: v for k, v in reach.items() if v is not None}, lrs=lrs,
@@ -188,7 +189,7 @@ def make(ctx: Context) -> dict | None:
         st = next((st for st in ("prefix", "short") if b in gaps.get(st, {})), None)
         if st is None:
             continue
-        ran = len(paired_seeds(ctx, st)[b])  # a diverged seed ran but has no final loss: it cannot count as a match
+        ran = len(paired[st][b])  # a diverged seed ran but has no final loss: it cannot count as a match
         decided = verdict_for(gaps[st][b], "matches") if ran >= MIN_SEEDS else not_decidable(f"{ran} seed{'s' * (ran != 1)}, need {MIN_SEEDS}")
         parts = [f"{title(k, c, ctx.scale)}: " + (gaps[k][b].text() if gaps[k][b].n else
                  f"diverged at step {numbers[k]['stopped_at_step'][b]} (seed {seed})") for k in stages if b in gaps[k]]
