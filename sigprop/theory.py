@@ -143,11 +143,14 @@ def centring(T: int, causal: bool, key_mask: torch.Tensor | None) -> torch.Tenso
     return C[:, 0] if C.ndim == 4 else C[None]
 
 
-def sampled_attention_kernel(
-    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int
-) -> tuple[Kernel, torch.Tensor]:
-    """(E[A N A^T], E[A]) with logits L = s P G P^T (P P^T = N, G i.i.d. normal): the wide-head limit of QK^T/sqrt(d_k)."""
+def sampled_logits(N: Kernel, spec: BlockSpec, logit_std: float, samples: int, seed: int) -> Kernel:
+    """(samples, B, T, T) logits L = s P G P^T (P P^T = N, G i.i.d. normal): the wide-head limit of QK^T / sqrt(d_k).
+
+    With QK-norm (the OP block) each head's queries and keys have unit RMS, so the logits see the normalised kernel
+    and s = 1 (`logit_std` of `propagate`); a soft-cap c applies c tanh(L / c) to the drawn logits."""
     B, T, _ = N.shape
+    if spec.qk_norm != "none":
+        N = normalise(N)[0]
     with single_thread():
         lam, V = torch.linalg.eigh(N)
     P = V * lam.clamp_min(0).sqrt()[..., None, :]  # (B, T, T)
@@ -155,13 +158,31 @@ def sampled_attention_kernel(
     G = torch.randn(samples, B, T, T, generator=g, dtype=torch.float32)
     P32 = P.to(torch.float32)  # float32 is plenty for Monte-Carlo logits, and 2x cheaper
     L = (logit_std * (P32 @ G @ P32.transpose(-1, -2))).to(torch.float64)
+    if spec.logit_softcap is not None:
+        L = spec.logit_softcap * torch.tanh(L / spec.logit_softcap)
+    return L
+
+
+def sampled_attention_kernel(
+    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int
+) -> tuple[Kernel, torch.Tensor]:
+    """(E[A N A^T], E[A]) over sampled Gaussian logits (`sampled_logits`)."""
+    A = sampled_attention(N, spec, C, logit_std, causal, key_mask, samples, seed)
+    return (A @ N @ A.transpose(-1, -2)).mean(0), A.mean(0)
+
+
+def sampled_attention(
+    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int
+) -> torch.Tensor:
+    """(samples, B, T, T) shaped attention matrices over sampled logits."""
+    T = N.shape[-1]
+    L = sampled_logits(N, spec, logit_std, samples, seed)
     allowed = torch.ones(T, T, dtype=torch.bool)
     if causal:
         allowed = allowed.tril()
     if key_mask is not None:
         allowed = allowed & key_mask[:, None, :]
-    A = shape_attention(torch.softmax(L.masked_fill(~allowed, float("-inf")), dim=-1), C, spec)
-    return (A @ N @ A.transpose(-1, -2)).mean(0), A.mean(0)
+    return shape_attention(torch.softmax(L.masked_fill(~allowed, float("-inf")), dim=-1), C, spec)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -212,9 +233,9 @@ def block_kernel(K: Kernel, spec: BlockSpec, cfg: ModelConfig, layer: int, atten
     if spec.parallel:
         N, inv = normed(K, norm1)
         branch, cross = attn(N, K, inv)
-        a, b = spec.alpha_comb, spec.beta_sa
+        a, b = spec.alpha_comb, spec.resolve_beta_sa(cfg.depth)
         return a**2 * K + b**2 * branch + a * b * cross + beta_ff**2 * mlp(N)
-    a, b = spec.alpha_sa, spec.beta_sa
+    a, b = spec.alpha_sa, spec.resolve_beta_sa(cfg.depth)
     if spec.norm_position == "post":
         branch, cross = attn(K, K, None)
         mid = normed(a**2 * K + b**2 * branch + a * b * cross, spec.norm)[0]
@@ -223,6 +244,14 @@ def block_kernel(K: Kernel, spec: BlockSpec, cfg: ModelConfig, layer: int, atten
     branch, cross = attn(N, K, inv)
     mid = a**2 * K + b**2 * branch + a * b * cross
     return spec.alpha_ff**2 * mid + beta_ff**2 * mlp(normed(mid, spec.norm)[0])
+
+
+def logit_scale(spec: BlockSpec, cfg: ModelConfig) -> float:
+    """The std of a logit between unit-norm tokens at init: std(W^Q) std(W^K) d, or 1 under QK-norm (unit-RMS heads)."""
+    q_std = spec.init_std if spec.query_init is None else spec.query_init
+    if spec.qk_norm != "none":
+        return 1.0 if q_std > 0 else 0.0
+    return q_std * spec.init_std * cfg.width
 
 
 def propagate(
@@ -251,7 +280,7 @@ def propagate(
         raise SigpropError(f"key_mask must have shape (B, T) = ({K.shape[0]}, {T}), got {tuple(key_mask.shape)}")
     C = centring(T, cfg.causal, key_mask)
     q_std = spec.init_std if spec.query_init is None else spec.query_init
-    logit_std = q_std * spec.init_std * cfg.width  # std of a logit between unit-norm tokens
+    logit_std = logit_scale(spec, cfg)
     notes = []
     if spec.attention in SPA_ATTENTION:  # U-/E-SPA: A_l = D_l softmax(Gamma_l) per layer, exact at W^Q = 0
         target = spec.spa_rho if spec.attention == "u-spa" else spec.spa_gamma
@@ -346,7 +375,7 @@ def propagate_grad(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, grad_top
     A0 = shape_attention(centring(T, cfg.causal, None)[0], centring(T, cfg.causal, None)[0], spec)
     A = torch.block_diag(*[A0] * B)
     std, hidden = spec.init_std, int(round(spec.mlp_mult * d))
-    beta_ff = spec.resolve_beta_ff(cfg.depth)
+    beta_sa, beta_ff = spec.resolve_beta_sa(cfg.depth), spec.resolve_beta_ff(cfg.depth)
 
     def normed(X: Kernel, norm: str) -> tuple[Kernel, Kernel]:
         if norm == "none":
@@ -370,7 +399,7 @@ def propagate_grad(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, grad_top
         vp = value.scale * _matrix_map(spec.proj, spec.proj_init, spec.alpha_p, d, std).scale
         norm1 = "layer" if spec.norm == "none" and spec.first_layer_norm and layer == 0 else spec.norm
         N1, inv1 = normed(K, norm1)
-        attn = spec.beta_sa**2 * vp * A @ N1 @ A.T
+        attn = beta_sa**2 * vp * A @ N1 @ A.T
         if spec.parallel:
             saved.append((vp, N1, inv1, None, None))
             K = spec.alpha_comb**2 * K + attn + beta_ff**2 * std**2 * hidden * activation_kernel(std**2 * d * N1, spec.activation, spec.leaky_slope, nodes)
@@ -387,12 +416,12 @@ def propagate_grad(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, grad_top
     for vp, N1, inv1, N2, inv2 in reversed(saved):
         if spec.parallel:
             G_mlp, sq = mlp_backward(N1, beta_ff**2 * G)
-            G_attn = spec.beta_sa**2 * vp * A.T @ G @ A
+            G_attn = beta_sa**2 * vp * A.T @ G @ A
             G = spec.alpha_comb**2 * G + (G_mlp + G_attn) * outer(inv1)
         else:
             G_mlp, sq = mlp_backward(N2, beta_ff**2 * G)
             G_mid = spec.alpha_ff**2 * G + G_mlp * outer(inv2)
-            G = spec.alpha_sa**2 * G_mid + spec.beta_sa**2 * vp * (A.T @ G_mid @ A) * outer(inv1)
+            G = spec.alpha_sa**2 * G_mid + beta_sa**2 * vp * (A.T @ G_mid @ A) * outer(inv1)
         mlp_norms.append(math.sqrt(sq))
         grads.append(G)
     return GradTheoryResult(spec, d, grads[::-1], mlp_norms[::-1])

@@ -8,6 +8,9 @@ Two paths compute the same thing:
 - explicit: builds the full attention matrix and passes it through `hook_pattern`, for probes.
 U-SPA / E-SPA (`sigprop.blocks.spa`) add a fixed positional bias Gamma_l to the logits and rescale each
 position's output by D_l: D_l SDPA(Q, K, V; bias Gamma_l), again without forming the T x T matrix.
+QK-norm (the OP block, He et al. 2024) normalises each head's queries and keys before the logits: SDPA still
+applies. A logit soft-cap c tanh(logits / c) has no SDPA form: the fast path then computes the softmax
+explicitly (the same arithmetic as the explicit path, without the hook points).
 """
 
 from __future__ import annotations
@@ -222,6 +225,12 @@ class Attention(nn.Module):
                     setattr(self, name, g)
                 else:
                     self.register_buffer(name, g)
+        # OP block: per-head RMSNorm/LayerNorm over head_dim on queries and keys, one learnable scale per channel
+        # (shared by the heads), as the sequel's `q_norm`, `k_norm`
+        self.q_norm = self.k_norm = None
+        if spec.qk_norm != "none":
+            norm = nn.RMSNorm if spec.qk_norm == "rms" else nn.LayerNorm
+            self.q_norm, self.k_norm = norm(self.head_dim, eps=spec.norm_eps), norm(self.head_dim, eps=spec.norm_eps)
         self.explicit = False  # set by probes: build the T x T matrix and pass it through hook_pattern
         self.hook_pattern = HookPoint()  # (B, H, T, T) full attention matrix, explicit path only
         self.hook_softmax = HookPoint()  # (B, H, T, T) softmax part A(X), explicit path only
@@ -243,9 +252,11 @@ class Attention(nn.Module):
         """x: (B, T, d); key_mask: (B, T) bool, True = real token (encoder padding)."""
         B, T, d = x.shape
         q, k = self._split(self.w_q(x)), self._split(self.w_k(x))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q.float()).to(q.dtype), self.k_norm(k.float()).to(k.dtype)  # fp32 norms under autocast
         values = self.value(x) if self.value is not None else x  # (B, T, d)
         v = self._split(values)
-        if self.explicit:
+        if self.explicit or self.spec.logit_softcap is not None:
             y = self._merge(self._explicit(q, k, v, key_mask))
         elif self.spa:
             y = self._merge(self._spa_fast(q, k, v, key_mask))
@@ -301,6 +312,9 @@ class Attention(nn.Module):
         """(full attention matrix, softmax part), each (B, H, T, T)."""
         T = q.shape[-2]
         logits = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
+        if self.spec.logit_softcap is not None:  # the sequel's `dot_norm_type: tanh`: |logits| < c
+            c = self.spec.logit_softcap
+            logits = c * torch.tanh(logits / c)
         if self.spa:
             bias, D = self.spa_bias(T, logits)
             if key_mask is not None:
@@ -325,6 +339,7 @@ class Attention(nn.Module):
 
     def _explicit(self, q, k, v, key_mask):
         full, A = self.attention_matrix(q, k, key_mask)
-        self.hook_softmax(A)
-        full = self.hook_pattern(full)
+        if self.explicit:  # a soft-capped fast path comes here too, but only probes want the hook points
+            self.hook_softmax(A)
+            full = self.hook_pattern(full)
         return full @ v

@@ -73,7 +73,7 @@ class Block(nn.Module):
         self.attn = Attention(spec, width, heads, causal, layer, depth)
         self.mlp = MLP(spec, width)
         skip = "alpha_comb" if spec.parallel else "alpha_sa"
-        inits = {skip: getattr(spec, skip), "beta_sa": spec.beta_sa, "beta_ff": spec.resolve_beta_ff(depth)}
+        inits = {skip: getattr(spec, skip), "beta_sa": spec.resolve_beta_sa(depth), "beta_ff": spec.resolve_beta_ff(depth)}
         if not spec.parallel:
             inits["alpha_ff"] = spec.alpha_ff
         for name, value in inits.items():

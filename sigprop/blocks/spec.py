@@ -10,6 +10,10 @@ A block variant is *data*, not a class. The fields map onto the paper's equation
     Eq. 6 reparam:        W^V = alpha_v W^V_init + beta_v dW^V   (same for W^P)
     u-spa / e-spa:        A_l = D_l softmax(Gamma_l): the token kernel follows a target schedule at init
                           (He et al. 2023, the predecessor paper; see `sigprop.blocks.spa`)
+    op (the sequel):      X^ = X + beta_sa MHA(X), X' = X^ + beta_ff MLP(X^): no pre-norms, per-head RMSNorm on
+                          queries and keys (`qk_norm`), branch gains O(1/sqrt(L)) (He, Noci, Paliotta, Schlag,
+                          Hofmann, "Understanding and Minimising Outlier Features in Transformer Training",
+                          NeurIPS 2024, Sec. 4; the authors' `config/model/op.yaml`: 0.2 at 12 blocks)
 
 Presets (`PRESETS`) are named specs; `spec.replace(beta_ff=0.2)` or `--set beta_ff=0.2` changes
 any knob. A new variant is a new spec, never a new class.
@@ -29,6 +33,7 @@ Attention = Literal["softmax", "value_skipinit", "shaped", "u-spa", "e-spa"]
 Matrix = Literal["dense", "identity", "reparam"]
 MatrixInit = Literal["normal", "orthogonal", "identity"]
 Norm = Literal["rms", "layer", "none"]
+QKNorm = Literal["none", "rms", "layer"]
 Activation = Literal["relu", "leaky_relu", "gelu", "linear"]
 TieInit = Literal["none", "last_block", "all_blocks"]
 
@@ -37,19 +42,21 @@ GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "va
 
 #: Knobs added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a knob never orphans the committed runs that predate it.
-KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma", "tie_valproj_init")
+KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma", "tie_valproj_init", "qk_norm", "logit_softcap",
+                                          "beta_ref", "beta_ref_depth")
 
 #: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
 BETA_FF_REF_DEPTH = 18
 BETA_FF_REF = 0.1
 
 
-def beta_ff_for_depth(depth: int) -> float:
-    """The O(1/sqrt(L)) MLP-branch downweighting of skipless blocks (Stable ResNet rule).
+def beta_ff_for_depth(depth: int, ref: float = BETA_FF_REF, ref_depth: int = BETA_FF_REF_DEPTH) -> float:
+    """The O(1/sqrt(L)) branch downweighting of skipless blocks (Stable ResNet rule): ref * sqrt(ref_depth / L).
 
-    Calibrated to the paper's beta_ff = 0.1 at L = 18, i.e. 0.1 * sqrt(18 / L) (0.42 at L = 1, 0.05 at L = 72).
+    By default calibrated to the paper's beta_ff = 0.1 at L = 18 (0.42 at L = 1, 0.05 at L = 72); the OP block
+    calibrates it to 0.2 at L = 12 for both branches (the sequel's op.yaml).
     """
-    return BETA_FF_REF * math.sqrt(BETA_FF_REF_DEPTH / depth)
+    return ref * math.sqrt(ref_depth / depth)
 
 
 @dataclass(frozen=True)
@@ -59,9 +66,11 @@ class BlockSpec:
     name: str = "custom"
     # --- Eq. 1 / Eq. 7 branch gains -------------------------------------------------------
     alpha_sa: float = 1.0  # attention skip (0 = removed)
-    beta_sa: float = 1.0  # attention branch
+    beta_sa: float | None = 1.0  # attention branch; None = the O(1/sqrt(L)) rule (beta_ref, beta_ref_depth)
     alpha_ff: float = 1.0  # MLP skip (sequential block)
-    beta_ff: float | None = 1.0  # MLP branch; None = beta_ff_for_depth(depth)
+    beta_ff: float | None = 1.0  # MLP branch; None = the O(1/sqrt(L)) rule, beta_ref * sqrt(beta_ref_depth / L)
+    beta_ref: float = BETA_FF_REF  # the rule's gain at depth beta_ref_depth (paper: 0.1 at 18; OP: 0.2 at 12)
+    beta_ref_depth: int = BETA_FF_REF_DEPTH
     parallel: bool = False  # Eq. 7 instead of Eq. 1
     alpha_comb: float = 1.0  # the single skip of the parallel block (0 = SAS-P)
     # --- attention matrix (Eqs. 2, 4, 5) ----------------------------------------------------
@@ -73,6 +82,8 @@ class BlockSpec:
     query_init: float | None = None  # std of W^Q; 0 makes A(X) = C at init; None = init_std
     spa_rho: float = 0.8  # U-SPA: target off-diagonal correlation rho_L after the last block
     spa_gamma: float = 0.05  # E-SPA: target decay rate gamma_L of exp(-gamma |i - j|) after the last block
+    qk_norm: QKNorm = "none"  # per-head RMSNorm / LayerNorm on queries and keys (OP block; learnable scale per dim)
+    logit_softcap: float | None = None  # c: logits -> c tanh(logits / c) (the sequel's optional `dot_norm_type: tanh`, c = 30)
     # --- values and projections (Eq. 6) -----------------------------------------------------
     value: Matrix = "dense"
     value_init: MatrixInit = "normal"  # dense: normal | orthogonal; reparam W_init: identity | orthogonal
@@ -148,7 +159,10 @@ class BlockSpec:
         return self.replace(**dict(parse_set(s) for s in sets)) if sets else self
 
     def resolve_beta_ff(self, depth: int) -> float:
-        return beta_ff_for_depth(depth) if self.beta_ff is None else float(self.beta_ff)
+        return beta_ff_for_depth(depth, self.beta_ref, self.beta_ref_depth) if self.beta_ff is None else float(self.beta_ff)
+
+    def resolve_beta_sa(self, depth: int) -> float:
+        return beta_ff_for_depth(depth, self.beta_ref, self.beta_ref_depth) if self.beta_sa is None else float(self.beta_sa)
 
     def is_trainable(self, gain: str) -> bool:
         return gain in self.trainable
@@ -177,6 +191,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "value_init": typing.get_args(MatrixInit),
     "proj_init": typing.get_args(MatrixInit),
     "norm": typing.get_args(Norm),
+    "qk_norm": typing.get_args(QKNorm),
     "norm_position": ("pre", "post"),
     "activation": typing.get_args(Activation),
     "tie_valproj_init": typing.get_args(TieInit),
@@ -186,9 +201,13 @@ _CHOICES: dict[str, tuple[str, ...]] = {
 #: Numeric knobs: (lowest, lowest allowed?, highest, None allowed as) -- every one must be a finite real.
 _GAIN = (0.0, True, math.inf, None)
 _NUMBERS: dict[str, tuple[float, bool, float, str | None]] = {
-    **{k: _GAIN for k in ("alpha_sa", "beta_sa", "alpha_ff", "alpha_comb", "alpha", "beta", "gamma",
+    **{k: _GAIN for k in ("alpha_sa", "alpha_ff", "alpha_comb", "alpha", "beta", "gamma",
                           "alpha_v", "beta_v", "alpha_p", "beta_p")},
+    "beta_sa": (0.0, True, math.inf, "the 1/sqrt(depth) rule"),
     "beta_ff": (0.0, True, math.inf, "the 1/sqrt(depth) rule"),
+    "beta_ref": (0.0, False, math.inf, None),
+    "beta_ref_depth": (1.0, True, math.inf, None),
+    "logit_softcap": (0.0, False, math.inf, "no soft-cap"),
     "query_init": (0.0, True, math.inf, "init_std"),
     "norm_eps": (0.0, False, math.inf, None),
     "leaky_slope": (0.0, True, 1.0, None),
@@ -222,8 +241,10 @@ def _coerce(knob: str, text: str) -> object:
     try:
         if knob == "trainable":
             return tuple(g.strip() for g in t.split(",") if g.strip())
-        if knob in ("beta_ff", "query_init"):
-            return None if t.lower() in ("none", "auto") else float(t)
+        if knob in ("beta_sa", "beta_ff", "query_init", "logit_softcap"):
+            return None if t.lower() in ("none", "auto", "off") else float(t)
+        if knob == "beta_ref_depth":
+            return int(t)
         if isinstance(default, bool):
             if t.lower() in ("1", "true", "yes", "on"):
                 return True
@@ -336,6 +357,18 @@ PRESETS: dict[str, BlockSpec] = {
             description="SAS-P without normalisation (Sec. 4.4; a LayerNorm stays on block 1's input)",
             removes="all skips, values, projections, sequential sub-blocks, norms",
             **_SKIPLESS_ATTN,
+        ),
+        BlockSpec(
+            name="op",
+            norm="none",
+            first_layer_norm=True,
+            qk_norm="rms",
+            beta_sa=None,
+            beta_ff=None,
+            beta_ref=0.2,
+            beta_ref_depth=12,
+            description="OP, Outlier-Protected (He et al. 2024): skips kept, no pre-norms, QK-RMSNorm, branch gains 0.2 sqrt(12 / L)",
+            removes="pre-norms (QK-norm keeps the attention logits bounded)",
         ),
         BlockSpec(
             name="u-spa",

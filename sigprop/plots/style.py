@@ -19,6 +19,7 @@ BLOCK_STYLE: dict[str, dict[str, str]] = {
     "sas-p-nonorm": {"label": "SAS-P no norm", "color": "#e377c2", "marker": "*"},
     "u-spa": {"label": "U-SPA", "color": "#bcbd22", "marker": "<"},
     "e-spa": {"label": "E-SPA", "color": "#17becf", "marker": ">"},
+    "op": {"label": "OP", "color": "#8c6d31", "marker": "h"},
 }
 _EXTRA_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 

@@ -26,7 +26,8 @@ from torch import nn
 
 from sigprop.errors import SigpropError, check_choice
 from sigprop.probes.backward import lm_loss, weight_grad_norms
-from sigprop.probes.metrics import KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, cos_mean, eigenvalues, kernel, kurtosis, token_norm
+from sigprop.probes.metrics import (KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, cos_mean, eigenvalues, kernel, kurtosis,
+                                    outlier_stats, sink_share, token_norm)
 from sigprop.probes.layers import Layers, Target, points_or_none, resolve_layers, unwrap
 
 #: Metrics a probe can record per layer: the kernel metrics plus activation kurtosis.
@@ -75,6 +76,7 @@ class Probe:
         metrics: Iterable[str] | str = DEFAULT_METRICS,
         key_mask: torch.Tensor | None = None,
         grad: bool = False,
+        outliers: bool = False,
     ):
         metrics = [m.strip() for m in metrics.split(",") if m.strip()] if isinstance(metrics, str) else list(metrics)
         for m in metrics:
@@ -85,8 +87,13 @@ class Probe:
         self.keep_kernels, self.keep_activations, self.grad = kernels, activations, grad
         self.key_mask = None if key_mask is None else key_mask.bool()
         self.targets = resolve_layers(model, layers)
-        self.points = points_or_none(unwrap(model)) if attention else None
-        self.pattern_targets, self.matrix_targets = self._attention_targets() if attention else ([], [])
+        self.attention_on, self.outliers = attention, outliers
+        if not self.targets and outliers:
+            raise SigpropError(f"outliers=True needs layers to probe; {type(model).__name__} has none (pass layers=...)")
+        self.points = points_or_none(unwrap(model)) if attention or outliers else None
+        self.pattern_targets, self.matrix_targets = self._attention_targets() if attention or outliers else ([], [])
+        if not attention:  # outliers alone: the sink share needs the probabilities, not the kept matrices
+            self.matrix_targets = []
         if attention and not self.pattern_targets:
             raise SigpropError(
                 f"attention=True needs attention probabilities (blocks.*.attn.hook_pattern); {type(model).__name__} "
@@ -221,6 +228,9 @@ class Probe:
             mask = self._mask_for(x.shape[:-1], t.name)
             first = self._seen[t.name]
             self._seen[t.name] += x.shape[0]
+            if self.outliers:  # pooled over the call's whole batch: one row per call, at its first sequence
+                for name, v in outlier_stats(x, mask).items():
+                    self._add(t, name, v.reshape(1), first)
             values: dict[str, list[torch.Tensor]] = defaultdict(list)
             for start in range(0, x.shape[0], CHUNK):  # float64 per chunk: bounded memory
                 xs = x[start : start + CHUNK]
@@ -245,14 +255,19 @@ class Probe:
 
     def _softmax_hook(self, t: Target):
         def hook(A: torch.Tensor) -> None:
-            ent = attention_entropy(A.detach())  # (B, H, T): entropy of each query row
             mask = self._mask_for(A.shape[:1] + A.shape[-1:], t.name)
+            first = self._seen[t.name]
+            if self.outliers:
+                self._add(t, "sink_share", sink_share(A.detach(), mask)[None], first)
+            if not self.attention_on:
+                self._seen[t.name] += A.shape[0]
+                return
+            ent = attention_entropy(A.detach())  # (B, H, T): entropy of each query row
             if mask is None:
                 per_head = ent.mean(-1)
             else:
                 m = mask[:, None, :].to(ent)
                 per_head = (ent * m).sum(-1) / m.sum(-1).clamp_min(1)
-            first = self._seen[t.name]
             self._seen[t.name] += A.shape[0]
             self._add(t, "attn_entropy", per_head, first)
 
@@ -328,6 +343,7 @@ def probe(
     metrics: Iterable[str] | str = DEFAULT_METRICS,
     key_mask: torch.Tensor | None = None,
     grad: bool = False,
+    outliers: bool = False,
 ) -> Probe:
     """A context manager that records per-layer metrics of every forward run inside it.
 
@@ -338,9 +354,11 @@ def probe(
     `attn_entropy` of the softmax probabilities.
     key_mask (B, T) bool (True = real token) restricts every metric to real tokens. grad=True also
     records dL/dX per layer (`grad_norm`, `grad_cos_mean`) when a backward pass runs inside the block
-    (see `measure(..., grad=True)`).
+    (see `measure(..., grad=True)`). outliers=True also records the outlier-feature statistics of each layer
+    (`sigprop.probes.metrics.outlier_stats`, pooled over each call's batch) and, where the model exposes attention
+    probabilities, the per-head attention-sink share (`sink_share`).
     """
-    return Probe(model, layers, attention, kernels, activations, metrics, key_mask, grad)
+    return Probe(model, layers, attention, kernels, activations, metrics, key_mask, grad, outliers)
 
 
 def measure(
@@ -353,6 +371,7 @@ def measure(
     metrics: Iterable[str] | str = DEFAULT_METRICS,
     key_mask: torch.Tensor | None = None,
     grad: bool = False,
+    outliers: bool = False,
 ) -> Probe:
     """Run model(idx) once in eval mode under torch.no_grad() inside a probe; return the finished probe.
 
@@ -361,7 +380,7 @@ def measure(
     key_mask is passed to a sigprop model as `key_mask=` and to other models as `attention_mask=`.
     Each module's train/eval mode is restored afterwards.
     """
-    p = probe(model, layers, attention, kernels, activations, metrics, key_mask, grad)
+    p = probe(model, layers, attention, kernels, activations, metrics, key_mask, grad, outliers)
     modes = {m: m.training for m in model.modules()}
     try:
         model.eval()

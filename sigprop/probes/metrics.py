@@ -167,3 +167,97 @@ KERNEL_METRICS: dict[str, Callable[..., Tensor]] = {
 
 #: Kernel metrics that are functions of the eigenvalues alone (probes share one eigvalsh between them).
 SPECTRAL_METRICS: dict[str, Callable[[Tensor], Tensor]] = {"eff_rank": eff_rank_of, "stable_rank": stable_rank_of}
+
+
+# ------------------------------------------------------------------------------------------------
+# Outlier features (He, Noci, Paliotta, Schlag, Hofmann, NeurIPS 2024, "Understanding and Minimising Outlier
+# Features in Transformer Training"; definitions as the authors' `train_utils.report_outliers`), massive
+# activations (Sun et al. 2024) and attention sinks (Xiao et al. 2024)
+# ------------------------------------------------------------------------------------------------
+
+#: The statistics `outlier_stats` returns, in order (the six of the sequel's code, then massive activations).
+OUTLIER_METRICS = ("x_rms", "of_kurtosis", "feat_corr_rms", "batch_corr_mean", "batch_corr_rms", "max_median_ratio",
+                   "massive_ratio", "massive_feature", "massive_token")
+
+
+def _real_tokens(x: ArrayLike, mask: ArrayLike | None) -> tuple[Tensor, Tensor]:
+    """(the activations of real tokens flattened to (N, d) float64, their position in the sequence (N,))."""
+    x = _as_f64(x)
+    T = x.shape[-2]
+    pos = torch.arange(T, device=x.device).expand(x.shape[:-1]).reshape(-1)
+    flat = x.reshape(-1, x.shape[-1])
+    if mask is None:
+        return flat, pos
+    keep = torch.as_tensor(mask, device=x.device).bool().expand(x.shape[:-1]).reshape(-1)
+    return flat[keep], pos[keep]
+
+
+def outlier_stats(x: ArrayLike, mask: ArrayLike | None = None) -> dict[str, Tensor]:
+    """The outlier-feature statistics of one layer's activations x (..., T, d), pooled over every (real) token.
+
+    As the sequel's `report_outliers`: centre each token over width, x_rms = sqrt(mean x^2) (+1e-8), f = x / x_rms
+    flattened to (N, d); then
+    - of_kurtosis: the (unbiased) variance over features of the per-feature mean square s_i = mean_n f_ni^2. The
+      authors log it as "kurtosis": since mean_i s_i = 1 it equals d / (d - 1) * (`kurtosis` - 1), with `kurtosis`
+      taken on the centred activations pooled over the batch (sigprop's `kurtosis` is per sequence and uncentred);
+    - feat_corr_rms: the RMS of the off-diagonal entries of the feature Gram F^T F / N;
+    - batch_corr_mean / batch_corr_rms: the mean and RMS of the off-diagonal entries of the token Gram F F^T / d over
+      the whole flattened batch (pairs across sequences included), computed through the d x d Gram (never N x N);
+    - max_median_ratio: per token max_i |x_i| / median_i |x_i| (torch's lower median), averaged over tokens.
+    And massive activations (Sun et al. 2024, "Massive Activations in Large Language Models"): massive_ratio =
+    max |x| / median |x| over the whole (uncentred) layer, with the feature and the token position holding the max.
+    """
+    raw, pos = _real_tokens(x, mask)
+    n, d = raw.shape
+    if n == 0:
+        return {k: torch.tensor(0.0, dtype=torch.float64) for k in OUTLIER_METRICS}
+    xc = raw - raw.mean(-1, keepdim=True)
+    x_rms = xc.square().mean().sqrt() + 1e-8
+    f = xc / x_rms
+    gram = f.T @ f / n  # (d, d) feature Gram
+    s = gram.diagonal()
+    off = ~torch.eye(d, dtype=torch.bool, device=f.device)
+    row_sq = f.square().sum(-1) / d  # diagonal of the token Gram F F^T / d
+    pairs = max(n * (n - 1), 1)
+    batch_sum = (f.sum(0).square().sum() / d - row_sq.sum()) / pairs
+    batch_sq = ((n**2) * gram.square().sum() / d**2 - row_sq.square().sum()).clamp_min(0) / pairs
+    a = xc.abs()
+    peak = raw.abs().reshape(-1).argmax()
+    median_all = raw.abs().reshape(-1).median()
+    zero = torch.tensor(0.0, dtype=torch.float64)
+    return {
+        "x_rms": x_rms,
+        "of_kurtosis": s.var() if d > 1 else zero,
+        "feat_corr_rms": gram[off].square().mean().sqrt() if d > 1 else zero,
+        "batch_corr_mean": batch_sum if n > 1 else zero,
+        "batch_corr_rms": batch_sq.sqrt() if n > 1 else zero,
+        "max_median_ratio": (a.max(-1).values / a.median(-1).values.clamp_min(torch.finfo(torch.float64).tiny)).mean(),
+        "massive_ratio": raw.abs().reshape(-1)[peak] / median_all.clamp_min(torch.finfo(torch.float64).tiny),
+        "massive_feature": (peak % d).to(torch.float64),
+        "massive_token": pos[peak // d].to(torch.float64),
+    }
+
+
+def batch_corr_of_kernel(K: ArrayLike) -> tuple[Tensor, Tensor]:
+    """(batch_corr_mean, batch_corr_rms) of a joint token kernel K (..., N, N) over a flattened batch: the
+    off-diagonal mean and RMS of K / mean(diag K) -- what `outlier_stats` measures, predicted from theory's kernel
+    (the width-centring it applies changes a kernel by O(1/d) at init, where features have zero mean)."""
+    K = _as_f64(K)
+    n = K.shape[-1]
+    G = K / K.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None].clamp_min(torch.finfo(torch.float64).tiny)
+    off = ~torch.eye(n, dtype=torch.bool, device=K.device)
+    vals = G[..., off]
+    return vals.mean(-1), vals.square().mean(-1).sqrt()
+
+
+def sink_share(A: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Attention-sink share (Xiao et al. 2024): the mean attention probability on the first token, per head.
+
+    A: (B, H, T, T) softmax probabilities -> (H,). The mean runs over the batch and the queries t >= 1 (real tokens
+    only under a (B, T) mask): under causal masking query 0 can attend only to token 0, which says nothing."""
+    A = _as_f64(A)
+    first = A[..., 1:, 0]  # (B, H, T - 1)
+    if mask is None:
+        return first.mean((0, -1)) if first.shape[-1] else torch.zeros(A.shape[1], dtype=torch.float64)
+    m = torch.as_tensor(mask, device=A.device).to(torch.float64)[:, None, 1:]
+    return (first * m).sum((0, -1)) / m.sum((0, -1)).clamp_min(1)

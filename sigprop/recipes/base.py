@@ -117,11 +117,11 @@ class Context:
     cache_dir: str | Path | None = None
     progress: bool = True
 
-    def note(self, extra: str = "", depth: str | None = None) -> str:
-        """The scale stamp: model size, steps, data (plus anything a recipe adds; `depth` when runs differ in it)."""
+    def note(self, extra: str = "", depth: str | None = None, lr: str | None = None) -> str:
+        """The scale stamp: model size, steps, data (plus anything a recipe adds; `depth` or `lr` when runs differ in it)."""
         c = self.base
         text = (f"{self.recipe.name} at scale {self.scale}: {depth or c.depth}x{c.width}, {c.heads} heads, V={c.vocab_size}, "
-                f"T={c.seq_len}, batch {c.batch_size}, {c.steps} steps, lr {c.lr:g}, {c.schedule} decay, data {c.source}"
+                f"T={c.seq_len}, batch {c.batch_size}, {c.steps} steps, lr {lr or f'{c.lr:g}'}, {c.schedule} decay, data {c.source}"
                 + (f", ≤{c.max_bytes / 1e6:g} MB" if c.max_bytes else ""))
         return text + (f"; {extra}" if extra else "")
 
@@ -218,6 +218,12 @@ CLAIMS = {
     21: "(paper §1.2) skipless blocks need a downweighted MLP branch, beta_FF < 1 at init",
     22: "(paper Fig. 24) a trainable first-layer W^V is very slightly better than W^V_1 = I in SAS and SAS-P",
     23: "(paper Fig. 9, App. A) lowering only the W^V/W^P learning rate helps, as a smaller fixed beta does (Adam: ratio r ~ beta = r)",
+    25: "(sequel, He et al. 2024 Sec. 3) the Outlier-Protected block matches Pre-LN per step",
+    26: "(sequel Sec. 3) Pre-LN's kurtosis of neuron activation RMS grows during training; OP's stays far lower",
+    27: "(sequel Sec. 5) a larger learning rate gives more outlier features",
+    28: "(sequel Sec. 4) worse signal propagation (higher token correlation early in training) goes with more outlier features",
+    29: "(sequel Sec. 5) a non-diagonal preconditioner (SOAP/Shampoo; torch's Muon here) gives fewer outlier features than AdamW",
+    30: "(sequel Sec. 6, Table 1) OP loses less than Pre-LN under W8A8 post-training quantisation",
     24: "(sigprop) a long warm-up (the paper's is 2,000 steps) lets SAS-P match Pre-LN per step at a high LR where a short one leaves it behind",
 }
 

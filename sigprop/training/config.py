@@ -15,6 +15,10 @@ from sigprop.errors import SigpropError, check_choice, check_positive, choice_er
 SCHEDULES = ("linear", "constant", "cosine")
 PRECISIONS = ("fp32", "bf16", "auto")
 KINDS = ("decoder", "encoder")
+#: adamw: the paper's AdamW (a diagonal preconditioner). muon: torch's Muon (orthogonalised momentum, a
+#: non-diagonal preconditioner) on the blocks' 2-D matrices, AdamW on embeddings, gains and norms (the outlier
+#: sequel's question: does the optimiser's diagonal preconditioning create outlier features?)
+OPTIMIZERS = ("adamw", "muon")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,7 @@ class TrainConfig:
     max_bytes: int | None = None  # cap on corpus bytes (the ci scale builds a tiny corpus)
     mlm_p: float = 0.25  # MLM mask probability (paper's Crammed BERT)
     # --- optimisation ---
+    optimizer: str = "adamw"
     steps: int = 600
     batch_size: int = 32  # global batch (sequences per optimiser step)
     grad_accum: int = 1  # micro-batches per step (per process)
@@ -57,6 +62,8 @@ class TrainConfig:
     probe_batch: int = 8
     probe_grad: bool = False  # probes also record gradients (grad_*) and update-to-weight ratios per layer
     probe_branches: bool = False  # probes also measure each block's attention and MLP branch outputs (source attn_out / mlp_out)
+    probe_outliers: bool = False  # probes also record the outlier-feature statistics and attention-sink shares (source outliers)
+    quant_eval: bool = False  # the final eval also runs W8A8 fake-quantised (summary: final_eval_loss_w8a8)
     ckpt_every: int = 100
     # --- divergence guard (sigprop.training.guard): stop when a step's loss / pre-clip gradient norm exceeds
     # ratio x its median over the last `diverge_window` steps (0 = that test off; NaN/inf always stops) ---
@@ -100,6 +107,7 @@ class TrainConfig:
         if self.width % self.heads:
             raise SigpropError(f"width {self.width} is not divisible by heads {self.heads}")
         check_choice("schedule", self.schedule, SCHEDULES)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("model kind", self.kind, KINDS)
         if self.batch_size % self.grad_accum:
@@ -130,7 +138,9 @@ RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "
                   "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window", "probe_grad", "probe_branches")
 #: Fields added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a field never orphans the committed runs that predate it.
-HASH_OMIT_AT_DEFAULT: tuple[str, ...] = ("vp_lr_mult",)
+#: probe_outliers and quant_eval change no number of training but what a run records (outlier probes, the W8A8 loss,
+#: which needs the final weights): a run with them is a different record from one without, so they are hashed.
+HASH_OMIT_AT_DEFAULT: tuple[str, ...] = ("vp_lr_mult", "optimizer", "probe_outliers", "quant_eval")
 
 
 def field_names() -> list[str]:

@@ -33,6 +33,7 @@ from sigprop.training.config import TrainConfig
 from sigprop.training.env import env_info, use_bf16
 from sigprop.training.guard import Guard, StopFlag
 from sigprop.training.optim import make_optimizer
+from sigprop.training.quant import w8a8
 from sigprop.training.resolve import resolve, spec_record
 from sigprop.training.schedule import lr_at
 
@@ -199,11 +200,12 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
     params = [p for p in model.parameters() if p.requires_grad]
     probe_idx = data.probe_batch(cfg.probe_batch, seed=cfg.seed).to(dist.device)[:, :-1] if cfg.probe_every else None
 
-    def evaluate() -> float:
+    def evaluate(quantised: bool = False) -> float:
+        """Mean eval loss over the fixed validation batches (quantised: under W8A8 fake quantisation)."""
         t0 = time.perf_counter()
         model.eval()
         total, count = 0.0, 0
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), autocast(), w8a8(model) if quantised else contextlib.nullcontext():
             for i in range(cfg.eval_batches):
                 x, y = batch_for_step(data, cfg, "val", i, mask, cfg.seed + EVAL_SEED)
                 _, loss = model(x.to(dist.device), y.to(dist.device))
@@ -220,7 +222,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
 
     def run_probes(at: int) -> None:
         t0 = time.perf_counter()
-        m = measure(model, probe_idx).metrics.assign(step=at, source="probe")
+        m = measure(model, probe_idx, outliers=cfg.probe_outliers).metrics.assign(step=at, source="probe")
         g = gains(model).assign(step=at, source="gain", module="block")
         extra = [training_rows(model, probe_idx, updates).assign(step=at)] if updates is not None else []
         extra += [measure(model, probe_idx, layers=f"blocks.*.hook_{kind}").metrics.assign(step=at, source=kind)
@@ -248,6 +250,8 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             "eval_time_frac": clock["eval_time"] / clock["wall"] if clock["wall"] else None,
             "precision": "bf16" if bf16 else "fp32", "world_size": dist.world_size, "scale": cfg.scale,
         }
+        if cfg.quant_eval:  # the sequel's practical consequence: the same eval with int8 weights and activations
+            summary["final_eval_loss_w8a8"] = evaluate(quantised=True) if status == "done" and dist.main else None
         if dist.main:
             run.write_json(SUMMARY, summary)
         return Run(out, status, at, summary, rank=dist.rank)

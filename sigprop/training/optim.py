@@ -32,5 +32,55 @@ def optimizer_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 
 
 
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(optimizer_groups(model, cfg), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+class Optimizers(torch.optim.Optimizer):
+    """Several optimisers stepped as one (Muon on the hidden matrices, AdamW on the rest): one `param_groups` list for
+    the schedule, one state dict for checkpoints."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]):  # noqa: D107 - no base __init__: it needs params
+        self.optimizers = optimizers
+        self.defaults = {}
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {k: v for o in self.optimizers for k, v in o.state.items()}
+
+    def step(self, closure=None) -> None:  # noqa: ARG002 - no closure: each optimiser steps once
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        parts = state_dict.get("optimizers") if isinstance(state_dict, dict) else None
+        if not isinstance(parts, list) or len(parts) != len(self.optimizers):
+            raise ValueError(f"expected the states of {len(self.optimizers)} optimisers")
+        for o, sd in zip(self.optimizers, parts):
+            o.load_state_dict(sd)
+
+
+def _is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
+    """Muon's parameters: 2-D matrices inside the blocks (embeddings, the tied head and gains stay with AdamW)."""
+    return p.ndim == 2 and name.startswith("blocks.")
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The paper's AdamW, or Muon on the blocks' matrices with AdamW for the rest (`cfg.optimizer`). Muon's update is
+    rescaled to AdamW's RMS (`adjust_lr_fn="match_rms_adamw"`), so both read the same learning rate."""
+    adamw = lambda groups: torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)  # noqa: E731
+    if cfg.optimizer == "adamw":
+        return adamw(optimizer_groups(model, cfg))
+    hidden = [p for n, p in model.named_parameters() if p.requires_grad and _is_hidden_matrix(n, p)]
+    ids = {id(p) for p in hidden}
+    rest = [{**g, "params": [p for p in g["params"] if id(p) not in ids]} for g in optimizer_groups(model, cfg)]
+    muon = torch.optim.Muon([{"params": hidden, "lr_mult": 1.0}], lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            adjust_lr_fn="match_rms_adamw")
+    return Optimizers([muon, adamw([g for g in rest if g["params"]])])
