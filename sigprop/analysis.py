@@ -25,11 +25,14 @@ from torch import nn
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.probes import cosine_kernel, measure
-from sigprop.theory import TheoryResult, propagate, propagate_grad
+from sigprop.probes.metrics import batch_corr_of_kernel
+from sigprop.theory import TheoryResult, propagate, propagate_batch, propagate_grad
 
 DATA_SOURCES = ("code", "random", "repeat")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
 TABLE_METRICS = ("cos_mean", "eff_rank", "rank1_residual", "norm_sq")
+OUTLIER_TABLE_METRICS = ("of_kurtosis", "max_median_ratio", "feat_corr_rms", "batch_corr_mean", "batch_corr_rms", "x_rms",
+                         "massive_ratio", "sink_share", "sink_share_max")
 GRAD_TABLE_METRICS = ("grad_norm", "grad_cos_mean", "grad_W_Q", "grad_W_K", "grad_W_V", "grad_mlp")
 #: A layer whose mean token cosine reaches this has collapsed (tokens nearly parallel).
 COLLAPSE_COS = 0.9
@@ -142,6 +145,31 @@ class Analysis:
             wide["theory_grad_norm"] = th
         return wide.reset_index()
 
+    def outlier_table(self, block: str) -> pd.DataFrame:
+        """One row per layer with the outlier-feature statistics (analyze(..., outliers=True)) and theory's batch_corr_mean."""
+        df = self.metrics[self.metrics.block == block]
+        wide = df[df.source == "measured"].pivot_table(index="layer", columns="metric", values="value")
+        cols = [m for m in OUTLIER_TABLE_METRICS if m in wide]
+        if "of_kurtosis" not in cols:
+            raise SigpropError(f"no outlier statistics for {block!r}; run analyze(..., outliers=True) (CLI: --outliers)")
+        wide = wide[cols]
+        th = df[(df.source == "theory") & (df.metric == "batch_corr_mean")].set_index("layer")["value"]
+        if len(th):
+            wide["theory_batch_corr_mean"] = th
+        return wide.reset_index()
+
+    def plot_outliers(self, out: str | Path | None = None):
+        """Depth curves of the outlier statistics (theory's batch correlation dashed)."""
+        from sigprop.plots.signal import depth_curves
+
+        fig = depth_curves(self.metrics, metrics=("of_kurtosis", "max_median_ratio", "batch_corr_mean", "sink_share"),
+                           note=self.scale_text())
+        if out is not None:
+            from sigprop.plots import savefig
+
+            savefig(fig, Path(out) / "outliers")
+        return fig
+
     def summary(self) -> pd.DataFrame:
         """One row per block: embedding and last-layer cos_mean / eff_rank, theory error, verdict."""
         rows = []
@@ -229,6 +257,8 @@ class Analysis:
         paths += savefig(self.plot(), out / "rank_collapse")
         if self.metrics.metric.str.startswith("grad_").any():
             paths += savefig(self.plot_grad(), out / "gradients")
+        if (self.metrics.metric == "of_kurtosis").any():
+            paths += savefig(self.plot_outliers(), out / "outliers")
         if len(self.specs) > 1 and self.settings.get("revisions"):
             paths += savefig(self.plot_revisions(), out / "revisions")
         if self.kernels:
@@ -264,8 +294,12 @@ def analyze(
     cache_dir: str | None = None,
     max_bytes: int | None = None,
     progress: bool = True,
+    outliers: bool = False,
 ) -> Analysis:
     """Probe every block at initialisation on the same batch; add the infinite-width prediction.
+
+    outliers=True adds the outlier-feature statistics of the paper's sequel per layer (`outlier_stats`), the
+    attention-sink share and, for sigprop's blocks, theory's batch correlation (`theory.propagate_batch`).
 
     `blocks` may also be an nn.Module, and `model` a folder written by `save_pretrained` or a hub id
     (with `revisions`, one analysis per checkpoint); those are probed as they are, without theory.
@@ -273,7 +307,7 @@ def analyze(
     if isinstance(blocks, nn.Module) or model is not None:
         return _analyze_models(blocks if isinstance(blocks, nn.Module) else None, model, list(revisions), seq_len=seq_len,
                                batch=batch, seed=seed, data=data, vocab_size=vocab_size, dtype=dtype, kernels=kernels,
-                               grad=grad, max_bytes=max_bytes, progress=progress)
+                               grad=grad, max_bytes=max_bytes, progress=progress, outliers=outliers)
     if revisions:
         raise SigpropError("revisions= needs model= (a folder or hub id of a pretrained model)")
     specs = [s.with_sets(sets) for s in resolve_blocks(blocks)]
@@ -287,9 +321,9 @@ def analyze(
         label = spec.name if spec.name not in named else f"{spec.name}#{len(named)}"
         torch.manual_seed(seed)
         model = Transformer(spec, cfg).to(DTYPES[dtype])
-        p = measure(model, tokens, kernels=True)
-        m = p.metrics.assign(block=label, source="measured")
-        frames.append(m[m["head"] == -1][["block", "layer", "metric", "value", "source"]])
+        p = measure(model, tokens, kernels=True, outliers=outliers)
+        m = (p.per_layer if outliers else p.metrics[p.metrics["head"] == -1]).assign(block=label, source="measured")
+        frames.append(m[["block", "layer", "metric", "value", "source"]])
         K = p.kernels
         if kernels:
             kern[label] = {layer: cosine_kernel(torch.from_numpy(k)).mean(0).numpy() for layer, k in K.items()}
@@ -297,15 +331,30 @@ def analyze(
             th = propagate(spec, cfg, torch.from_numpy(K[0]), seed=seed)
             theo[label] = th
             frames.append(th.metrics().assign(block=label, source="theory"))
+            if outliers:
+                frames.append(batch_corr_theory(model, spec, cfg, tokens, seed).assign(block=label, source="theory"))
         if grad:
             frames += grad_frames(model, tokens, label, spec if theory else None)
         named[label] = spec
     metrics = pd.concat(frames, ignore_index=True)
     settings = dict(depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
-                    data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets), grad=grad)
+                    data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets), grad=grad, outliers=outliers)
     a = Analysis(metrics=metrics, kernels=kern, theory=theo, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a
+
+
+def batch_corr_theory(model: Transformer, spec: BlockSpec, cfg: ModelConfig, tokens: torch.Tensor, seed: int) -> pd.DataFrame:
+    """Theory's batch_corr_mean / batch_corr_rms per layer from the joint kernel of the batch's embeddings."""
+    with torch.no_grad():
+        x0 = model.embed(tokens).double()
+    th = propagate_batch(spec, cfg, x0, seed=seed)
+    rows = []
+    for layer, K in enumerate(th.kernels):
+        mean, rms = batch_corr_of_kernel(K)
+        rows += [{"layer": layer, "metric": "batch_corr_mean", "value": float(mean.mean())},
+                 {"layer": layer, "metric": "batch_corr_rms", "value": float(rms.mean())}]
+    return pd.DataFrame(rows)
 
 
 def grad_frames(model: nn.Module, tokens: torch.Tensor, label: str, spec: BlockSpec | None) -> list[pd.DataFrame]:
@@ -325,7 +374,7 @@ def grad_frames(model: nn.Module, tokens: torch.Tensor, label: str, spec: BlockS
 
 def _analyze_models(module: nn.Module | None, source: str | None, revisions: list[str], *, seq_len: int, batch: int,
                     seed: int, data: str, vocab_size: int, dtype: str, kernels: bool, grad: bool, max_bytes: int | None,
-                    progress: bool) -> Analysis:
+                    progress: bool, outliers: bool = False) -> Analysis:
     """`analyze` of models sigprop did not build: one entry per module or checkpoint, on one batch each."""
     from sigprop.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
     from sigprop.probes import probe_points
@@ -344,7 +393,7 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
         first = first or loaded
         tokens, desc = model_tokens(loaded, data, batch, seq_len, vocab_size, seed, max_bytes)
         descs.add(desc)
-        m, k = probe_loaded(loaded, tokens, kernels)
+        m, k = probe_loaded(loaded, tokens, kernels, outliers)
         frames.append(m)
         if grad:
             frames += grad_frames(loaded.model, tokens, loaded.label, None)
@@ -354,7 +403,8 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
     label = first.label.split("@")[0] if source is not None else type(module).__name__
     settings = dict(model=label, revisions=[r for r in revs if r], depth=probe_points(first.model).depth,
                     width=width_of(first.model) or "?", heads=getattr(getattr(first.model, "config", None), "num_attention_heads", "?"),
-                    seq_len=seq_len, batch=batch, seed=seed, data=data, data_desc="; ".join(sorted(descs)), dtype=dtype, grad=grad)
+                    seq_len=seq_len, batch=batch, seed=seed, data=data, data_desc="; ".join(sorted(descs)), dtype=dtype, grad=grad,
+                    outliers=outliers)
     a = Analysis(metrics=pd.concat(frames, ignore_index=True), kernels=kern, theory={}, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a

@@ -138,10 +138,11 @@ def width_of(model: nn.Module) -> int | None:
     return None
 
 
-def probe_loaded(loaded: Loaded, tokens: torch.Tensor, kernels: bool) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
-    """(tidy measured rows with block = the model's label, mean cosine kernel per layer)."""
+def probe_loaded(loaded: Loaded, tokens: torch.Tensor, kernels: bool, outliers: bool = False) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+    """(tidy measured rows with block = the model's label, mean cosine kernel per layer); outliers=True adds the
+    outlier-feature statistics and attention-sink shares (per layer, heads averaged: `Probe.per_layer`)."""
     probe_points(loaded.model)  # the one-line error for a model without a block stack, before any forward
-    p = measure(loaded.model, tokens, kernels=kernels)
-    m = p.metrics.assign(block=loaded.label, source="measured")
+    p = measure(loaded.model, tokens, kernels=kernels, outliers=outliers)
+    m = p.per_layer.assign(block=loaded.label, source="measured")
     kern = {layer: cosine_kernel(torch.from_numpy(k)).mean(0).numpy() for layer, k in p.kernels.items()} if kernels else {}
-    return m[m["head"] == -1][["block", "layer", "metric", "value", "source"]], kern
+    return m[["block", "layer", "metric", "value", "source"]], kern

@@ -308,6 +308,62 @@ def propagate(
     return TheoryResult(spec=spec, kernels=kernels, notes=notes, key_mask=key_mask)
 
 
+def propagate_batch(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, softmax: str = "sampled", samples: int = 8,
+                    seed: int = 0) -> TheoryResult:
+    """The joint kernel of every token of a batch, layers 0..L: Sigma over all B*T tokens (pairs across sequences
+    too), from the embeddings x0 (B, T, d). This is what the outlier probes' `batch_corr_*` see (`batch_corr_of_kernel`).
+
+    Attention mixes tokens within a sequence only, so the joint attention matrix is block-diagonal: exact for W^Q = 0
+    (each block is shape(C)); with random W^Q each sequence's softmax is sampled from its own diagonal block of the
+    kernel (`sampled_attention`), and E[A_b N_bc A_c^T] pairs the draws of the two sequences (the same sample index:
+    the same weights). MLPs and norms act on the joint kernel entrywise, as on one sequence's.
+    """
+    if not isinstance(x0, torch.Tensor) or x0.ndim != 3:
+        raise SigpropError(f"x0 must be embeddings of shape (B, T, d), got {getattr(x0, 'shape', type(x0).__name__)}")
+    B, T, d = x0.shape
+    flat = x0.reshape(B * T, d).to(torch.float64)
+    K = (flat @ flat.T / d)[None]
+    C = centring(T, cfg.causal, None)
+    q_std = spec.init_std if spec.query_init is None else spec.query_init
+    notes = []
+    blocks = lambda A: torch.block_diag(*A)  # noqa: E731 - (B, T, T) -> (B T, B T)
+
+    def joint(A: torch.Tensor) -> tuple[Kernel, Kernel]:
+        """(E[A N A^T], E[A]) for one (B, T, T) attention matrix per sequence (no sampling)."""
+        Aj = blocks(A)[None]
+        return Aj, Aj
+
+    if spec.attention in SPA_ATTENTION:
+        target = spec.spa_rho if spec.attention == "u-spa" else spec.spa_gamma
+        mats = iter([spa_attention(spec.attention, target, layer, cfg.depth, T)[0] for layer in range(cfg.depth)])
+        attention = lambda N: (lambda Aj: (Aj @ N @ Aj.transpose(-1, -2), Aj))(joint(next(mats).expand(B, T, T))[0])  # noqa: E731
+        if q_std != 0:
+            notes.append(f"random W^Q (std {q_std}) around the {spec.attention} bias replaced by W^Q = 0")
+    elif q_std == 0 or softmax == "uniform":
+        Aj = joint(shape_attention(C, C, spec).expand(B, T, T))[0]
+        attention = lambda N: (Aj @ N @ Aj.transpose(-1, -2), Aj)  # noqa: E731
+        if q_std != 0:
+            notes.append("softmax replaced by its small-logit limit C")
+    elif softmax == "sampled":
+        layer_seed = iter(range(seed, seed + cfg.depth))
+
+        def attention(N: Kernel) -> tuple[Kernel, Kernel]:
+            N4 = N[0].reshape(B, T, B, T).transpose(1, 2)  # (B, B, T, T): block (b, c)
+            diag = N4[torch.arange(B), torch.arange(B)]  # (B, T, T)
+            A = sampled_attention(diag, spec, C, logit_scale(spec, cfg), cfg.causal, None, samples, next(layer_seed))
+            ANA = torch.einsum("sbij,bcjk,sclk->bcil", A, N4, A) / A.shape[0]
+            return ANA.transpose(1, 2).reshape(1, B * T, B * T), blocks(A.mean(0))[None]
+
+        notes.append(f"softmax averaged over {samples} sampled Gaussian logit draws per sequence")
+    else:
+        raise SigpropError(f"unknown softmax treatment {softmax!r}; accepted: sampled, uniform")
+    kernels = [K]
+    for layer in range(cfg.depth):
+        K = block_kernel(K, spec, cfg, layer, attention)
+        kernels.append(K)
+    return TheoryResult(spec=spec, kernels=kernels, notes=notes)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Backward: gradient kernels, exact at W^Q = 0
 # ---------------------------------------------------------------------------------------------------

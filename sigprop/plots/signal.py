@@ -15,6 +15,10 @@ METRIC_LABELS = {
     "stable_rank": "stable rank",
     "rank1_residual": "rank-1 residual",
     "norm_sq": r"$\|x\|^2/d$",
+    "of_kurtosis": "kurtosis of neuron RMS ($-1$)",
+    "max_median_ratio": "max / median |activation|",
+    "batch_corr_mean": "mean token correlation (batch)",
+    "sink_share": "attention on the first token",
 }
 
 

@@ -88,8 +88,6 @@ class Probe:
         self.key_mask = None if key_mask is None else key_mask.bool()
         self.targets = resolve_layers(model, layers)
         self.attention_on, self.outliers = attention, outliers
-        if not self.targets and outliers:
-            raise SigpropError(f"outliers=True needs layers to probe; {type(model).__name__} has none (pass layers=...)")
         self.points = points_or_none(unwrap(model)) if attention or outliers else None
         self.pattern_targets, self.matrix_targets = self._attention_targets() if attention or outliers else ([], [])
         if not attention:  # outliers alone: the sink share needs the probabilities, not the kept matrices
@@ -303,6 +301,18 @@ class Probe:
         """Tidy rows: layer (0 = embedding output), module, metric, head (-1 = not per head), value (mean over sequences)."""
         frame = self.per_sequence.groupby(["layer", "module", "metric", "head"], sort=False)["value"].mean()
         return frame.reset_index().sort_values("layer", kind="stable").reset_index(drop=True)
+
+    @property
+    def per_layer(self) -> pd.DataFrame:
+        """`metrics` with one value per (layer, metric): per-head metrics (attn_entropy, sink_share) become their mean
+        over heads, plus the largest head as `<metric>_max` (a single sink head is what the literature reports)."""
+        m = self.metrics
+        heads = m[m["head"] >= 0]
+        keys = ["layer", "module", "metric"]
+        mean = heads.groupby(keys, as_index=False, sort=False)["value"].mean()
+        top = heads.groupby(keys, as_index=False, sort=False)["value"].max()
+        top["metric"] = top["metric"] + "_max"
+        return pd.concat([m[m["head"] == -1].drop(columns="head"), mean, top], ignore_index=True).sort_values("layer", kind="stable")
 
     @property
     def kernels(self) -> dict[int, np.ndarray]:

@@ -11,7 +11,8 @@ activation tensor's range, so round-to-nearest int8 with one scale per tensor wi
 through torch's fake-quantisation ops (`torch.fake_quantize_per_channel_affine`, `..._per_tensor_affine`), so the
 arithmetic stays in float and runs anywhere. Linear maps are `nn.Linear`, Hugging Face GPT-2's `Conv1D`, and
 sigprop's dense or reparameterised value/projection matrices; identity values/projections (SAS, SAS-P) have no
-matrix to quantise. Embeddings and the tied LM head stay in full precision, as in the usual W8A8 setting.
+matrix to quantise. Embeddings and the LM head (a Hugging Face model's `get_output_embeddings()`, or any linear map
+tied to an embedding) stay in full precision, as in the usual W8A8 setting.
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ def fake_int8(x: torch.Tensor, axis: int | None = None) -> torch.Tensor:
     tiny = torch.finfo(torch.float32).tiny
     x32 = x.float()
     if axis is None:
-        scale = (x32.abs().max() / QMAX).clamp_min(tiny)
+        scale = (x32.detach().abs().max() / QMAX).clamp_min(tiny)
         return torch.fake_quantize_per_tensor_affine(x32, scale, torch.zeros((), dtype=torch.int32), -QMAX, QMAX).to(x.dtype)
     dims = [d for d in range(x.ndim) if d != axis % x.ndim]
-    scale = (x32.abs().amax(dim=dims) / QMAX).clamp_min(tiny)
+    scale = (x32.detach().abs().amax(dim=dims) / QMAX).clamp_min(tiny)
     zero = torch.zeros_like(scale, dtype=torch.int32)
     return torch.fake_quantize_per_channel_affine(x32, scale, zero, axis % x.ndim, -QMAX, QMAX).to(x.dtype)
 
@@ -59,8 +60,12 @@ def _quantised_forward(module: nn.Module):
 def w8a8(model: nn.Module) -> Iterator[int]:
     """Inside the block every linear map of `model` runs W8A8 fake-quantised; yields how many maps that is."""
     swapped = []
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    tied = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     try:
         for m in model.modules():
+            if m is head or id(getattr(m, "weight", None)) in tied:
+                continue
             fwd = _quantised_forward(m)
             if fwd is not None:
                 m.forward = fwd  # an instance attribute shadows the class's forward until deleted
