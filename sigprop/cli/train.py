@@ -23,6 +23,9 @@ _HELP = {
     "probe_every": "Probe signal propagation every N steps (0 = off).", "eval_every": "Eval loss every N steps.",
     "probe_grad": "Probes also record per-layer gradients (grad_*) and update-to-weight ratios.",
     "probe_branches": "Probes also measure each block's attention and MLP branch outputs (source attn_out / mlp_out).",
+    "probe_outliers": "Probes also record the outlier-feature statistics and attention-sink shares (the sequel's).",
+    "quant_eval": "The final eval also runs W8A8 fake-quantised (summary: final_eval_loss_w8a8).",
+    "optimizer": "adamw (the paper's) | muon (torch's Muon on the blocks' matrices, AdamW on the rest).",
     "eval_batches": "Validation batches per eval.", "ckpt_every": "Checkpoint every N steps.",
     "device": "auto | cpu | cuda | cuda:N.", "threads": "torch CPU threads (0 = default).",
     "diverge_loss_ratio": "Stop when the loss exceeds this x its running median (0 = off; default 3).",
@@ -59,6 +62,9 @@ def train_cmd(
     probe_every: int = typer.Option(None, help=_HELP["probe_every"]), eval_every: int = typer.Option(None, help=_HELP["eval_every"]),
     probe_grad: bool = typer.Option(None, "--probe-grad/--no-probe-grad", help=_HELP["probe_grad"]),
     probe_branches: bool = typer.Option(None, "--probe-branches/--no-probe-branches", help=_HELP["probe_branches"]),
+    probe_outliers: bool = typer.Option(None, "--probe-outliers/--no-probe-outliers", help=_HELP["probe_outliers"]),
+    quant_eval: bool = typer.Option(None, "--quant-eval/--no-quant-eval", help=_HELP["quant_eval"]),
+    optimizer: str = typer.Option(None, help=_HELP["optimizer"]),
     eval_batches: int = typer.Option(None, help=_HELP["eval_batches"]), ckpt_every: int = typer.Option(None, help=_HELP["ckpt_every"]),
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
     diverge_loss_ratio: float = typer.Option(None, help=_HELP["diverge_loss_ratio"]),
@@ -75,7 +81,7 @@ def train_cmd(
                     depth=depth, width=width, heads=heads, vocab_size=pick_vocab(vocab_size, vocab), seq_len=seq_len, kind=kind, source=source,
                     max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, vp_lr_mult=vp_lr_mult, probe_every=probe_every,
                     probe_grad=probe_grad, probe_branches=probe_branches, eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
-                    compile=compile, diverge_loss_ratio=diverge_loss_ratio, diverge_grad_ratio=diverge_grad_ratio,
+                    probe_outliers=probe_outliers, quant_eval=quant_eval, optimizer=optimizer, compile=compile, diverge_loss_ratio=diverge_loss_ratio, diverge_grad_ratio=diverge_grad_ratio,
                     diverge_window=diverge_window)
     if not resume:
         block, scale = block or "pre-ln", scale or "cpu"
@@ -86,7 +92,8 @@ def train_cmd(
         s = run.summary
         ev = "–" if s.get("final_eval_loss") is None else f"{s['final_eval_loss']:.4f}"
         tps = "–" if s.get("tokens_per_s") is None else f"{s['tokens_per_s']:,.0f}"
-        console.print(f"[bold]{s['block']}[/]: {s['step']} steps, eval loss {ev}, {s['params'] / 1e6:.2f}M params, "
+        w8 = f" (W8A8 {s['final_eval_loss_w8a8']:.4f})" if s.get("final_eval_loss_w8a8") is not None else ""
+        console.print(f"[bold]{s['block']}[/]: {s['step']} steps, eval loss {ev}{w8}, {s['params'] / 1e6:.2f}M params, "
                       f"{tps} tok/s, {s['wall_time_s'] / 60:.1f} min -> {run.path}", highlight=False)
 
 
