@@ -143,6 +143,41 @@ def centring(T: int, causal: bool, key_mask: torch.Tensor | None) -> torch.Tenso
     return C[:, 0] if C.ndim == 4 else C[None]
 
 
+def _gauss_mean(var: torch.Tensor, f, nodes: int = 48) -> torch.Tensor:
+    """E[f(u)] for u ~ N(0, var), elementwise over var, by Gauss-Hermite quadrature."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    x = torch.tensor(x, dtype=var.dtype)
+    w = torch.tensor(w / math.sqrt(2 * math.pi), dtype=var.dtype)
+    return f(var.clamp_min(0).sqrt()[..., None] * x) @ w
+
+
+def pointwise_norm(spec: BlockSpec, kind: str, alpha: float):
+    """(phi, phi') of a point-wise norm replacement at init (gamma = 1, beta = 0): DyT tanh(alpha x), Derf erf(alpha x + s)."""
+    if kind == "dyt":
+        return (lambda x: torch.tanh(alpha * x)), (lambda x: alpha / torch.cosh(alpha * x) ** 2)
+    s = spec.derf_shift
+    return (lambda x: torch.erf(alpha * x + s)), (lambda x: alpha * 2 / math.sqrt(math.pi) * torch.exp(-(alpha * x + s) ** 2))
+
+
+def norm_kernel(K: Kernel, spec: BlockSpec, kind: str, alpha: float, nodes: int = 48) -> tuple[Kernel, torch.Tensor]:
+    """What a norm (or its point-wise replacement) does to a kernel at init: (E[n(x_i) . n(x_j)] / d, c) with
+    c_j = E[x_i . n(x)_j] / E[x_i . x_j] the factor a cross term with the norm's input picks up.
+    rms / layer: K_ij / sqrt(K_ii K_jj) and c = 1 / sqrt(K_jj) (zero-mean features: both act alike).
+    dyt / derf: the Gaussian expectation of phi(u_i) phi(u_j) (2-D quadrature) and, by Stein's lemma, c = E[phi'(u_j)].
+    none: K and c = 1."""
+    if kind == "none":
+        return K, torch.ones(K.shape[:-1], dtype=K.dtype)
+    if kind in ("rms", "layer"):
+        return normalise(K)
+    phi, dphi = pointwise_norm(spec, kind, alpha)
+    return _quadrature_kernel(K, phi, nodes), _gauss_mean(torch.diagonal(K, dim1=-2, dim2=-1), dphi, nodes)
+
+
+def gate_kernel(N: Kernel, std: float, d: int, nodes: int = 48) -> Kernel:
+    """E[sigmoid(g_i) sigmoid(g_j)] for gate logits g = x W_theta, W_theta ~ N(0, std^2): g ~ N(0, std^2 d N)."""
+    return _quadrature_kernel(std**2 * d * N, torch.sigmoid, nodes)
+
+
 def sampled_logits(N: Kernel, spec: BlockSpec, logit_std: float, samples: int, seed: int) -> Kernel:
     """(samples, B, T, T) logits L = s P G P^T (P P^T = N, G i.i.d. normal): the wide-head limit of QK^T / sqrt(d_k).
 
@@ -164,11 +199,13 @@ def sampled_logits(N: Kernel, spec: BlockSpec, logit_std: float, samples: int, s
 
 
 def sampled_attention_kernel(
-    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int
+    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int,
+    V: Kernel | None = None,
 ) -> tuple[Kernel, torch.Tensor]:
-    """(E[A N A^T], E[A]) over sampled Gaussian logits (`sampled_logits`)."""
+    """(E[A V A^T], E[A]) over sampled Gaussian logits (`sampled_logits`, from N); V = N unless the values differ."""
     A = sampled_attention(N, spec, C, logit_std, causal, key_mask, samples, seed)
-    return (A @ N @ A.transpose(-1, -2)).mean(0), A.mean(0)
+    V = N if V is None else V
+    return (A @ V @ A.transpose(-1, -2)).mean(0), A.mean(0)
 
 
 def sampled_attention(
@@ -194,11 +231,13 @@ def _sym(X: Kernel) -> Kernel:
     return X + X.transpose(-1, -2)
 
 
-def block_kernel(K: Kernel, spec: BlockSpec, cfg: ModelConfig, layer: int, attention) -> Kernel:
+def block_kernel(K: Kernel, spec: BlockSpec, cfg: ModelConfig, layer: int, attention, state: dict | None = None) -> Kernel:
     """The kernel after one block, given the kernel before it.
 
-    `attention(N) -> (E[A N A^T], E[A])` gives the attention matrix's action on a (normalised) kernel.
+    `attention(N, V) -> (E[A V A^T], E[A])` gives the attention matrix (its logits from the normalised kernel N) acting
+    on the values' kernel V. `state` carries what later blocks need from earlier ones (value residual: block 1's values).
     """
+    state = {} if state is None else state
     d = cfg.width
     std = spec.init_std
     value = (
@@ -211,17 +250,34 @@ def block_kernel(K: Kernel, spec: BlockSpec, cfg: ModelConfig, layer: int, atten
     vp_c = value.deterministic * proj.deterministic if value.deterministic is not None and proj.deterministic is not None else None
     hidden = int(round(spec.mlp_mult * d))
 
-    def normed(X: Kernel, norm: str) -> tuple[Kernel, torch.Tensor | None]:
-        return (X, None) if norm == "none" else normalise(X)
+    alpha_ff = spec.norm_alpha if spec.norm_alpha_ff is None else spec.norm_alpha_ff
 
-    def attn(N: Kernel, X: Kernel, inv: torch.Tensor | None) -> tuple[Kernel, Kernel | float]:
-        """(kernel of the attention branch, E[x_i . branch_j] / d). The cross term survives only
-        through identity values/projections (zero-mean random ones decorrelate it)."""
-        ANA, A = attention(N)
+    def normed(X: Kernel, norm: str, alpha: float = spec.norm_alpha) -> tuple[Kernel, torch.Tensor]:
+        return norm_kernel(X, spec, norm, alpha)
+
+    def attn(N: Kernel, X: Kernel, c: torch.Tensor) -> tuple[Kernel, Kernel | float]:
+        """(kernel of the attention branch, R_ij = E[x_i . branch_j] / d). The cross term survives only through
+        identity values/projections (zero-mean random ones decorrelate it); a sigmoid gate multiplies the branch's
+        kernel by E[sigmoid(g_i) sigmoid(g_j)] and its cross term by E[sigmoid(g)] = 1/2 (independent weights)."""
+        V = N
+        if spec.value_residual is not None:  # ResFormer: lambda V_l + (1 - lambda) V_1, independent dense W^V: no cross term
+            lam = spec.value_residual
+            state.setdefault("v1", N)
+            V = N if layer == 0 else lam**2 * N + (1 - lam) ** 2 * state["v1"]
+        ANA, A = attention(N, V)
+        gate = gate_kernel(N, std, d) if spec.attn_gate != "none" else None
+        branch = vp_scale * (ANA if gate is None else ANA * gate)
         if vp_c is None:
-            return vp_scale * ANA, 0.0
-        XN = X if inv is None else X * inv[..., None, :]  # E[x_i . norm(x)_j] / d
-        return vp_scale * ANA, _sym(vp_c * XN @ A.transpose(-1, -2))
+            return branch, 0.0
+        XN = X * c[..., None, :]  # E[x_i . norm(x)_j] / d
+        return branch, vp_c * (XN @ A.transpose(-1, -2)) * (0.5 if gate is not None else 1.0)
+
+    def out(branch: Kernel, cross: Kernel | float, alpha: float) -> tuple[Kernel, Kernel | float]:
+        """Peri-LN's output norm on a branch (kernel normalised, cross term scaled by c of the norm); else as is."""
+        if spec.norm_position != "peri":
+            return branch, cross
+        branch, c = normed(branch, spec.norm, alpha)
+        return branch, cross if isinstance(cross, float) else cross * c[..., None, :]
 
     def mlp(N: Kernel) -> Kernel:
         pre = std**2 * d * N
@@ -229,21 +285,22 @@ def block_kernel(K: Kernel, spec: BlockSpec, cfg: ModelConfig, layer: int, atten
 
     beta_ff = spec.resolve_beta_ff(cfg.depth)
     norm1 = "layer" if spec.norm == "none" and spec.first_layer_norm and layer == 0 else spec.norm
+    sym = lambda R: R if isinstance(R, float) else _sym(R)  # noqa: E731
 
     if spec.parallel:
-        N, inv = normed(K, norm1)
-        branch, cross = attn(N, K, inv)
+        N, c = normed(K, norm1)
+        branch, cross = out(*attn(N, K, c), spec.norm_alpha)
         a, b = spec.alpha_comb, spec.resolve_beta_sa(cfg.depth)
-        return a**2 * K + b**2 * branch + a * b * cross + beta_ff**2 * mlp(N)
+        return a**2 * K + b**2 * branch + a * b * sym(cross) + beta_ff**2 * out(mlp(N), 0.0, alpha_ff)[0]
     a, b = spec.alpha_sa, spec.resolve_beta_sa(cfg.depth)
     if spec.norm_position == "post":
-        branch, cross = attn(K, K, None)
-        mid = normed(a**2 * K + b**2 * branch + a * b * cross, spec.norm)[0]
-        return normed(spec.alpha_ff**2 * mid + beta_ff**2 * mlp(mid), spec.norm)[0]
-    N, inv = normed(K, norm1)
-    branch, cross = attn(N, K, inv)
-    mid = a**2 * K + b**2 * branch + a * b * cross
-    return spec.alpha_ff**2 * mid + beta_ff**2 * mlp(normed(mid, spec.norm)[0])
+        branch, cross = attn(K, K, torch.ones(K.shape[:-1], dtype=K.dtype))
+        mid = normed(a**2 * K + b**2 * branch + a * b * sym(cross), spec.norm)[0]
+        return normed(spec.alpha_ff**2 * mid + beta_ff**2 * mlp(mid), spec.norm, alpha_ff)[0]
+    N, c = normed(K, norm1)
+    branch, cross = out(*attn(N, K, c), spec.norm_alpha)
+    mid = a**2 * K + b**2 * branch + a * b * sym(cross)
+    return spec.alpha_ff**2 * mid + beta_ff**2 * out(mlp(normed(mid, spec.norm, alpha_ff)[0]), 0.0, alpha_ff)[0]
 
 
 def logit_scale(spec: BlockSpec, cfg: ModelConfig) -> float:
@@ -285,25 +342,25 @@ def propagate(
     if spec.attention in SPA_ATTENTION:  # U-/E-SPA: A_l = D_l softmax(Gamma_l) per layer, exact at W^Q = 0
         target = spec.spa_rho if spec.attention == "u-spa" else spec.spa_gamma
         mats = iter([spa_attention(spec.attention, target, layer, cfg.depth, T)[0] for layer in range(cfg.depth)])
-        attention = lambda N: (lambda A: (A @ N @ A.transpose(-1, -2), A))(next(mats))  # noqa: E731
+        attention = lambda N, V: (lambda A: (A @ V @ A.transpose(-1, -2), A))(next(mats))  # noqa: E731
         if q_std != 0:
             notes.append(f"random W^Q (std {q_std}) around the {spec.attention} bias replaced by W^Q = 0")
     elif q_std == 0:  # logits exactly 0: A = C, no approximation
         A0 = shape_attention(C, C, spec)
-        attention = lambda N: (A0 @ N @ A0.transpose(-1, -2), A0)  # noqa: E731
+        attention = lambda N, V: (A0 @ V @ A0.transpose(-1, -2), A0)  # noqa: E731
     elif softmax == "uniform":
         A0 = shape_attention(C, C, spec)
-        attention = lambda N: (A0 @ N @ A0.transpose(-1, -2), A0)  # noqa: E731
+        attention = lambda N, V: (A0 @ V @ A0.transpose(-1, -2), A0)  # noqa: E731
         notes.append(f"softmax replaced by its small-logit limit C (logit std {logit_std:.2f} at width {cfg.width})")
     elif softmax == "sampled":
         layer_seed = iter(range(seed, seed + cfg.depth))
-        attention = lambda N: sampled_attention_kernel(N, spec, C, logit_std, cfg.causal, key_mask, samples, next(layer_seed))  # noqa: E731
+        attention = lambda N, V: sampled_attention_kernel(N, spec, C, logit_std, cfg.causal, key_mask, samples, next(layer_seed), V)  # noqa: E731
         notes.append(f"softmax averaged over {samples} sampled Gaussian logit draws (logit std {logit_std:.2f} at width {cfg.width})")
     else:
         raise SigpropError(f"unknown softmax treatment {softmax!r}; accepted: sampled, uniform")
-    kernels = [K]
+    kernels, state = [K], {}
     for layer in range(cfg.depth):
-        K = block_kernel(K, spec, cfg, layer, attention)
+        K = block_kernel(K, spec, cfg, layer, attention, state)
         kernels.append(K)
     return TheoryResult(spec=spec, kernels=kernels, notes=notes, key_mask=key_mask)
 
@@ -336,30 +393,31 @@ def propagate_batch(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, softmax
     if spec.attention in SPA_ATTENTION:
         target = spec.spa_rho if spec.attention == "u-spa" else spec.spa_gamma
         mats = iter([spa_attention(spec.attention, target, layer, cfg.depth, T)[0] for layer in range(cfg.depth)])
-        attention = lambda N: (lambda Aj: (Aj @ N @ Aj.transpose(-1, -2), Aj))(joint(next(mats).expand(B, T, T))[0])  # noqa: E731
+        attention = lambda N, V: (lambda Aj: (Aj @ V @ Aj.transpose(-1, -2), Aj))(joint(next(mats).expand(B, T, T))[0])  # noqa: E731
         if q_std != 0:
             notes.append(f"random W^Q (std {q_std}) around the {spec.attention} bias replaced by W^Q = 0")
     elif q_std == 0 or softmax == "uniform":
         Aj = joint(shape_attention(C, C, spec).expand(B, T, T))[0]
-        attention = lambda N: (Aj @ N @ Aj.transpose(-1, -2), Aj)  # noqa: E731
+        attention = lambda N, V: (Aj @ V @ Aj.transpose(-1, -2), Aj)  # noqa: E731
         if q_std != 0:
             notes.append("softmax replaced by its small-logit limit C")
     elif softmax == "sampled":
         layer_seed = iter(range(seed, seed + cfg.depth))
 
-        def attention(N: Kernel) -> tuple[Kernel, Kernel]:
+        def attention(N: Kernel, V: Kernel) -> tuple[Kernel, Kernel]:
             N4 = N[0].reshape(B, T, B, T).transpose(1, 2)  # (B, B, T, T): block (b, c)
+            V4 = V[0].reshape(B, T, B, T).transpose(1, 2)
             diag = N4[torch.arange(B), torch.arange(B)]  # (B, T, T)
             A = sampled_attention(diag, spec, C, logit_scale(spec, cfg), cfg.causal, None, samples, next(layer_seed))
-            ANA = torch.einsum("sbij,bcjk,sclk->bcil", A, N4, A) / A.shape[0]
+            ANA = torch.einsum("sbij,bcjk,sclk->bcil", A, V4, A) / A.shape[0]
             return ANA.transpose(1, 2).reshape(1, B * T, B * T), blocks(A.mean(0))[None]
 
         notes.append(f"softmax averaged over {samples} sampled Gaussian logit draws per sequence")
     else:
         raise SigpropError(f"unknown softmax treatment {softmax!r}; accepted: sampled, uniform")
-    kernels = [K]
+    kernels, state = [K], {}
     for layer in range(cfg.depth):
-        K = block_kernel(K, spec, cfg, layer, attention)
+        K = block_kernel(K, spec, cfg, layer, attention, state)
         kernels.append(K)
     return TheoryResult(spec=spec, kernels=kernels, notes=notes)
 

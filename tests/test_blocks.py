@@ -272,7 +272,7 @@ def test_knob_overrides_and_errors():
         (lambda: get_spec("sas", ["foo=1"]), "unknown knob 'foo'"),
         (lambda: get_spec("sas", ["beta_ff"]), "expected knob=value"),
         (lambda: get_spec("sas", ["beta_ff=x"]), "bad value 'x' for knob 'beta_ff'"),
-        (lambda: get_spec("sas", ["norm=batch"]), "unknown norm 'batch'; accepted: rms, layer, none"),
+        (lambda: get_spec("sas", ["norm=batch"]), "unknown norm 'batch'; accepted: rms, layer, dyt, derf, none"),
         (lambda: get_spec("sas").replace(attention="linear"), "unknown attention 'linear'"),
         (lambda: ModelConfig(width=100, heads=12), "width 100 is not divisible by heads 12"),
         (lambda: ModelConfig(depth=0), "depth must be positive"),

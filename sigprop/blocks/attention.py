@@ -231,6 +231,11 @@ class Attention(nn.Module):
         if spec.qk_norm != "none":
             norm = nn.RMSNorm if spec.qk_norm == "rms" else nn.LayerNorm
             self.q_norm, self.k_norm = norm(self.head_dim, eps=spec.norm_eps), norm(self.head_dim, eps=spec.norm_eps)
+        # gated attention: sigmoid(X W_theta) on the SDPA output, one gate per channel or per head
+        self.w_gate = None
+        if spec.attn_gate != "none":
+            self.w_gate = normal_linear(width, width if spec.attn_gate == "sigmoid" else heads, spec.init_std)
+        self.first_values: torch.Tensor | None = None  # value residual: block 1's values, read by the model's forward
         self.explicit = False  # set by probes: build the T x T matrix and pass it through hook_pattern
         self.hook_pattern = HookPoint()  # (B, H, T, T) full attention matrix, explicit path only
         self.hook_softmax = HookPoint()  # (B, H, T, T) softmax part A(X), explicit path only
@@ -248,13 +253,19 @@ class Attention(nn.Module):
         return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)
 
     # -- forward ------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, d); key_mask: (B, T) bool, True = real token (encoder padding)."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, v1: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d); key_mask: (B, T) bool, True = real token (encoder padding); v1: block 1's values (value residual)."""
         B, T, d = x.shape
         q, k = self._split(self.w_q(x)), self._split(self.w_k(x))
         if self.q_norm is not None:
             q, k = self.q_norm(q.float()).to(q.dtype), self.k_norm(k.float()).to(k.dtype)  # fp32 norms under autocast
         values = self.value(x) if self.value is not None else x  # (B, T, d)
+        lam = self.spec.value_residual
+        if lam is not None:  # ResFormer: V_l <- lambda V_l + (1 - lambda) V_1
+            if self.layer == 0:
+                self.first_values = values
+            elif v1 is not None:
+                values = lam * values + (1 - lam) * v1.to(values.dtype)
         v = self._split(values)
         if self.explicit or self.spec.logit_softcap is not None:
             y = self._merge(self._explicit(q, k, v, key_mask))
@@ -262,6 +273,9 @@ class Attention(nn.Module):
             y = self._merge(self._spa_fast(q, k, v, key_mask))
         else:
             y = self._fast(q, k, v, values, key_mask)
+        if self.w_gate is not None:
+            g = torch.sigmoid(self.w_gate(x))
+            y = y * (g if g.shape[-1] == d else g.repeat_interleave(self.head_dim, dim=-1))
         return self.proj(y) if self.proj is not None else y
 
     def _merge(self, y: torch.Tensor) -> torch.Tensor:

@@ -7,31 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sigprop.blocks.attention import Attention, HookPoint, ReparamMatrix, gain, normal_linear
+from sigprop.blocks.norms import make_norm
 from sigprop.blocks.spec import BlockSpec
-
-
-class _MatchDtype:
-    """Normalise in the weight's dtype: a bf16 stream under autocast (blocks without a skip, e.g. V-SkipInit)
-    would otherwise miss torch's fused norm kernel ("Mismatch dtype between input and weight")."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.to(self.weight.dtype) if x.dtype != self.weight.dtype else x)
-
-
-class RMSNorm(_MatchDtype, nn.RMSNorm):
-    pass
-
-
-class LayerNorm(_MatchDtype, nn.LayerNorm):
-    pass
-
-
-def make_norm(kind: str, width: int, eps: float) -> nn.Module:
-    if kind == "rms":
-        return RMSNorm(width, eps=eps)
-    if kind == "layer":
-        return LayerNorm(width, eps=eps)
-    return nn.Identity()
 
 
 class MLP(nn.Module):
@@ -59,6 +36,8 @@ class Block(nn.Module):
     """Eq. 1:  X^ = alpha_sa X + beta_sa MHA(Norm(X)),  X' = alpha_ff X^ + beta_ff MLP(Norm(X^))
     Eq. 7:  X' = alpha_comb X + beta_sa MHA(Norm(X)) + beta_ff MLP(Norm(X))   (one shared norm)
     Post-LN: X^ = Norm(alpha_sa X + beta_sa MHA(X)),  X' = Norm(alpha_ff X^ + beta_ff MLP(X^)).
+    Peri-LN: X^ = alpha_sa X + beta_sa Norm(MHA(Norm(X))),  X' = alpha_ff X^ + beta_ff Norm(MLP(Norm(X^)))
+    (Kim et al. 2025, arXiv 2502.02732, Eq. 3; parallel: each branch output normalised).
     A gain that is fixed at 0 drops its term; one fixed at 1 costs no multiply.
     """
 
@@ -68,8 +47,12 @@ class Block(nn.Module):
         norm = spec.norm
         if norm == "none" and spec.first_layer_norm and layer == 0:
             norm = "layer"
-        self.ln_1 = make_norm(norm, width, spec.norm_eps)
-        self.ln_2 = make_norm(spec.norm, width, spec.norm_eps) if not spec.parallel else None
+        alpha_ff = spec.norm_alpha if spec.norm_alpha_ff is None else spec.norm_alpha_ff
+        self.ln_1 = make_norm(norm, width, spec.norm_eps, spec.norm_alpha, spec.derf_shift)
+        self.ln_2 = make_norm(spec.norm, width, spec.norm_eps, alpha_ff, spec.derf_shift) if not spec.parallel else None
+        if spec.norm_position == "peri":  # Peri-LN's output norms, one per branch
+            self.ln_attn_out = make_norm(spec.norm, width, spec.norm_eps, spec.norm_alpha, spec.derf_shift)
+            self.ln_mlp_out = make_norm(spec.norm, width, spec.norm_eps, alpha_ff, spec.derf_shift)
         self.attn = Attention(spec, width, heads, causal, layer, depth)
         self.mlp = MLP(spec, width)
         skip = "alpha_comb" if spec.parallel else "alpha_sa"
@@ -117,19 +100,25 @@ class Block(nn.Module):
                 out = t if out is None else out + t
         return out
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, v1: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d); v1: the first block's values (value residual), None elsewhere."""
         spec = self.spec
+        out_a, out_m = (self.ln_attn_out, self.ln_mlp_out) if spec.norm_position == "peri" else (_same, _same)
         if spec.parallel:
             h = self.ln_1(x)
-            a = self.hook_attn_out(self._scale("beta_sa", self.attn(h, key_mask)))
-            m = self.hook_mlp_out(self._scale("beta_ff", self.mlp(h)))
+            a = self.hook_attn_out(self._scale("beta_sa", out_a(self.attn(h, key_mask, v1))))
+            m = self.hook_mlp_out(self._scale("beta_ff", out_m(self.mlp(h))))
             return self._sum(self._scale("alpha_comb", x), a, m)
         if spec.norm_position == "post":
-            a = self.hook_attn_out(self._scale("beta_sa", self.attn(x, key_mask)))
+            a = self.hook_attn_out(self._scale("beta_sa", self.attn(x, key_mask, v1)))
             x = self.hook_mid(self.ln_1(self._sum(self._scale("alpha_sa", x), a)))
             m = self.hook_mlp_out(self._scale("beta_ff", self.mlp(x)))
             return self.ln_2(self._sum(self._scale("alpha_ff", x), m))
-        a = self.hook_attn_out(self._scale("beta_sa", self.attn(self.ln_1(x), key_mask)))
+        a = self.hook_attn_out(self._scale("beta_sa", out_a(self.attn(self.ln_1(x), key_mask, v1))))
         x = self.hook_mid(self._sum(self._scale("alpha_sa", x), a))
-        m = self.hook_mlp_out(self._scale("beta_ff", self.mlp(self.ln_2(x))))
+        m = self.hook_mlp_out(self._scale("beta_ff", out_m(self.mlp(self.ln_2(x)))))
         return self._sum(self._scale("alpha_ff", x), m)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sigprop.blocks.attention import Attention, draw_, normal_linear, tie_valproj_init
-from sigprop.blocks.block import Block, make_norm
+from sigprop.blocks.block import Block
+from sigprop.blocks.norms import make_norm
 from sigprop.blocks.spec import BlockSpec, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
 
@@ -96,10 +97,12 @@ class Transformer(nn.Module):
         )
         tie_valproj_init([(b.attn.value, b.attn.proj) for b in self.blocks], spec.tie_valproj_init)
         # The official code keeps a LayerNorm before the head when blocks have no norm.
-        self.ln_f = make_norm(spec.norm if spec.norm != "none" else "layer", cfg.width, spec.norm_eps)
+        final = spec.norm if spec.norm != "none" else "layer"
+        alpha_f = spec.norm_alpha if spec.norm_alpha_final is None else spec.norm_alpha_final
+        self.ln_f = make_norm(final, cfg.width, spec.norm_eps, alpha_f, spec.derf_shift)
         if cfg.kind == "encoder":  # BERT-style MLM transform before the tied decoder
             self.mlm_dense = normal_linear(cfg.width, cfg.width, spec.init_std)
-            self.mlm_norm = make_norm(spec.norm if spec.norm != "none" else "layer", cfg.width, spec.norm_eps)
+            self.mlm_norm = make_norm(final, cfg.width, spec.norm_eps, alpha_f, spec.derf_shift)
 
     def features(self, idx: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states (B, T, d) after the last norm."""
@@ -108,8 +111,11 @@ class Transformer(nn.Module):
         if T > self.config.context:
             raise SigpropError(f"sequence length {T} exceeds the model's context {self.config.context}")
         x = self.embed(idx)
+        v1 = None
         for block in self.blocks:
-            x = block(x, key_mask)
+            x = block(x, key_mask, v1)
+            if v1 is None and self.spec.value_residual is not None:
+                v1 = block.attn.first_values  # ResFormer: every later block mixes in block 1's values
         return self.ln_f(x)
 
     def forward(

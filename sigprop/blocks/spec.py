@@ -32,7 +32,9 @@ from sigprop.errors import SigpropError, check_choice, choice_error
 Attention = Literal["softmax", "value_skipinit", "shaped", "u-spa", "e-spa"]
 Matrix = Literal["dense", "identity", "reparam"]
 MatrixInit = Literal["normal", "orthogonal", "identity"]
-Norm = Literal["rms", "layer", "none"]
+Norm = Literal["rms", "layer", "dyt", "derf", "none"]
+NormPosition = Literal["pre", "post", "peri"]
+AttnGate = Literal["none", "sigmoid", "sigmoid-head"]
 QKNorm = Literal["none", "rms", "layer"]
 Activation = Literal["relu", "leaky_relu", "gelu", "linear"]
 TieInit = Literal["none", "last_block", "all_blocks"]
@@ -43,7 +45,8 @@ GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "va
 #: Knobs added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a knob never orphans the committed runs that predate it.
 KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma", "tie_valproj_init", "qk_norm", "logit_softcap",
-                                          "beta_ref", "beta_ref_depth")
+                                          "beta_ref", "beta_ref_depth", "norm_alpha", "norm_alpha_ff", "norm_alpha_final",
+                                          "derf_shift", "attn_gate", "value_residual")
 
 #: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
 BETA_FF_REF_DEPTH = 18
@@ -82,6 +85,11 @@ class BlockSpec:
     query_init: float | None = None  # std of W^Q; 0 makes A(X) = C at init; None = init_std
     spa_rho: float = 0.8  # U-SPA: target off-diagonal correlation rho_L after the last block
     spa_gamma: float = 0.05  # E-SPA: target decay rate gamma_L of exp(-gamma |i - j|) after the last block
+    # gated attention (Qiu et al., NeurIPS 2025, arXiv 2505.06708): Y <- Y * sigmoid(X W_theta) on the SDPA output, before
+    # W^O; "sigmoid" one gate per channel (the paper's best, elementwise), "sigmoid-head" one per head
+    attn_gate: AttnGate = "none"
+    # value residual (ResFormer, Zhou et al., arXiv 2410.17897): V_l <- lambda V_l + (1 - lambda) V_1 in blocks 2..L
+    value_residual: float | None = None
     qk_norm: QKNorm = "none"  # per-head RMSNorm / LayerNorm on queries and keys (OP block; learnable scale per dim)
     logit_softcap: float | None = None  # c: logits -> c tanh(logits / c) (the sequel's optional `dot_norm_type: tanh`, c = 30)
     # --- values and projections (Eq. 6) -----------------------------------------------------
@@ -99,7 +107,14 @@ class BlockSpec:
     tie_valproj_init: TieInit = "none"
     # --- normalisation -----------------------------------------------------------------------
     norm: Norm = "rms"
-    norm_position: Literal["pre", "post"] = "pre"
+    norm_position: NormPosition = "pre"  # peri: x + Norm(F(Norm(x))) (Peri-LN, Kim et al. 2025, arXiv 2502.02732)
+    # DyT (Zhu, Chen, He, LeCun, Liu, CVPR 2025, arXiv 2503.10622): gamma * tanh(alpha x) + beta in place of a norm;
+    # Derf (Chen, Lu, Zhu, Sun, Liu, arXiv 2512.10938, Eq. 10): gamma * erf(alpha x + s) + beta. alpha's init per place
+    # (DyT's LLaMA recipe sets the attention, FFN and final norms apart): None = norm_alpha
+    norm_alpha: float = 0.5
+    norm_alpha_ff: float | None = None
+    norm_alpha_final: float | None = None
+    derf_shift: float = 0.0  # s's init
     first_layer_norm: bool = False  # norm="none": keep a LayerNorm on block 1's input (official code)
     norm_eps: float = 1e-5
     # --- MLP ---------------------------------------------------------------------------------
@@ -192,7 +207,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "proj_init": typing.get_args(MatrixInit),
     "norm": typing.get_args(Norm),
     "qk_norm": typing.get_args(QKNorm),
-    "norm_position": ("pre", "post"),
+    "norm_position": typing.get_args(NormPosition),
+    "attn_gate": typing.get_args(AttnGate),
     "activation": typing.get_args(Activation),
     "tie_valproj_init": typing.get_args(TieInit),
 }
@@ -208,6 +224,11 @@ _NUMBERS: dict[str, tuple[float, bool, float, str | None]] = {
     "beta_ref": (0.0, False, math.inf, None),
     "beta_ref_depth": (1.0, True, math.inf, None),
     "logit_softcap": (0.0, False, math.inf, "no soft-cap"),
+    "norm_alpha": (0.0, False, math.inf, None),
+    "norm_alpha_ff": (0.0, False, math.inf, "norm_alpha"),
+    "norm_alpha_final": (0.0, False, math.inf, "norm_alpha"),
+    "derf_shift": (-math.inf, True, math.inf, None),
+    "value_residual": (0.0, True, 1.0, "off"),
     "query_init": (0.0, True, math.inf, "init_std"),
     "norm_eps": (0.0, False, math.inf, None),
     "leaky_slope": (0.0, True, 1.0, None),
@@ -241,7 +262,7 @@ def _coerce(knob: str, text: str) -> object:
     try:
         if knob == "trainable":
             return tuple(g.strip() for g in t.split(",") if g.strip())
-        if knob in ("beta_sa", "beta_ff", "query_init", "logit_softcap"):
+        if knob in ("beta_sa", "beta_ff", "query_init", "logit_softcap", "norm_alpha_ff", "norm_alpha_final", "value_residual"):
             return None if t.lower() in ("none", "auto", "off") else float(t)
         if knob == "beta_ref_depth":
             return int(t)
@@ -369,6 +390,30 @@ PRESETS: dict[str, BlockSpec] = {
             beta_ref_depth=12,
             description="OP, Outlier-Protected (He et al. 2024): skips kept, no pre-norms, QK-RMSNorm, branch gains 0.2 sqrt(12 / L)",
             removes="pre-norms (QK-norm keeps the attention logits bounded)",
+        ),
+        BlockSpec(
+            name="dyt",
+            norm="dyt",
+            description="DyT (Zhu et al. 2025): Pre-LN with every norm replaced by gamma tanh(alpha x) + beta, alpha init 0.5",
+            removes="normalisation (a point-wise tanh in its place)",
+        ),
+        BlockSpec(
+            name="derf",
+            norm="derf",
+            description="Derf (Chen et al. 2025): Pre-LN with every norm replaced by gamma erf(alpha x + s) + beta",
+            removes="normalisation (a point-wise erf in its place)",
+        ),
+        BlockSpec(
+            name="peri-ln",
+            norm_position="peri",
+            description="Peri-LN (Kim et al. 2025): a norm on each sub-layer's input and output, x + Norm(F(Norm(x)))",
+            removes="nothing (a norm added on each branch output)",
+        ),
+        BlockSpec(
+            name="gated",
+            attn_gate="sigmoid",
+            description="Gated attention (Qiu et al. 2025): Pre-LN with a sigmoid gate per channel on the SDPA output",
+            removes="nothing (a gate added after attention)",
         ),
         BlockSpec(
             name="u-spa",

@@ -19,7 +19,11 @@ BLOCK_STYLE: dict[str, dict[str, str]] = {
     "sas-p-nonorm": {"label": "SAS-P no norm", "color": "#e377c2", "marker": "*"},
     "u-spa": {"label": "U-SPA", "color": "#bcbd22", "marker": "<"},
     "e-spa": {"label": "E-SPA", "color": "#17becf", "marker": ">"},
-    "op": {"label": "OP", "color": "#8c6d31", "marker": "h"},
+    "op": {"label": "OP", "color": "#bd9e39", "marker": "h"},
+    "dyt": {"label": "DyT", "color": "#5254a3", "marker": "d"},
+    "derf": {"label": "Derf", "color": "#8ca252", "marker": "p"},
+    "peri-ln": {"label": "Peri-LN", "color": "#ad494a", "marker": "H"},
+    "gated": {"label": "Gated attn.", "color": "#a55194", "marker": "X"},
 }
 _EXTRA_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
