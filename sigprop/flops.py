@@ -6,13 +6,26 @@ against `torch.utils.flop_counter` in tests/test_bench.py.
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from sigprop.blocks.attention import Attention, DenseMatrix, ReparamMatrix
-from sigprop.blocks.model import Transformer
+from sigprop.blocks.model import Transformer, build_model
 from sigprop.errors import check_choice
 
 MODES = ("train", "infer")
+#: model FLOPs per second of one CPU thread in fp32 when no finished run calibrates it (4x128 fp32 runs here: ~1.9e10)
+CPU_THREAD_RATE = 1.9e10
+#: bf16 autocast on a CPU without native bf16 is emulated: measured ~0.6x fp32 throughput (benchmarks/README.md)
+BF16_SLOWDOWN = 1.6
+
+
+def config_flops_per_token(block, cfg) -> float:
+    """Training FLOPs per token of `block` at a TrainConfig's size (6N + attention), counted on a meta model."""
+    with torch.device("meta"):
+        model = build_model(block, depth=cfg.depth, width=cfg.width, heads=cfg.heads, vocab_size=cfg.vocab_size,
+                            context=cfg.seq_len, kind=cfg.kind)
+    return model_flops_per_token(model, cfg.seq_len, "train")
 
 
 def matmul_flops(model: nn.Module) -> tuple[float, float]:

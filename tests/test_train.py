@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from sigprop.blocks import get_spec as sp_get_spec
 import torch
 
 from sigprop.blocks import build_model, get_spec
@@ -46,13 +48,24 @@ def test_schedule_warmup_then_linear_decay():
     assert lr_at(99, schedule="cosine", **kw) < 1e-6
 
 
+def test_one_scale_table_the_cpu_scale_is_the_long_scale_recipes_decide_claims_at():
+    """One meaning per name (issue 26): train/compare's 'cpu' is reproduce's long scale, and the demo scale names itself."""
+    from sigprop.recipes.base import BASE
+    from sigprop.training.compare import plan_text
+
+    assert SCALES["cpu"] == BASE["cpu"]
+    assert (SCALES["cpu"].depth, SCALES["cpu"].width, SCALES["cpu"].steps, SCALES["cpu"].lr) == (4, 128, 2000, 4e-3)
+    assert "plateau" in plan_text([sp_get_spec("sas-p")], SCALES["demo"]) and "plateau" not in plan_text([sp_get_spec("sas-p")], SCALES["cpu"])
+    assert "min" in plan_text([sp_get_spec("sas-p")], SCALES["cpu"])
+
+
 def test_scales_and_overrides():
     assert SCALES["paper"].depth == 18 and SCALES["paper"].width == 768 and SCALES["paper"].batch_size == 128
     assert SCALES["paper"].warmup_steps == 2000 and SCALES["paper"].lr == 1e-3 and SCALES["paper"].weight_decay == 0.1
     assert (SCALES["paper"].beta1, SCALES["paper"].beta2) == (0.9, 0.999)
     cfg = get_config("ci", steps=7, lr=3e-4, width=None)
     assert (cfg.steps, cfg.lr, cfg.width) == (7, 3e-4, SCALES["ci"].width)
-    with pytest.raises(SigpropError, match="unknown scale 'huge'; accepted: ci, cpu, paper"):
+    with pytest.raises(SigpropError, match="unknown scale 'huge'; accepted: ci, cpu, demo, paper"):
         get_config("huge")
     with pytest.raises(SigpropError, match="unknown training option 'stepz'"):
         get_config("ci", stepz=3)

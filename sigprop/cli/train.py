@@ -43,7 +43,7 @@ def _overrides(**kw) -> dict:
 @app.command("train")
 def train_cmd(
     block: str = typer.Option(None, "--block", "-b", help="Block preset (pre-ln, sas, sas-p, ...); default pre-ln, or the run's on --resume."),
-    scale: str = typer.Option(None, "--scale", "-s", help="ci | cpu | paper (default cpu, or the run's on --resume)."),
+    scale: str = typer.Option(None, "--scale", "-s", help="ci (seconds) | demo (minutes; inside SAS/SAS-P's early plateau) | cpu (the long scale, 4x128 x 2,000 steps) | paper (GPU); default cpu, or the run's on --resume."),
     out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/<block>)."),
     sets: list[str] = typer.Option([], "--set", help="Override a block knob, e.g. --set beta_ff=0.2 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
@@ -100,7 +100,7 @@ def train_cmd(
 @app.command("compare")
 def compare_cmd(
     blocks: str = typer.Option("pre-ln,sas,sas-p,v-skipinit", "--blocks", "-b", help="Comma-separated presets."),
-    scale: str = typer.Option("cpu", "--scale", "-s", help="ci | cpu | paper."),
+    scale: str = typer.Option("cpu", "--scale", "-s", help="ci (seconds) | demo (minutes; inside SAS/SAS-P's early plateau) | cpu (the long scale, 4x128 x 2,000 steps) | paper (GPU)."),
     out: Path = typer.Option(Path("runs/cmp"), "--out", "-o", help="Folder: one run per block, summary.csv, figures."),
     sets: list[str] = typer.Option([], "--set", help="Override a knob in every block (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain every block instead of reusing/resuming."),

@@ -40,15 +40,12 @@ DEFAULT_SCALES = ("ci", "cpu", "paper")
 
 #: ci: seconds per run (the test suite); probes at steps 0, 5, 10 so gain trajectories have 3 points.
 CI = SCALES["ci"].replace(steps=10, eval_every=5, eval_batches=1, probe_every=5, probe_batch=2, ckpt_every=10)
-#: cpu, the long scale: where per-step claims get decided (issue 10): 2,000 steps x 4,096 tokens = 8.2M tokens at
-#: 4x128, T=128, batch 32, with a 4,096-token BPE vocabulary so that the blocks, not the tied LM head, carry most
-#: of a step's FLOPs. Dense evals early (every 50 steps) for the log-token catch-up curves; thin probes. Peak LR
-#: 4e-3: the best of the catch-up grid 1e-3..8e-3 for both Pre-LN and SAS-P at this size (the paper's 1e-3 is
-#: 0.27 / 0.35 nats worse there), so the long-scale recipes share the catch-up study's runs at it.
-CPU_LONG = SCALES["cpu"].replace(
-    lr=4e-3, depth=4, width=128, heads=4, vocab_size=4096, seq_len=128, batch_size=32, steps=2000, eval_every=50,
-    eval_batches=8, probe_every=100, probe_batch=4, ckpt_every=200, precision="fp32",
-)
+#: cpu, the long scale (`training.config.SCALES["cpu"]`, one definition for train, compare and reproduce): where
+#: per-step claims get decided (issue 10): 2,000 steps x 4,096 tokens = 8.2M tokens at 4x128, T=128, batch 32, with a
+#: 4,096-token BPE vocabulary so that the blocks, not the tied LM head, carry most of a step's FLOPs. Dense evals early
+#: (every 50 steps) for the log-token catch-up curves; thin probes. Peak LR 4e-3: the best of the catch-up grid
+#: 1e-3..8e-3 for both Pre-LN and SAS-P at this size (the paper's 1e-3 is 0.27 / 0.35 nats worse there).
+CPU_LONG = SCALES["cpu"]
 #: gpu: the paper's model and batch (18x768, 12 heads, T=128, batch 128, peak LR 1e-3, 5% warm-up, linear decay) for
 #: 1,500 steps (24.6M tokens), sized so that Pre-LN, SAS and SAS-P train in one ten-minute call on one H100/H200 in
 #: bf16. Data: the stdlib plus installed packages capped at 120 MB (~32M tokens), so no token is seen twice (the

@@ -19,29 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from sigprop.flops import BF16_SLOWDOWN, CPU_THREAD_RATE, config_flops_per_token
 from sigprop.recipes.records import find_shared
 from sigprop.runs import RunDir
-from sigprop.training import TrainConfig
 
 #: one-thread CPU hours the cpu gallery may take in total (issue 10: 24 h on 2 cores, two 1-thread runs at a time)
 BUDGET_HOURS = {"cpu": 48.0}
-#: model FLOPs per second of one thread when no finished fp32 run calibrates it (4x128 fp32 runs here: ~1.9e10)
-DEFAULT_RATE = 1.9e10
-#: bf16 autocast on a CPU without native bf16 is emulated: measured ~0.6x fp32 throughput (benchmarks/README.md)
-BF16_SLOWDOWN = 1.6
-
-
-def flops_per_token(block, cfg: TrainConfig) -> float:
-    """Training FLOPs per token of `block` at `cfg`'s size (6N + attention; `sigprop.flops`), on a meta model."""
-    import torch
-
-    from sigprop.flops import model_flops_per_token
-    from sigprop.blocks.model import build_model
-
-    with torch.device("meta"):
-        model = build_model(block, depth=cfg.depth, width=cfg.width, heads=cfg.heads, vocab_size=cfg.vocab_size,
-                            context=cfg.seq_len, kind=cfg.kind)
-    return model_flops_per_token(model, cfg.seq_len, "train")
+DEFAULT_RATE = CPU_THREAD_RATE
+flops_per_token = config_flops_per_token  # the name the recipes and tests use
 
 
 def gallery_budget(scale: str = "cpu", root: str | Path = "figures") -> pd.DataFrame:

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from sigprop.blocks import get_spec
 from sigprop.errors import SigpropError
+from sigprop.flops import BF16_SLOWDOWN, CPU_THREAD_RATE, config_flops_per_token
 from sigprop.runs import CONFIG, RunDir, load_runs
 from sigprop.training.config import get_config
 from sigprop.training.loop import Run, train
@@ -41,6 +43,8 @@ def compare(
     specs = [get_spec(b, sets) for b in blocks]  # fail fast on a bad name or knob
     cfg = get_config(scale, **overrides)
     out = Path(out)
+    if not quiet:
+        print(plan_text(specs, cfg))
     data = None
     runs: list[Run] = []
     for spec in specs:
@@ -80,6 +84,21 @@ def compare(
         if not loaded.probes.empty:
             plot_training_probes(loaded, out / "probes", note=scale_text(cfg))
     return table
+
+
+def plan_text(specs: list, cfg) -> str:
+    """What compare is about to do and roughly how long it takes (model FLOPs at a typical one-thread CPU rate), and
+    the warning the demo scale needs: its runs end inside SAS's and SAS-P's early plateau."""
+    threads = cfg.threads or torch.get_num_threads()
+    rate = CPU_THREAD_RATE * threads / (BF16_SLOWDOWN if cfg.precision == "bf16" else 1.0)
+    minutes = [config_flops_per_token(s, cfg) * cfg.steps * cfg.tokens_per_step / rate / 60 for s in specs]
+    text = (f"{len(specs)} block(s) x {cfg.steps} steps at {cfg.depth}x{cfg.width} (scale {cfg.scale}): roughly "
+            f"{sum(minutes):.0f} min with {threads} thread(s) ({min(minutes):.0f}-{max(minutes):.0f} min per block at "
+            f"{CPU_THREAD_RATE:.1e} model FLOP/s per thread, an AVX2 EPYC's rate; AVX-512 CPUs ran 2-3x faster)")
+    if cfg.scale == "demo":
+        text += ("\nnote: the demo scale ends inside SAS's and SAS-P's early plateau, where they still trail Pre-LN; "
+                 "the paper's question is answered at --scale cpu")
+    return text
 
 
 def scale_text(cfg) -> str:
