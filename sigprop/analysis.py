@@ -25,7 +25,7 @@ from torch import nn
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.probes import cosine_kernel, measure
-from sigprop.probes.metrics import batch_corr_of_kernel
+from sigprop.probes.metrics import batch_corr_of_kernel, layer_exponent
 from sigprop.theory import TheoryResult, propagate, propagate_batch, propagate_grad
 
 DATA_SOURCES = ("code", "random", "repeat")
@@ -171,7 +171,8 @@ class Analysis:
         return fig
 
     def summary(self) -> pd.DataFrame:
-        """One row per block: embedding and last-layer cos_mean / eff_rank, theory error, verdict."""
+        """One row per block: embedding and last-layer cos_mean / eff_rank, theory error, the angle exponent (and with
+        grad=True the gradient exponent: `layer_exponent`, Cowsik et al. 2024), verdict."""
         rows = []
         for b in self.blocks:
             t = self.table(b)
@@ -184,6 +185,10 @@ class Analysis:
             }
             if "theory_cos_mean" in t:
                 row["max |theory - measured| cos"] = float((t.theory_cos_mean - t.cos_mean).abs().max())
+            row["angle_exponent"] = layer_exponent(1 - t.cos_mean.to_numpy())
+            g = self.metrics[(self.metrics.block == b) & (self.metrics.metric == "grad_norm") & (self.metrics.source == "measured")]
+            if len(g):
+                row["gradient_exponent"] = layer_exponent(g.sort_values("layer").value.to_numpy()[::-1])
             row["verdict"] = self.verdicts[b]
             rows.append(row)
         return pd.DataFrame(rows)

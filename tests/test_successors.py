@@ -121,3 +121,42 @@ def test_kernel_maps_predict_the_measured_cosines_at_large_width(block, sets):
     assert th.exact
     measured, predicted = p.value("cos_mean").to_numpy(), th.metrics(("cos_mean",)).value.to_numpy()
     assert np.abs(measured - predicted).max() < 0.05
+
+
+# ------------------------------------------------------------------------------------------------
+# The failure modes recent theory names: entropy collapse, the spectral gap, the exponents
+# ------------------------------------------------------------------------------------------------
+
+
+def test_entropy_ratio_is_one_for_uniform_and_zero_for_one_hot_attention():
+    from sigprop.probes.metrics import entropy_ratio
+
+    causal = torch.tril(torch.ones(6, 6))
+    uniform = (causal / causal.sum(-1, keepdim=True))[None, None]
+    one_hot = torch.eye(6)[None, None]
+    assert float(entropy_ratio(uniform)[0, 0]) == pytest.approx(1.0)
+    assert float(entropy_ratio(one_hot)[0, 0]) == pytest.approx(0.0)
+    full = torch.full((1, 1, 4, 4), 0.25)
+    assert float(entropy_ratio(full, torch.tensor([[True, True, True, True]]))[0, 0]) == pytest.approx(1.0)
+
+
+def test_singular_ratio_and_layer_exponent():
+    from sigprop.probes.metrics import layer_exponent, singular_ratio
+
+    assert float(singular_ratio(torch.eye(5)[None, None])[0, 0]) == pytest.approx(1.0)
+    assert float(singular_ratio(torch.full((1, 1, 5, 5), 0.2))[0, 0]) == pytest.approx(0.0, abs=1e-12)
+    assert layer_exponent([1.0, 0.5, 0.25, 0.125]) == pytest.approx(math.log(0.5))
+    assert math.isnan(layer_exponent([0.0, 1.0]))
+
+
+def test_attention_probes_record_entropy_ratio_and_spectral_ratio_and_analyze_the_exponents():
+    m = sp.build_model("pre-ln", sets=["query_init=1"], depth=2, width=64, heads=4, vocab_size=100, context=32)
+    rows = sp.measure(m, torch.randint(0, 100, (2, 32)), attention=True).metrics
+    for name in ("attn_entropy_ratio", "attn_sv_ratio"):
+        r = rows[rows.metric == name]
+        assert set(r["head"]) == {0, 1, 2, 3} and r.value.between(0, 1).all(), name
+    a = sp.analyze("skipless,sas", depth=6, width=128, heads=4, seq_len=32, batch=2, data="random", grad=True, progress=False)
+    s = a.summary().set_index("block")
+    assert s.loc["skipless", "angle_exponent"] < -0.5  # 1 - cos_mean shrinks by e^-0.5 per layer or faster: collapse
+    assert abs(s.loc["sas", "angle_exponent"]) < 0.05  # SAS keeps the embedding's geometry
+    assert s["gradient_exponent"].notna().all()

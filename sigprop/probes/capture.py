@@ -27,7 +27,7 @@ from torch import nn
 from sigprop.errors import SigpropError, check_choice
 from sigprop.probes.backward import lm_loss, weight_grad_norms
 from sigprop.probes.metrics import (KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, cos_mean, eigenvalues, kernel, kurtosis,
-                                    outlier_stats, sink_share, token_norm)
+                                    entropy_ratio, outlier_stats, singular_ratio, sink_share, token_norm)
 from sigprop.probes.layers import Layers, Target, points_or_none, resolve_layers, unwrap
 
 #: Metrics a probe can record per layer: the kernel metrics plus activation kurtosis.
@@ -35,6 +35,9 @@ LAYER_METRICS = (*KERNEL_METRICS, "kurtosis")
 DEFAULT_METRICS = tuple(KERNEL_METRICS)
 #: Sequences per float64 chunk inside a hook (bounds the hook's extra memory).
 CHUNK = 16
+#: Up to this sequence length attention probes also record sigma_2 / sigma_1 of every attention matrix (an SVD per
+#: head and sequence: O(T^3), seconds per layer beyond it).
+SVD_MAX_T = 256
 
 # ------------------------------------------------------------------------------------------------
 # The probe
@@ -268,6 +271,9 @@ class Probe:
                 per_head = (ent * m).sum(-1) / m.sum(-1).clamp_min(1)
             self._seen[t.name] += A.shape[0]
             self._add(t, "attn_entropy", per_head, first)
+            self._add(t, "attn_entropy_ratio", entropy_ratio(A.detach(), mask), first)
+            if A.shape[-1] <= SVD_MAX_T:
+                self._add(t, "attn_sv_ratio", singular_ratio(A.detach()), first)
 
         return hook
 

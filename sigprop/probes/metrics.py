@@ -261,3 +261,55 @@ def sink_share(A: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
         return first.mean((0, -1)) if first.shape[-1] else torch.zeros(A.shape[1], dtype=torch.float64)
     m = torch.as_tensor(mask, device=A.device).to(torch.float64)[:, None, 1:]
     return (first * m).sum((0, -1)) / m.sum((0, -1)).clamp_min(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Failure modes of attention (issue 28): entropy collapse, the spectral gap, and the exponents of signal propagation
+# ------------------------------------------------------------------------------------------------
+
+
+def keys_per_row(A: Tensor, mask: ArrayLike | None = None) -> Tensor:
+    """(B, T) the number of keys each query row may attend: t + 1 under causal masking (detected: A is lower-
+    triangular), else the real tokens of the sequence."""
+    T = A.shape[-1]
+    if bool((A.triu(1) == 0).all()):
+        return torch.arange(1, T + 1, dtype=torch.float64, device=A.device).expand(A.shape[0], T)
+    n = torch.full((A.shape[0],), float(T), dtype=torch.float64, device=A.device) if mask is None else \
+        torch.as_tensor(mask, device=A.device).to(torch.float64).sum(-1)
+    return n[:, None].expand(A.shape[0], T)
+
+
+def entropy_ratio(A: ArrayLike, mask: ArrayLike | None = None) -> Tensor:
+    """Attention entropy as a fraction of its maximum, per head (B, H, T, T) -> (B, H): the mean over query rows (with
+    at least two keys) of H(row) / log(keys). 1 = uniform attention (rank collapse's regime at small logits), near 0
+    = every query on one key: entropy collapse (Zhai et al. 2023; Giorlandino & Goldt, ICLR 2026, arXiv 2505.24333)."""
+    A = _as_f64(A)
+    keys = keys_per_row(A, mask)[:, None, :]  # (B, 1, T)
+    ok = (keys > 1).to(torch.float64)
+    if mask is not None:
+        ok = ok * torch.as_tensor(mask, device=A.device).to(torch.float64)[:, None, :]
+    ratio = attention_entropy(A) / torch.log(keys.clamp_min(2))
+    return (ratio * ok).sum(-1) / ok.sum(-1).clamp_min(1)
+
+
+def singular_ratio(A: ArrayLike) -> Tensor:
+    """sigma_2 / sigma_1 of each attention matrix (B, H, T, T) -> (B, H). A softmax matrix is row-stochastic, so
+    sigma_1 >= 1; a small ratio (a large spectral gap) is what drives rank collapse in width ("Mind the Gap",
+    Naderi et al., ICML 2025, arXiv 2410.07799)."""
+    A = _as_f64(A)
+    with single_thread():
+        s = torch.linalg.svdvals(A)
+    return s[..., 1] / s[..., 0].clamp_min(torch.finfo(torch.float64).tiny)
+
+
+def layer_exponent(values: ArrayLike) -> float:
+    """The least-squares slope of log(values) over the layers: the per-layer growth rate of a quantity that
+    propagates geometrically. On 1 - cos_mean it is the angle exponent, on the gradient norm read from the last layer
+    back the gradient exponent (Cowsik, Nebabu, Qi, Ganguli, arXiv 2403.02579: near 0 at the edge of chaos, where
+    transformers train); NaN with fewer than two positive values."""
+    v = np.asarray(values, dtype=np.float64)
+    layers = np.arange(len(v))
+    ok = v > 0
+    if ok.sum() < 2:
+        return float("nan")
+    return float(np.polyfit(layers[ok], np.log(v[ok]), 1)[0])
