@@ -1,4 +1,5 @@
-"""Phase diagrams of rank collapse at init: final-layer cos_mean and eff_rank over a 2-D grid of knobs.
+"""Phase diagrams at init: final-layer cos_mean and eff_rank (rank collapse) or the attention-entropy ratio (entropy
+collapse) over a 2-D grid of knobs.
 
     p = sp.phase("sas-depth-beta_ff", width=256)   # theory over the grid, a few points measured
     p.grid       # tidy: x, y, metric, value (theory)
@@ -30,7 +31,9 @@ from sigprop.theory import propagate
 
 METRICS = ("cos_mean", "eff_rank")
 #: Agreement asked of a measured point with the theory's colour: |cos_mean gap| and relative eff_rank gap.
-TOLERANCE = {"cos_mean": 0.05, "eff_rank": 0.15}
+TOLERANCE = {"cos_mean": 0.05, "eff_rank": 0.15, "attn_entropy_ratio": 0.05}
+#: Metrics whose tolerance is absolute (the others: relative to the theory's value).
+ABSOLUTE = ("cos_mean", "attn_entropy_ratio")
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,8 @@ class Diagram:
     sets: tuple[str, ...] = ()
     log_x: bool = False
     title: str = ""
+    #: final-layer metrics drawn: kernel metrics, and attn_entropy_ratio (entropy collapse: attention on one key)
+    metrics: tuple[str, ...] = METRICS
 
     def spec(self, x: float, y: float | None = None) -> BlockSpec:
         knobs = {self.x: x} if self.x != "depth" else {}
@@ -60,6 +65,8 @@ class Diagram:
 _DEPTHS = (1, 2, 4, 6, 9, 12, 18, 24, 36, 48, 72)
 _BETA_FF = tuple(float(v) for v in np.round(np.geomspace(0.02, 1.0, 12), 4))
 _UNIT = tuple(float(v) for v in np.round(np.linspace(0.0, 1.0, 9), 3))  # 9 steps: a sampled-softmax point costs ~0.3 s CPU
+_QK = tuple(float(v) for v in np.round(np.geomspace(0.005, 5.0, 8), 4))
+_RESID = tuple(float(v) for v in np.round(np.geomspace(0.125, 4.0, 6), 4))
 _SHAPED = tuple(float(v) for v in np.round(np.linspace(0.0, 1.5, 13), 3))
 
 DIAGRAMS: dict[str, Diagram] = {
@@ -70,6 +77,12 @@ DIAGRAMS: dict[str, Diagram] = {
         # beta_sa starts at 0.125: at alpha_sa = beta_sa = 0 the block outputs exactly 0
         Diagram("pre-ln-alpha_sa-beta_sa", "pre-ln", "alpha_sa", "beta_sa", _UNIT, _UNIT[1:], (1.0, 1.0),
                 r"Pre-LN ($\alpha_{SA}=\beta_{SA}=1$)", title=r"Pre-LN-style block with a downweighted skip: $\alpha_{SA}$ × $\beta_{SA}$ (L=18)"),
+        # Giorlandino & Goldt (ICLR 2026, arXiv 2505.24333): rank collapse at small query/key scale and strong residual
+        # branches, entropy collapse at large scale; an attention-only Pre-LN stack (beta_ff = 0 drops the MLP)
+        Diagram("qk-scale-residual", "pre-ln", "query_init", "beta_sa", _QK, _RESID, (0.02, 1.0),
+                r"standard init ($\sigma_Q$=0.02, $\beta_{SA}$=1)", sets=("beta_ff=0",), log_x=True,
+                metrics=("cos_mean", "attn_entropy_ratio"),
+                title=r"attention-only Pre-LN: query scale $\sigma_Q$ × attention-branch gain $\beta_{SA}$ (L=18): rank vs entropy collapse"),
         Diagram("shaped-alpha-gamma", "sas", "alpha", "gamma", _SHAPED, _SHAPED, (1.0, 1.0),
                 r"paper: $\alpha=\beta=\gamma=1$ ($A=I$)", title=r"SAS, shaped attention $\alpha I + \beta A - \gamma C$: $\alpha$ × $\gamma$ ($\beta$=1, L=18)"),
     ]
@@ -94,7 +107,8 @@ class Phase:
         s = self.settings
         return (f"at init · heatmap: theory on the input kernel of one batch · circles: measured at d={s['width']}, "
                 f"H={s['heads']}, T={s['seq_len']}, batch {s['batch']}, data {s['data']}, seed {s['seed']}\n"
-                f"tolerance |Δcos| ≤ {TOLERANCE['cos_mean']}, |Δeff_rank| / eff_rank ≤ {TOLERANCE['eff_rank']}")
+                f"tolerance |Δcos| ≤ {TOLERANCE['cos_mean']}, |Δeff_rank| / eff_rank ≤ {TOLERANCE['eff_rank']}, "
+                f"|Δentropy ratio| ≤ {TOLERANCE['attn_entropy_ratio']}")
 
     def plot(self, out: str | Path | None = None):
         from sigprop.plots.phase import phase_figure
@@ -107,11 +121,8 @@ class Phase:
         return fig
 
     def __repr__(self) -> str:
-        return f"Phase({self.diagram.name}: {len(self.grid) // len(METRICS)} grid points, {len(self.points) // len(METRICS)} measured, agrees={self.agrees})"
-
-
-def _last_metrics(K: torch.Tensor, mask=None) -> dict[str, float]:
-    return {m: float(KERNEL_METRICS[m](K, mask=mask).mean()) for m in METRICS}
+        n = len(self.diagram.metrics)
+        return f"Phase({self.diagram.name}: {len(self.grid) // n} grid points, {len(self.points) // n} measured, agrees={self.agrees})"
 
 
 def input_kernel(spec: BlockSpec, cfg: ModelConfig, tokens: torch.Tensor, seed: int) -> torch.Tensor:
@@ -122,6 +133,12 @@ def input_kernel(spec: BlockSpec, cfg: ModelConfig, tokens: torch.Tensor, seed: 
     return torch.from_numpy(measure(model, tokens, kernels=True).kernels[0])
 
 
+def _theory_metrics(th, layer: int, metrics: Sequence[str]) -> dict[str, float]:
+    """The theory's metrics after `layer` blocks: kernel metrics of its kernel, the entropy ratio of block `layer`."""
+    K = th.kernels[layer]
+    return {m: th.entropy[layer - 1] if m == "attn_entropy_ratio" else float(KERNEL_METRICS[m](K).mean()) for m in metrics}
+
+
 def theory_grid(d: Diagram, cfg: ModelConfig, sigma0: torch.Tensor, samples: int = 4, seed: int = 0) -> pd.DataFrame:
     """Final-layer metrics predicted at every grid point."""
     rows = []
@@ -130,13 +147,13 @@ def theory_grid(d: Diagram, cfg: ModelConfig, sigma0: torch.Tensor, samples: int
         for x in d.xs:
             th = propagate(d.spec(x), cfg.replace(depth=int(top)), sigma0, samples=samples, seed=seed)
             for y in d.ys:
-                rows += [{"x": x, "y": y, "metric": m, "value": v} for m, v in _last_metrics(th.kernels[int(y)]).items()]
+                rows += [{"x": x, "y": y, "metric": m, "value": v} for m, v in _theory_metrics(th, int(y), d.metrics).items()]
     else:
         c = cfg.replace(depth=d.depth)
         for y in d.ys:
             for x in d.xs:
                 th = propagate(d.spec(x, y), c, sigma0, samples=samples, seed=seed)
-                rows += [{"x": x, "y": y, "metric": m, "value": v} for m, v in _last_metrics(th.kernels[-1]).items()]
+                rows += [{"x": x, "y": y, "metric": m, "value": v} for m, v in _theory_metrics(th, d.depth, d.metrics).items()]
     return pd.DataFrame(rows)
 
 
@@ -198,14 +215,18 @@ def _measure_point(d: Diagram, x: float, y: float, cfg: ModelConfig, tokens: tor
     c = cfg.replace(depth=depth)
     torch.manual_seed(seed)
     model = Transformer(spec, c)
-    p = measure(model, tokens, kernels=True)
+    entropy = "attn_entropy_ratio" in d.metrics
+    p = measure(model, tokens, kernels=True, attention=entropy)
     K = {layer: torch.from_numpy(k) for layer, k in p.kernels.items()}
-    meas = _last_metrics(K[max(K)])
-    th = _last_metrics(propagate(spec, c, K[0], samples=samples, seed=seed).kernels[-1])
+    meas = {m: float(KERNEL_METRICS[m](K[max(K)]).mean()) for m in d.metrics if m != "attn_entropy_ratio"}
+    if entropy:
+        rows_ = p.per_layer[p.per_layer.metric == "attn_entropy_ratio"]
+        meas["attn_entropy_ratio"] = float(rows_[rows_.layer == rows_.layer.max()].value.mean())
+    th = _theory_metrics(propagate(spec, c, K[0], samples=samples, seed=seed), depth, d.metrics)
     rows = []
-    for m in METRICS:
+    for m in d.metrics:
         gap = abs(meas[m] - th[m])
-        ok = gap <= TOLERANCE[m] * (1.0 if m == "cos_mean" else max(th[m], 1e-9))
+        ok = gap <= TOLERANCE[m] * (1.0 if m in ABSOLUTE else max(th[m], 1e-9))
         rows.append({"x": x, "y": y, "metric": m, "measured": meas[m], "theory": th[m], "gap": gap, "ok": bool(ok)})
     return rows
 

@@ -30,7 +30,7 @@ from sigprop.blocks.model import ModelConfig
 from sigprop.blocks.spa import SPA_ATTENTION, spa_attention
 from sigprop.blocks.spec import BlockSpec
 from sigprop.errors import SigpropError
-from sigprop.probes.metrics import KERNEL_METRICS, single_thread
+from sigprop.probes.metrics import KERNEL_METRICS, entropy_ratio, single_thread
 
 Kernel = torch.Tensor  # (B, T, T) float64
 
@@ -43,6 +43,7 @@ class TheoryResult:
     kernels: list[Kernel]
     notes: list[str] = field(default_factory=list)
     key_mask: torch.Tensor | None = None
+    entropy: list[float] = field(default_factory=list)  # blocks 1..L: mean attention-entropy ratio of the softmax
 
     @property
     def exact(self) -> bool:
@@ -198,20 +199,9 @@ def sampled_logits(N: Kernel, spec: BlockSpec, logit_std: float, samples: int, s
     return L
 
 
-def sampled_attention_kernel(
-    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int,
-    V: Kernel | None = None,
-) -> tuple[Kernel, torch.Tensor]:
-    """(E[A V A^T], E[A]) over sampled Gaussian logits (`sampled_logits`, from N); V = N unless the values differ."""
-    A = sampled_attention(N, spec, C, logit_std, causal, key_mask, samples, seed)
-    V = N if V is None else V
-    return (A @ V @ A.transpose(-1, -2)).mean(0), A.mean(0)
-
-
-def sampled_attention(
-    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int
-) -> torch.Tensor:
-    """(samples, B, T, T) shaped attention matrices over sampled logits."""
+def sampled_softmax(N: Kernel, spec: BlockSpec, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int,
+                    seed: int) -> torch.Tensor:
+    """(samples, B, T, T) softmax probabilities over sampled logits (`sampled_logits`), masked as the model masks."""
     T = N.shape[-1]
     L = sampled_logits(N, spec, logit_std, samples, seed)
     allowed = torch.ones(T, T, dtype=torch.bool)
@@ -219,7 +209,20 @@ def sampled_attention(
         allowed = allowed.tril()
     if key_mask is not None:
         allowed = allowed & key_mask[:, None, :]
-    return shape_attention(torch.softmax(L.masked_fill(~allowed, float("-inf")), dim=-1), C, spec)
+    return torch.softmax(L.masked_fill(~allowed, float("-inf")), dim=-1)
+
+
+def sampled_attention(
+    N: Kernel, spec: BlockSpec, C: torch.Tensor, logit_std: float, causal: bool, key_mask: torch.Tensor | None, samples: int, seed: int
+) -> torch.Tensor:
+    """(samples, B, T, T) shaped attention matrices over sampled logits."""
+    return shape_attention(sampled_softmax(N, spec, logit_std, causal, key_mask, samples, seed), C, spec)
+
+
+def mean_entropy_ratio(S: torch.Tensor, key_mask: torch.Tensor | None = None) -> float:
+    """The mean attention-entropy ratio (`probes.metrics.entropy_ratio`) of softmax matrices (..., B, T, T)."""
+    S = S.reshape(-1, *S.shape[-3:]).transpose(0, 1)  # (B, draws, T, T): the draws in place of heads
+    return float(entropy_ratio(S / S.sum(-1, keepdim=True), key_mask).mean())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,22 +342,42 @@ def propagate(
     q_std = spec.init_std if spec.query_init is None else spec.query_init
     logit_std = logit_scale(spec, cfg)
     notes = []
+    entropy: list[float] = []  # per block: the mean entropy ratio of its softmax (1 = uniform, 0 = entropy collapse)
+
+    def fixed(A: torch.Tensor, S: torch.Tensor):
+        """The attention callable of one fixed matrix A for every block (softmax part S)."""
+        h = mean_entropy_ratio(S[None], key_mask)
+
+        def attention(N: Kernel, V: Kernel) -> tuple[Kernel, Kernel]:
+            entropy.append(h)
+            return A @ V @ A.transpose(-1, -2), A
+
+        return attention
+
     if spec.attention in SPA_ATTENTION:  # U-/E-SPA: A_l = D_l softmax(Gamma_l) per layer, exact at W^Q = 0
         target = spec.spa_rho if spec.attention == "u-spa" else spec.spa_gamma
         mats = iter([spa_attention(spec.attention, target, layer, cfg.depth, T)[0] for layer in range(cfg.depth)])
-        attention = lambda N, V: (lambda A: (A @ V @ A.transpose(-1, -2), A))(next(mats))  # noqa: E731
+
+        def attention(N: Kernel, V: Kernel) -> tuple[Kernel, Kernel]:
+            A = next(mats)
+            entropy.append(mean_entropy_ratio(A[None], key_mask))
+            return A @ V @ A.transpose(-1, -2), A
+
         if q_std != 0:
             notes.append(f"random W^Q (std {q_std}) around the {spec.attention} bias replaced by W^Q = 0")
-    elif q_std == 0:  # logits exactly 0: A = C, no approximation
-        A0 = shape_attention(C, C, spec)
-        attention = lambda N, V: (A0 @ V @ A0.transpose(-1, -2), A0)  # noqa: E731
-    elif softmax == "uniform":
-        A0 = shape_attention(C, C, spec)
-        attention = lambda N, V: (A0 @ V @ A0.transpose(-1, -2), A0)  # noqa: E731
-        notes.append(f"softmax replaced by its small-logit limit C (logit std {logit_std:.2f} at width {cfg.width})")
+    elif q_std == 0 or softmax == "uniform":  # logits exactly 0: A = C, no approximation (or the small-logit limit)
+        attention = fixed(shape_attention(C, C, spec), C)
+        if q_std != 0:
+            notes.append(f"softmax replaced by its small-logit limit C (logit std {logit_std:.2f} at width {cfg.width})")
     elif softmax == "sampled":
         layer_seed = iter(range(seed, seed + cfg.depth))
-        attention = lambda N, V: sampled_attention_kernel(N, spec, C, logit_std, cfg.causal, key_mask, samples, next(layer_seed), V)  # noqa: E731
+
+        def attention(N: Kernel, V: Kernel) -> tuple[Kernel, Kernel]:
+            S = sampled_softmax(N, spec, logit_std, cfg.causal, key_mask, samples, next(layer_seed))
+            entropy.append(mean_entropy_ratio(S, key_mask))
+            A = shape_attention(S, C, spec)
+            return (A @ V @ A.transpose(-1, -2)).mean(0), A.mean(0)
+
         notes.append(f"softmax averaged over {samples} sampled Gaussian logit draws (logit std {logit_std:.2f} at width {cfg.width})")
     else:
         raise SigpropError(f"unknown softmax treatment {softmax!r}; accepted: sampled, uniform")
@@ -362,7 +385,7 @@ def propagate(
     for layer in range(cfg.depth):
         K = block_kernel(K, spec, cfg, layer, attention, state)
         kernels.append(K)
-    return TheoryResult(spec=spec, kernels=kernels, notes=notes, key_mask=key_mask)
+    return TheoryResult(spec=spec, kernels=kernels, notes=notes, key_mask=key_mask, entropy=entropy)
 
 
 def propagate_batch(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, softmax: str = "sampled", samples: int = 8,

@@ -160,3 +160,27 @@ def test_attention_probes_record_entropy_ratio_and_spectral_ratio_and_analyze_th
     assert s.loc["skipless", "angle_exponent"] < -0.5  # 1 - cos_mean shrinks by e^-0.5 per layer or faster: collapse
     assert abs(s.loc["sas", "angle_exponent"]) < 0.05  # SAS keeps the embedding's geometry
     assert s["gradient_exponent"].notna().all()
+
+
+def test_theory_predicts_the_attention_entropy_and_the_trainability_map_draws_both_collapses(tmp_path):
+    """Entropy from the sampled softmax equals the measured one within 0.05 per block; the qk-scale-residual diagram
+    finds rank collapse at small query scale and entropy collapse at large, measured points inside the tolerance."""
+    cfg = ModelConfig(depth=4, width=256, heads=4, vocab_size=500, context=32)
+    idx = torch.randint(0, 500, (2, 32), generator=torch.Generator().manual_seed(0))
+    for q in (0.02, 2.0):
+        torch.manual_seed(0)
+        m = sp.build_model("pre-ln", cfg, sets=["beta_ff=0", f"query_init={q}"])
+        p = sp.measure(m, idx, kernels=True, attention=True)
+        th = propagate(m.spec, cfg, torch.from_numpy(p.kernels[0]))
+        measured = p.per_layer.query("metric == 'attn_entropy_ratio'").sort_values("layer").value.to_numpy()
+        assert np.abs(measured - np.array(th.entropy)).max() < 0.05, q
+    ph = sp.phase("qk-scale-residual", width=256, heads=4, seq_len=32, data="random", vocab_size=500, progress=False,
+                  measure_points=[(0.005, 1.0), (5.0, 1.0)])
+    g = ph.grid.pivot_table(index=["x", "y"], columns="metric", values="value")
+    small, large = g.xs(0.005, level="x"), g.xs(5.0, level="x")
+    assert (small.attn_entropy_ratio > 0.95).all()  # small logits: uniform attention, no entropy collapse ...
+    assert (small.cos_mean[small.index >= 1] > 0.9).all() and small.cos_mean.loc[0.125] < small.cos_mean.loc[1.0] - 0.3  # ... rank collapse unless the skip dominates
+    assert (large.attn_entropy_ratio < 0.15).all() and (large.cos_mean < 0.6).all()  # entropy collapse, tokens apart
+    assert ph.agrees
+    ph.plot(tmp_path)
+    assert (tmp_path / "qk-scale-residual.png").exists()

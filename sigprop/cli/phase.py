@@ -27,7 +27,7 @@ def phase_cmd(
     out: Path = typer.Option(Path("figures/phase"), "--out", help="Folder for the figures and the CSV tables."),
     list_only: bool = typer.Option(False, "--list", help="List the diagrams and exit."),
 ) -> None:
-    """Final-layer cos_mean and eff_rank over two knobs (theory), measured points marked; the paper's setting starred."""
+    """Final-layer cos_mean and eff_rank (or the attention-entropy ratio) over two knobs (theory), measured points marked; the paper's setting starred."""
     from sigprop.phases import DIAGRAMS, check_diagrams, phase
     from sigprop.runs import atomic_write_bytes
 

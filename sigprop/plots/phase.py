@@ -11,8 +11,9 @@ from sigprop.plots.style import TEXTWIDTH, paper_style, scale_note
 
 AXIS_LABELS = {"beta_ff": r"MLP-branch gain $\beta_{FF}$", "depth": "depth L", "alpha_sa": r"skip gain $\alpha_{SA}$",
                "beta_sa": r"attention-branch gain $\beta_{SA}$", "alpha": r"shaped $\alpha$ (weight on $I$)",
-               "gamma": r"shaped $\gamma$ (weight on $C$)"}
-CMAPS = {"cos_mean": "magma", "eff_rank": "viridis"}
+               "gamma": r"shaped $\gamma$ (weight on $C$)", "query_init": r"query scale $\sigma_Q$ (std of $W^Q$)"}
+CMAPS = {"cos_mean": "magma", "eff_rank": "viridis", "attn_entropy_ratio": "cividis"}
+UNIT = ("cos_mean", "attn_entropy_ratio")  # metrics in [0, 1]: one fixed colour scale
 
 
 def _edges(values: np.ndarray, log: bool) -> np.ndarray:
@@ -36,7 +37,7 @@ def phase_figure(p):
         for ax, m in zip(axes[0], metrics):
             g = p.grid[p.grid.metric == m].pivot_table(index="y", columns="x", values="value")
             xs, ys, Z = g.columns.to_numpy(float), g.index.to_numpy(float), g.to_numpy()
-            norm = Normalize(0, 1) if m == "cos_mean" else Normalize(np.nanmin(Z), np.nanmax(Z))
+            norm = Normalize(0, 1) if m in UNIT else Normalize(np.nanmin(Z), np.nanmax(Z))
             mesh = ax.pcolormesh(_edges(xs, d.log_x), _edges(ys, log_y), Z, cmap=CMAPS.get(m, "viridis"), norm=norm,
                                  shading="flat", rasterized=True)
             fig.colorbar(mesh, ax=ax, label=f"final-layer {METRIC_LABELS.get(m, m)}", shrink=0.9)

@@ -19,6 +19,7 @@ METRIC_LABELS = {
     "max_median_ratio": "max / median |activation|",
     "batch_corr_mean": "mean token correlation (batch)",
     "sink_share": "attention on the first token",
+    "attn_entropy_ratio": "attention entropy / max",
 }
 
 
