@@ -290,6 +290,20 @@ def block_kernel(K: Kernel, spec: BlockSpec, cfg: ModelConfig, layer: int, atten
     norm1 = "layer" if spec.norm == "none" and spec.first_layer_norm and layer == 0 else spec.norm
     sym = lambda R: R if isinstance(R, float) else _sym(R)  # noqa: E731
 
+    if spec.norm_position == "sphere":  # nGPT: states on the unit sphere, each branch normalised, a step alpha towards it
+        r = torch.diagonal(K, dim1=-2, dim2=-1).mean(-1)[..., None, None]  # ||x||^2 / d: 1 / d on the sphere
+        al = spec.sphere_alpha
+
+        def towards(X: Kernel, branch: Kernel, cross: Kernel | float) -> Kernel:
+            B, cb = normalise(branch)
+            R = cross if isinstance(cross, float) else cross * cb[..., None, :]
+            return normalise((1 - al) ** 2 * X + al**2 * B + al * (1 - al) * sym(R))[0]
+
+        U = normalise(K)[0]
+        mid = towards(U, *attn(U, U, torch.ones(K.shape[:-1], dtype=K.dtype)))
+        # unit-norm weight rows on unit-norm states: pre-activations with kernel ||x||^2 / d x the unit kernel
+        hid = activation_kernel(r * mid, spec.activation, spec.leaky_slope)
+        return r * towards(mid, hid, 0.0)
     if spec.parallel:
         N, c = normed(K, norm1)
         branch, cross = out(*attn(N, K, c), spec.norm_alpha)

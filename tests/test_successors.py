@@ -18,7 +18,8 @@ from sigprop.theory import propagate
 from sigprop.training import get_config, train
 
 VARIANTS = [("dyt", ()), ("derf", ("derf_shift=0.2",)), ("peri-ln", ()), ("gated", ()), ("pre-ln", ("attn_gate=sigmoid-head",)),
-            ("pre-ln", ("value_residual=0.5",)), ("sas-p", ("norm_position=peri",)), ("sas", ("norm=dyt", "attn_gate=sigmoid"))]
+            ("pre-ln", ("value_residual=0.5",)), ("sas-p", ("norm_position=peri",)), ("sas", ("norm=dyt", "attn_gate=sigmoid")),
+            ("ngpt", ()), ("ngpt", ("sphere_alpha=0.5",))]
 
 
 @pytest.mark.parametrize("kind", ["decoder", "encoder"])
@@ -91,7 +92,8 @@ def test_value_residual_mixes_the_first_blocks_values_into_every_later_block():
     assert torch.equal(out[None], out[1.0]) and not torch.allclose(out[None], out[0.5])
 
 
-@pytest.mark.parametrize("sets, needle", [(["norm=batch"], "dyt, derf"), (["value_residual=2"], "value_residual"),
+@pytest.mark.parametrize("sets, needle", [(["norm=batch"], "dyt, derf"), (["norm_position=sphere", "parallel=true"], "peri"),
+                                           (["sphere_alpha=0"], "sphere_alpha"), (["value_residual=2"], "value_residual"),
                                            (["attn_gate=tanh"], "sigmoid-head"), (["norm_alpha=0"], "norm_alpha"),
                                            (["norm_position=mix"], "peri")])
 def test_bad_values_are_one_line(sets, needle):
@@ -100,7 +102,7 @@ def test_bad_values_are_one_line(sets, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("block", ["dyt", "derf", "peri-ln", "gated"])
+@pytest.mark.parametrize("block", ["dyt", "derf", "peri-ln", "gated", "ngpt"])
 def test_each_successor_preset_trains_at_ci_scale(block, tmp_path):
     run = train(block, get_config("ci"), out=tmp_path / block, quiet=True)
     assert run.status == "done" and math.isfinite(run.summary["final_eval_loss"])
@@ -121,6 +123,25 @@ def test_kernel_maps_predict_the_measured_cosines_at_large_width(block, sets):
     assert th.exact
     measured, predicted = p.value("cos_mean").to_numpy(), th.metrics(("cos_mean",)).value.to_numpy()
     assert np.abs(measured - predicted).max() < 0.05
+
+
+def test_ngpt_keeps_states_and_weight_rows_on_the_unit_sphere_through_training(tmp_path):
+    """nGPT (Loshchilov et al. 2025): unit-norm hidden states after every block, and the trainer renormalises the
+    weight rows after every optimiser step (the final weights of a 20-step run still have unit rows everywhere)."""
+    from sigprop.runs import RunDir
+    from sigprop.training.checkpoint import load_checkpoint
+
+    cfg = get_config("ci")
+    train("ngpt", cfg, out=tmp_path / "ngpt", quiet=True)
+    m = sp.build_model("ngpt", depth=cfg.depth, width=cfg.width, heads=cfg.heads, vocab_size=cfg.vocab_size, context=cfg.seq_len)
+    m.load_state_dict(load_checkpoint(RunDir(tmp_path / "ngpt").checkpoint)["model"])
+    rows = {"wte": (m.embed.wte.weight, 1), "w_q": (m.blocks[0].attn.w_q.weight, 1), "w_out": (m.blocks[1].mlp.w_out.weight, 0)}
+    for name, (w, dim) in rows.items():
+        assert torch.allclose(w.norm(dim=dim), torch.ones(w.shape[1 - dim]), atol=1e-5), name
+    assert not torch.allclose(m.blocks[0].alpha_attn, torch.full_like(m.blocks[0].alpha_attn, cfg.width**-0.5))  # it trained
+    p = sp.measure(m, torch.randint(0, cfg.vocab_size, (2, 16)), activations=True)
+    for layer, x in p.activations.items():
+        assert torch.allclose(x.norm(dim=-1), torch.ones(x.shape[:-1]), atol=1e-4), layer
 
 
 # ------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class Block(nn.Module):
     Post-LN: X^ = Norm(alpha_sa X + beta_sa MHA(X)),  X' = Norm(alpha_ff X^ + beta_ff MLP(X^)).
     Peri-LN: X^ = alpha_sa X + beta_sa Norm(MHA(Norm(X))),  X' = alpha_ff X^ + beta_ff Norm(MLP(Norm(X^)))
     (Kim et al. 2025, arXiv 2502.02732, Eq. 3; parallel: each branch output normalised).
+    Sphere (nGPT): X^ = Norm(X + a_A (Norm(MHA(X)) - X)),  X' = Norm(X^ + a_M (Norm(MLP(X^)) - X^)), Norm = unit L2 norm.
     A gain that is fixed at 0 drops its term; one fixed at 1 costs no multiply.
     """
 
@@ -50,6 +51,10 @@ class Block(nn.Module):
         alpha_ff = spec.norm_alpha if spec.norm_alpha_ff is None else spec.norm_alpha_ff
         self.ln_1 = make_norm(norm, width, spec.norm_eps, spec.norm_alpha, spec.derf_shift)
         self.ln_2 = make_norm(spec.norm, width, spec.norm_eps, alpha_ff, spec.derf_shift) if not spec.parallel else None
+        if spec.norm_position == "sphere":  # nGPT's step sizes: |p| alpha_init / base with p initialised at base = 1/sqrt(d)
+            self.sphere_base = width**-0.5
+            self.alpha_attn = nn.Parameter(torch.full((width,), self.sphere_base))
+            self.alpha_mlp = nn.Parameter(torch.full((width,), self.sphere_base))
         if spec.norm_position == "peri":  # Peri-LN's output norms, one per branch
             self.ln_attn_out = make_norm(spec.norm, width, spec.norm_eps, spec.norm_alpha, spec.derf_shift)
             self.ln_mlp_out = make_norm(spec.norm, width, spec.norm_eps, alpha_ff, spec.derf_shift)
@@ -71,11 +76,17 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()  # beta_ff * MLP(...) branch output
         self.hook_mid = HookPoint()  # X^ between the sub-blocks (sequential only)
 
+    def step(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """nGPT's effective step size per channel, |p| alpha_init / base (its 'eigen learning rate')."""
+        return (getattr(self, name).abs() * (self.spec.sphere_alpha / self.sphere_base)).to(like.dtype)
+
     def gains(self) -> dict[str, torch.Tensor]:
         """Every gain of this block (trained or fixed): branch gains, shaped attention's alpha, beta, gamma
         (per head) and the Eq. 6 gains alpha_v, beta_v / alpha_p, beta_p of reparameterised values/projections."""
         names = ("alpha_comb", "beta_sa", "beta_ff") if self.spec.parallel else ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff")
         out = {name: getattr(self, name).detach() for name in names}
+        if self.spec.norm_position == "sphere":  # nGPT: the mean step size per branch
+            out.update({n: self.step(n, self.alpha_attn).detach().mean() for n in ("alpha_attn", "alpha_mlp")})
         for name in ("alpha", "beta", "gamma"):
             g = getattr(self.attn, name, None)
             if isinstance(g, torch.Tensor):
@@ -103,6 +114,11 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, v1: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, d); v1: the first block's values (value residual), None elsewhere."""
         spec = self.spec
+        if spec.norm_position == "sphere":
+            a = self.hook_attn_out(self.attn(x, key_mask, v1))
+            x = self.hook_mid(unit(x + self.step("alpha_attn", x) * (unit(a) - x)))
+            m = self.hook_mlp_out(self.mlp(x))
+            return unit(x + self.step("alpha_mlp", x) * (unit(m) - x))
         out_a, out_m = (self.ln_attn_out, self.ln_mlp_out) if spec.norm_position == "peri" else (_same, _same)
         if spec.parallel:
             h = self.ln_1(x)
@@ -122,3 +138,8 @@ class Block(nn.Module):
 
 def _same(x: torch.Tensor) -> torch.Tensor:
     return x
+
+
+def unit(x: torch.Tensor) -> torch.Tensor:
+    """Each token (last axis) scaled to unit L2 norm: nGPT's Norm."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sigprop.blocks.attention import Attention, draw_, normal_linear, tie_valproj_init
-from sigprop.blocks.block import Block
+from sigprop.blocks.attention import Attention, DenseMatrix, draw_, normal_linear, tie_valproj_init
+from sigprop.blocks.block import Block, unit
 from sigprop.blocks.norms import make_norm
 from sigprop.blocks.spec import BlockSpec, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
@@ -57,16 +57,18 @@ def embedding(n: int, d: int) -> nn.Embedding:
 class Embedding(nn.Module):
     """Token + learned position embeddings; its output is 'layer 0' for the probes."""
 
-    def __init__(self, cfg: ModelConfig, std: float):
+    def __init__(self, cfg: ModelConfig, std: float, sphere: bool = False):
         super().__init__()
         # nn.Embedding's own N(0, 1) draws stay before ours, so the RNG stream (every seeded run) is unchanged
         self.wte, self.wpe = embedding(cfg.vocab_size, cfg.width), embedding(cfg.context, cfg.width)
         draw_(nn.init.normal_, self.wte.weight, std=std)
         draw_(nn.init.normal_, self.wpe.weight, std=std)
+        self.sphere = sphere  # nGPT: the stream starts on the unit sphere
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
-        return self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        return unit(x) if self.sphere else x
 
 
 def check_tokens(idx: torch.Tensor, vocab_size: int, name: str) -> None:
@@ -91,7 +93,8 @@ class Transformer(nn.Module):
     def __init__(self, spec: BlockSpec, cfg: ModelConfig):
         super().__init__()
         self.spec, self.config = spec, cfg
-        self.embed = Embedding(cfg, spec.init_std)
+        sphere = spec.norm_position == "sphere"
+        self.embed = Embedding(cfg, spec.init_std, sphere)
         self.blocks = nn.ModuleList(
             Block(spec, cfg.width, cfg.heads, cfg.depth, layer, cfg.causal) for layer in range(cfg.depth)
         )
@@ -100,9 +103,14 @@ class Transformer(nn.Module):
         final = spec.norm if spec.norm != "none" else "layer"
         alpha_f = spec.norm_alpha if spec.norm_alpha_final is None else spec.norm_alpha_final
         self.ln_f = make_norm(final, cfg.width, spec.norm_eps, alpha_f, spec.derf_shift)
+        if sphere:  # nGPT: states stay on the sphere (no final norm); logits scaled per token, s_z = |p| / base
+            self.ln_f = nn.Identity()
+            self.s_z = nn.Parameter(torch.full((cfg.vocab_size,), cfg.width**-0.5))
         if cfg.kind == "encoder":  # BERT-style MLM transform before the tied decoder
             self.mlm_dense = normal_linear(cfg.width, cfg.width, spec.init_std)
             self.mlm_norm = make_norm(final, cfg.width, spec.norm_eps, alpha_f, spec.derf_shift)
+        if sphere:
+            self.renormalize_()
 
     def features(self, idx: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states (B, T, d) after the last norm."""
@@ -127,10 +135,31 @@ class Transformer(nn.Module):
         if self.config.kind == "encoder":
             x = self.mlm_norm(F.gelu(self.mlm_dense(x)))
         logits = x @ self.embed.wte.weight.T  # tied head
+        if self.spec.norm_position == "sphere":
+            logits = logits * (self.s_z.abs() * self.config.width**0.5).to(logits.dtype)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    @torch.no_grad()
+    def renormalize_(self) -> None:
+        """nGPT: every matrix's rows along the embedding dimension back on the unit sphere (after each optimiser step):
+        maps out of the stream (W^Q, W^K, W^V, gate, MLP in) per output unit, maps into it (W^O, MLP out) per input unit."""
+        if self.embed.wte.weight.is_meta:
+            return
+        unit_ = lambda w, dim: w.copy_(w / w.norm(dim=dim, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny))  # noqa: E731
+        unit_(self.embed.wte.weight, 1)
+        for block in self.blocks:
+            attn = block.attn
+            for lin in (attn.w_q, attn.w_k, attn.w_gate, block.mlp.w_in):
+                if lin is not None:
+                    unit_(lin.weight, 1)  # nn.Linear (out, in): the input is the stream
+            unit_(block.mlp.w_out.weight, 0)  # (d, hidden): each hidden unit's write into the stream
+            if isinstance(attn.value, DenseMatrix):
+                unit_(attn.value.weight, 0)  # x @ W, W (d, d): columns read the stream
+            if isinstance(attn.proj, DenseMatrix):
+                unit_(attn.proj.weight, 1)  # rows write into it
 
     # -- what probes read (the same protocol as an adapter of a foreign model; sigprop.probes.points) ----------
     def probe_points(self) -> dict[str, nn.Module]:

@@ -33,7 +33,7 @@ Attention = Literal["softmax", "value_skipinit", "shaped", "u-spa", "e-spa"]
 Matrix = Literal["dense", "identity", "reparam"]
 MatrixInit = Literal["normal", "orthogonal", "identity"]
 Norm = Literal["rms", "layer", "dyt", "derf", "none"]
-NormPosition = Literal["pre", "post", "peri"]
+NormPosition = Literal["pre", "post", "peri", "sphere"]
 AttnGate = Literal["none", "sigmoid", "sigmoid-head"]
 QKNorm = Literal["none", "rms", "layer"]
 Activation = Literal["relu", "leaky_relu", "gelu", "linear"]
@@ -46,7 +46,7 @@ GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "va
 #: holds its default, so adding a knob never orphans the committed runs that predate it.
 KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma", "tie_valproj_init", "qk_norm", "logit_softcap",
                                           "beta_ref", "beta_ref_depth", "norm_alpha", "norm_alpha_ff", "norm_alpha_final",
-                                          "derf_shift", "attn_gate", "value_residual")
+                                          "derf_shift", "attn_gate", "value_residual", "sphere_alpha")
 
 #: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
 BETA_FF_REF_DEPTH = 18
@@ -108,6 +108,10 @@ class BlockSpec:
     # --- normalisation -----------------------------------------------------------------------
     norm: Norm = "rms"
     norm_position: NormPosition = "pre"  # peri: x + Norm(F(Norm(x))) (Peri-LN, Kim et al. 2025, arXiv 2502.02732)
+    # sphere (nGPT, Loshchilov, Hsieh, Sun, Ginsburg, ICLR 2025, arXiv 2410.01131, Eq. 10-11): hidden states on the unit
+    # sphere, h <- Norm(h + alpha_A (Norm(MHA(h)) - h)), likewise for the MLP; alpha per channel, init sphere_alpha;
+    # weight rows renormalised after every optimiser step (`Transformer.renormalize_`)
+    sphere_alpha: float = 0.05
     # DyT (Zhu, Chen, He, LeCun, Liu, CVPR 2025, arXiv 2503.10622): gamma * tanh(alpha x) + beta in place of a norm;
     # Derf (Chen, Lu, Zhu, Sun, Liu, arXiv 2512.10938, Eq. 10): gamma * erf(alpha x + s) + beta. alpha's init per place
     # (DyT's LLaMA recipe sets the attention, FFN and final norms apart): None = norm_alpha
@@ -157,8 +161,8 @@ class BlockSpec:
             from sigprop.blocks.spa import check_target
 
             check_target(self.attention, self.spa_rho if self.attention == "u-spa" else self.spa_gamma)
-        if self.parallel and self.norm_position == "post":
-            raise SigpropError("norm_position='post' is not defined for parallel=True; accepted: 'pre'")
+        if self.parallel and self.norm_position in ("post", "sphere"):
+            raise SigpropError(f"norm_position={self.norm_position!r} is not defined for parallel=True; accepted: 'pre', 'peri'")
 
     # ------------------------------------------------------------------------------------------
     def replace(self, **knobs: object) -> BlockSpec:
@@ -228,6 +232,7 @@ _NUMBERS: dict[str, tuple[float, bool, float, str | None]] = {
     "norm_alpha_ff": (0.0, False, math.inf, "norm_alpha"),
     "norm_alpha_final": (0.0, False, math.inf, "norm_alpha"),
     "derf_shift": (-math.inf, True, math.inf, None),
+    "sphere_alpha": (0.0, False, 1.0, None),
     "value_residual": (0.0, True, 1.0, "off"),
     "query_init": (0.0, True, math.inf, "init_std"),
     "norm_eps": (0.0, False, math.inf, None),
@@ -414,6 +419,14 @@ PRESETS: dict[str, BlockSpec] = {
             attn_gate="sigmoid",
             description="Gated attention (Qiu et al. 2025): Pre-LN with a sigmoid gate per channel on the SDPA output",
             removes="nothing (a gate added after attention)",
+        ),
+        BlockSpec(
+            name="ngpt",
+            norm="none",
+            norm_position="sphere",
+            qk_norm="rms",
+            description="nGPT (Loshchilov et al. 2025): states and weight rows on the unit sphere, per-channel step sizes alpha 0.05",
+            removes="normalisation layers (every state and weight row normalised instead)",
         ),
         BlockSpec(
             name="u-spa",

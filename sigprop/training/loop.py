@@ -198,6 +198,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
         net = DistributedDataParallel(net, device_ids=[dist.device.index] if dist.device.type == "cuda" else None)
     mask = {"mask": data.special["mask"], "special_ids": tuple(data.special.values())} if cfg.kind == "encoder" else None
     params = [p for p in model.parameters() if p.requires_grad]
+    renormalize = model.renormalize_ if spec.norm_position == "sphere" else None
     probe_idx = data.probe_batch(cfg.probe_batch, seed=cfg.seed).to(dist.device)[:, :-1] if cfg.probe_every else None
 
     def evaluate(quantised: bool = False) -> float:
@@ -305,6 +306,8 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
                 checkpoint(pending)
                 pending = None
             optimizer.step()
+            if renormalize is not None:  # nGPT: weight rows back on the sphere after every update
+                renormalize()
             optimizer.zero_grad(set_to_none=True)
             step += 1
             dt = time.perf_counter() - t0
