@@ -14,6 +14,7 @@ submitit keeps each job's pickled call, stdout and stderr in <out>/submitit/.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -74,6 +75,16 @@ class Launcher:
         return ex
 
 
+def job_error(e: BaseException) -> str:
+    """The job's own exception in one line ('RunInUse: run directory ... is in use by ...'): submitit's error carries
+    the job's whole traceback, whose last 'module.Error: message' line is the one that says what went wrong."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    raised = [ln for ln in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|InUse|Diverged|Interrupt)\b.*?: ", ln)]
+    if raised:
+        return re.sub(r"^(?:\w+\.)+(?=\w+: )", "", raised[-1], count=1)
+    return lines[0] if lines else type(e).__name__
+
+
 def run_jobs(launcher: Launcher, fn: Callable, args: Sequence[tuple], labels: Sequence[str], folder: Path, name: str,
              say: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True), poll_s: float = 2.0) -> list:
     """Submit `fn(*a)` for each `a` in `args` as one job array, wait for every job, return their results in order.
@@ -101,8 +112,7 @@ def run_jobs(launcher: Launcher, fn: Callable, args: Sequence[tuple], labels: Se
                 results[i] = jobs[i].result()
                 say(f"  job {len(jobs) - len(pending)}/{len(jobs)} done: {labels[i]} ({time.perf_counter() - t0:.0f} s)")
             except Exception as e:  # noqa: BLE001 - the job's own exception, re-raised by submitit
-                first = next((ln for ln in reversed(str(e).strip().splitlines()) if ln.strip()), type(e).__name__)
-                failed.append(f"{labels[i]} (job {jobs[i].job_id}: {first.strip()[:200]}; log {jobs[i].paths.stderr})")
+                failed.append(f"{labels[i]} (job {jobs[i].job_id}: {job_error(e)[:300]}; log {jobs[i].paths.stderr})")
                 say(f"  job {len(jobs) - len(pending)}/{len(jobs)} FAILED: {failed[-1]}")
         if pending:
             time.sleep(poll_s)
