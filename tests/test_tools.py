@@ -204,6 +204,27 @@ def test_cli_log_tensorboard_event_files_hold_the_losses(tmp_path, cache, data):
     assert not (out / "tensorboard").exists()  # --overwrite replaces the tracker's view with the records
 
 
+def test_tensorboard_after_a_crash_and_resume_holds_each_step_once(tmp_path, data):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "tb"
+
+    def crash_at_15(step, rec):
+        if step == 15:
+            raise RuntimeError("node lost")
+
+    with pytest.raises(RuntimeError, match="node lost"):  # checkpoint at step 10; steps 11-15 logged, then replayed
+        train("pre-ln", "ci", out, data=data, quiet=True, log="tensorboard", callback=crash_at_15)
+    train(None, None, out, data=data, quiet=True, resume=True, log="tensorboard")
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("train/loss")]
+    assert steps == list(range(1, 21))
+    whole = RunDir(out).metrics()
+    assert [e.value for e in acc.Scalars("train/loss")] == pytest.approx(whole.loss.tolist(), rel=1e-6)
+
+
 def test_log_wandb_offline_writes_a_run_folder(tmp_path, data, monkeypatch):
     pytest.importorskip("wandb")
     monkeypatch.setenv("WANDB_MODE", "offline")

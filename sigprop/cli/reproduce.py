@@ -79,7 +79,7 @@ def launcher_options():
         launcher=typer.Option("local", "--launcher", help=f"Where runs train: {', '.join(LAUNCHERS)} (one job per run through submitit; needs sigprop[cluster])."),
         partition=typer.Option(None, "--partition", help="--launcher slurm: the partition."),
         time=typer.Option(60, "--time", help="Per job: time limit in minutes."),
-        cpus=typer.Option(1, "--cpus", help="Per job: CPUs (also its torch threads unless --threads)."),
+        cpus=typer.Option(1, "--cpus", help="Per job: CPUs (reproduce: also the torch threads of its run unless --threads)."),
         gpus=typer.Option(0, "--gpus", help="Per job: GPUs."),
         mem=typer.Option(None, "--mem", help="Per job: memory in GB (default: the cluster's)."),
     )

@@ -83,12 +83,13 @@ def probe_scalars(rows: pd.DataFrame) -> dict[str, float]:
 
 
 class TensorBoardLogger:
-    """Event files under <run>/tensorboard (torch.utils.tensorboard.SummaryWriter)."""
+    """Event files under <run>/tensorboard (torch.utils.tensorboard.SummaryWriter). A resume from step s purges the
+    events past s, as the run's records are cut back (the replayed steps are logged once)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, start: int = 0):
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(folder / "tensorboard"), purge_step=start + 1 if start else 0)
 
     def log_scalars(self, step: int, values: dict[str, float]) -> None:
         for tag, v in values.items():
@@ -131,9 +132,9 @@ class Loggers:
         self.loggers = []
 
 
-def open_loggers(names: list[str], folder: Path, name: str, config: dict) -> Loggers:
-    """The trackers `names` (from `parse_log`) writing under the run folder `folder`."""
+def open_loggers(names: list[str], folder: Path, name: str, config: dict, start: int = 0) -> Loggers:
+    """The trackers `names` (from `parse_log`) writing under the run folder `folder`, from step `start` (a resume's)."""
     made: list[Logger] = []
     for n in names:
-        made.append(TensorBoardLogger(folder) if n == "tensorboard" else WandbLogger(folder, name, config))
+        made.append(TensorBoardLogger(folder, start) if n == "tensorboard" else WandbLogger(folder, name, config))
     return Loggers(made)

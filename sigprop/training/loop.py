@@ -195,7 +195,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             (run.path / SUMMARY).unlink()
 
     keep = set(keep_steps(cfg.steps, cfg.keep_checkpoints))
-    logger = held.enter_context(contextlib.closing(open_loggers(list(trackers) if dist.main and step < cfg.steps else [], out, out.name, record)))
+    logger = held.enter_context(contextlib.closing(open_loggers(list(trackers) if dist.main and step < cfg.steps else [], out, out.name, record, step)))
     bf16 = use_bf16(cfg, dist.device)
     autocast = lambda: torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
     net: nn.Module = model
