@@ -8,6 +8,7 @@
 
     sp.analyze(model)                                  # any nn.Module (its block stack is found)
     sp.analyze(model="DIR_OR_HUB_ID", revisions=[...])  # pretrained checkpoints (sigprop.pretrained)
+    sp.analyze(run="runs/sas", all_checkpoints=True)    # a training run's kept checkpoints, on the run's own data
 """
 
 from __future__ import annotations
@@ -300,6 +301,8 @@ def analyze(
     max_bytes: int | None = None,
     progress: bool = True,
     outliers: bool = False,
+    run: str | Path | None = None,
+    all_checkpoints: bool = False,
 ) -> Analysis:
     """Probe every block at initialisation on the same batch; add the infinite-width prediction.
 
@@ -308,7 +311,16 @@ def analyze(
 
     `blocks` may also be an nn.Module, and `model` a folder written by `save_pretrained` or a hub id
     (with `revisions`, one analysis per checkpoint); those are probed as they are, without theory.
+    `run`: a folder written by `sigprop train`: its final checkpoint (all_checkpoints: every snapshot kept with
+    --keep-checkpoints, and the final one), rebuilt from the run's config.json and probed on the run's own data.
     """
+    if run is not None:
+        if model is not None or isinstance(blocks, nn.Module) or revisions:
+            raise SigpropError("run= probes a training run's checkpoints; accepted: run= alone, or model=/revisions= without it")
+        return _analyze_run(Path(run), all_checkpoints, batch=batch, dtype=dtype, kernels=kernels, grad=grad,
+                            cache_dir=cache_dir, progress=progress, outliers=outliers)
+    if all_checkpoints:
+        raise SigpropError("all_checkpoints (--all-checkpoints) needs run= (--run RUNDIR)")
     if isinstance(blocks, nn.Module) or model is not None:
         return _analyze_models(blocks if isinstance(blocks, nn.Module) else None, model, list(revisions), seq_len=seq_len,
                                batch=batch, seed=seed, data=data, vocab_size=vocab_size, dtype=dtype, kernels=kernels,
@@ -410,6 +422,79 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
                     width=width_of(first.model) or "?", heads=getattr(getattr(first.model, "config", None), "num_attention_heads", "?"),
                     seq_len=seq_len, batch=batch, seed=seed, data=data, data_desc="; ".join(sorted(descs)), dtype=dtype, grad=grad,
                     outliers=outliers)
+    a = Analysis(metrics=pd.concat(frames, ignore_index=True), kernels=kern, theory={}, specs=named, settings=settings)
+    a.verdicts = {b: verdict(a.measured(b)) for b in named}
+    return a
+
+
+def run_checkpoints(run: str | Path, all_checkpoints: bool = False) -> list[tuple[int, Path]]:
+    """[(step, file or folder)] of a run: its final checkpoint (checkpoints/last.pt, else its last kept snapshot), or
+    with all_checkpoints every kept snapshot plus last.pt where it holds a step none of them has."""
+    from sigprop.runs import CONFIG, RunDir
+    from sigprop.training.checkpoint import load_checkpoint
+
+    rd = RunDir(run)
+    if not rd.has(CONFIG):
+        raise SigpropError(f"{str(rd.path)!r} is not a training run (no {CONFIG}); accepted: a folder written by sigprop train")
+    kept = rd.kept()
+    final = [(int(load_checkpoint(rd.checkpoint)["step"]), rd.checkpoint)] if rd.checkpoint.exists() else []
+    if not final and not kept:
+        raise SigpropError(f"run {str(rd.path)!r} has no checkpoint yet; accepted: a run that took at least one checkpoint")
+    if not all_checkpoints:
+        return final or [list(kept.items())[-1]]
+    if not kept:
+        raise SigpropError(f"run {str(rd.path)!r} kept no snapshots; train it with --keep-checkpoints N, or drop --all-checkpoints")
+    points = dict(kept)
+    for step, path in final:
+        points.setdefault(step, path)
+    return sorted(points.items())
+
+
+def _analyze_run(path: Path, all_checkpoints: bool, *, batch: int, dtype: str, kernels: bool, grad: bool, cache_dir,
+                 progress: bool, outliers: bool) -> Analysis:
+    """`analyze` of a run's checkpoints: one entry per checkpoint (label run@stepN), each model rebuilt from the run's
+    config.json (build_model) with its weights loaded, all probed on the run's own data: the probe rows of its
+    training (same corpus, vocabulary, length and seed; the same rows as its probes when batch = its probe_batch)."""
+    from sigprop.blocks import build_model
+    from sigprop.data import load_data
+    from sigprop.runs import CONFIG, RunDir
+    from sigprop.training.checkpoint import load_checkpoint, load_kept
+    from sigprop.training.resolve import stored_run
+
+    check_choice("dtype", dtype, DTYPES)
+    check_positive("batch", batch)
+    points = run_checkpoints(path, all_checkpoints)
+    rd = RunDir(path)
+    stored = rd.read_json(CONFIG)
+    spec, cfg = stored_run(stored)
+    try:
+        mcfg = ModelConfig(**stored["model"])
+    except (KeyError, TypeError) as e:
+        raise SigpropError(f"the run's {CONFIG} has no usable model record ({e}); accepted: a folder written by sigprop train") from None
+    data = load_data(cfg.source, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, cache_dir=cache_dir, progress=progress, max_bytes=cfg.max_bytes)
+    tokens = data.probe_batch(batch, seed=cfg.seed)[:, :-1]
+    frames, kern, named = [], {}, {}
+    for step, src in steps(points, f"probing {len(points)} checkpoint(s) of {rd.name}", progress and len(points) > 1,
+                           name=lambda p: f"step {p[0]}"):
+        model = build_model(spec, mcfg)
+        if src.is_dir():
+            load_kept(src, model)
+        else:
+            model.load_state_dict(load_checkpoint(src)["model"])
+        model = model.to(DTYPES[dtype]).eval()
+        label = f"{rd.name}@step{step}"
+        p = measure(model, tokens, kernels=kernels, outliers=outliers)
+        m = (p.per_layer if outliers else p.metrics[p.metrics["head"] == -1]).assign(block=label, source="measured")
+        frames.append(m[["block", "layer", "metric", "value", "source"]])
+        if kernels:
+            kern[label] = {layer: cosine_kernel(torch.from_numpy(k)).mean(0).numpy() for layer, k in p.kernels.items()}
+        if grad:
+            frames += grad_frames(model, tokens, label, None)
+        named[label] = spec
+    settings = dict(model=f"run {rd.name} ({spec.name})", run=str(rd.path), revisions=list(named), steps=[s for s, _ in points],
+                    depth=mcfg.depth, width=mcfg.width, heads=mcfg.heads, seq_len=tokens.shape[1], batch=batch, seed=cfg.seed,
+                    data=cfg.source, data_desc=f"the run's data ({cfg.source}, vocab {data.vocab_size})", vocab_size=data.vocab_size,
+                    dtype=dtype, kind=mcfg.kind, grad=grad, outliers=outliers)
     a = Analysis(metrics=pd.concat(frames, ignore_index=True), kernels=kern, theory={}, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a

@@ -37,7 +37,7 @@ def _transformers():
     try:
         import transformers
     except ImportError as e:  # pragma: no cover - transformers is in the dev/hf extras
-        raise SigpropError("analysing a pretrained model needs transformers: pip install 'sigprop[dev]' (or transformers)") from e
+        raise SigpropError("analysing a pretrained model (--model) needs transformers: pip install 'sigprop[hf]'") from e
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()  # sigprop shows its own progress
     return transformers

@@ -6,6 +6,9 @@
       metrics.jsonl      one JSON line per step (step, time, tokens, lr, loss, grad_norm[, eval_loss]), flushed
       probes.jsonl       one JSON line per probe row (step, source, layer, module, metric, head, value), flushed
       checkpoints/last.pt  model + optimiser + RNG + step, written atomically (temp file + os.replace)
+      checkpoints/step-0000100/  a kept weight snapshot (--keep-checkpoints N): `save_pretrained`'s config.json +
+                         model.safetensors, so `Transformer.from_pretrained` and `sigprop analyze --run` read it
+      tensorboard/, wandb/  an experiment tracker's copy of the records (--log), a view: the files above are the record
       summary.json       final numbers (also written when a run stops early, with its status)
       *.jsonl.gz         a finished run's records packed for committing (`RunDir.pack`); read as the plain ones
       .lock              held (flock) by the one process writing the run; names its pid
@@ -24,6 +27,8 @@ import gzip
 import json
 import math
 import os
+import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -39,6 +44,11 @@ CONFIG, ENV, METRICS, PROBES, SUMMARY = "config.json", "env.json", "metrics.json
 LOGS = (METRICS, PROBES)  # the append-only records, which `RunDir.pack` gzips once a run is finished
 CHECKPOINT = Path("checkpoints") / "last.pt"
 LOCK = ".lock"
+#: A kept snapshot's folder name (checkpoints/step-0000100): zero-padded, so names sort by step.
+KEPT = "step-{:07d}"
+_KEPT_RE = re.compile(r"step-(\d+)")
+#: Folders the experiment trackers write into a run (sigprop.training.loggers).
+TRACKERS = ("tensorboard", "wandb")
 
 
 def _json_default(o: object) -> object:
@@ -275,8 +285,9 @@ class RunDir:
 
     def never_stepped(self) -> bool:
         """Only set-up files of a start that took no step (no checkpoint, no metrics; step-0 probes at most)."""
-        ours = {CONFIG, ENV, METRICS, PROBES, SUMMARY, CHECKPOINT.parts[0], *PACKED}
-        return set(self.contents()) <= ours and not self.checkpoint.exists() and not read_jsonl(self.path / METRICS)
+        ours = {CONFIG, ENV, METRICS, PROBES, SUMMARY, CHECKPOINT.parts[0], *PACKED, *TRACKERS}
+        return (set(self.contents()) <= ours and not self.checkpoint.exists() and not read_jsonl(self.path / METRICS)
+                and not any(step > 0 for step in self.kept()))
 
     def pack(self) -> int:
         """Gzip metrics.jsonl and probes.jsonl into their .gz twins (byte-reproducible: no timestamp inside), for
@@ -322,8 +333,12 @@ class RunDir:
             (self.path / name).unlink(missing_ok=True)
         ck = self.path / CHECKPOINT
         ck.unlink(missing_ok=True)
+        self.drop_kept(after=-1)
+        for name in TRACKERS:  # a tracker's view of the records being replaced
+            if (self.path / name).is_dir():
+                shutil.rmtree(self.path / name)
         for leftover in list(self.path.glob("**/.*.tmp")):
-            leftover.unlink(missing_ok=True)
+            shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink(missing_ok=True)
         if ck.parent.exists() and not any(ck.parent.iterdir()):
             ck.parent.rmdir()
         others = self.contents()
@@ -341,6 +356,24 @@ class RunDir:
     @property
     def name(self) -> str:
         return self.path.name
+
+    def kept_path(self, step: int) -> Path:
+        """Where the kept snapshot of `step` lies (checkpoints/step-0000100)."""
+        return self.path / CHECKPOINT.parent / KEPT.format(step)
+
+    def kept(self) -> dict[int, Path]:
+        """The kept weight snapshots, {step: folder}, by step."""
+        found = {}
+        for p in (self.path / CHECKPOINT.parent).glob("step-*"):
+            if (m := _KEPT_RE.fullmatch(p.name)) and p.is_dir():
+                found[int(m.group(1))] = p
+        return dict(sorted(found.items()))
+
+    def drop_kept(self, after: int) -> None:
+        """Remove the kept snapshots past step `after` (a resume replays those steps and writes them again)."""
+        for step, p in self.kept().items():
+            if step > after:
+                shutil.rmtree(p)
 
     def write_json(self, name: str, obj: object) -> None:
         atomic_write_json(self.path / name, obj)

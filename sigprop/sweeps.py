@@ -8,7 +8,8 @@
 
 Every grid point is one `analyze` call (one block, one width, depth and seed, one set of knob values),
 cached as a CSV under `out/points/` keyed by its settings, so an interrupted sweep resumes where it stopped.
-Points run in spawned worker processes with `workers=None` (one per free core; the CLI default) or `workers=n`.
+Points run in spawned worker processes with `workers=None` (one per free core; the CLI default) or `workers=n`,
+or as one cluster job each with `launcher=Launcher("slurm", ...)` (`sigprop.cluster`; `sigprop sweep --launcher slurm`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -28,6 +30,7 @@ import pandas as pd
 
 from sigprop.analysis import DATA_SOURCES, resolve_blocks
 from sigprop.blocks.spec import parse_set
+from sigprop.cluster import Launcher
 from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.runs import atomic_write_bytes, atomic_write_json
 
@@ -301,7 +304,9 @@ def sweep(
     cache_dir: str | None = None,
     max_bytes: int | None = None,
     progress: bool = True,
-) -> Sweep:  # or a CoordCheck when coord_steps > 0
+    launcher: Launcher | None = None,
+    dry_run: bool = False,
+) -> Sweep:  # or a CoordCheck when coord_steps > 0; a list of jobs with dry_run
     """Analyze every point of blocks x widths x depths x knob values x seeds; cache points under out/points.
 
     seeds: a count (seeds 0..n-1) or explicit seeds. grid: {knob: values} or CLI-style ["beta_ff=0.05,0.1"].
@@ -309,7 +314,12 @@ def sweep(
     coord_steps > 0 runs a coordinate check instead (`sigprop.coord`): returns a CoordCheck.
     workers: processes for the points (None = one per free core; `sigprop sweep` uses that). Workers are
     spawned, so a script that asks for more than one must call sweep under `if __name__ == "__main__":`.
+    launcher: submit the points not cached yet as one job each (slurm, local-submitit) and wait for them; needs `out`
+    (the jobs write their points there), which the run lock (`runs.RunLock`) holds meanwhile. dry_run: compute
+    nothing; return [(point, cache file)] of the points that would run.
     """
+    if launcher is not None and launcher.submits and out is None:
+        raise SigpropError(f"--launcher {launcher.kind} needs out= (--out): the jobs write their points there")
     names = [s.name for s in resolve_blocks(blocks if isinstance(blocks, str) else list(blocks))]
     widths, depths = _as_list(widths), _as_list(depths)
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
@@ -338,6 +348,10 @@ def sweep(
     settings = Settings(heads=heads, seq_len=seq_len, batch=batch, data=data, vocab_size=vocab_size, kind=kind,
                         dtype=dtype, theory=theory, max_bytes=max_bytes, init=init, coord_steps=coord_steps, lr=lr)
     points = grid_points(names, widths, depths, seed_list, grid)
+    if dry_run:
+        folder = Path(out) / "points" if out is not None else None
+        return [(_label(p), str(folder / f"{point_key(p, settings)}.csv") if folder is not None else "-") for p in points
+                if folder is None or not (folder / f"{point_key(p, settings)}.csv").exists()]
     folder = None
     if out is not None:
         folder = Path(out) / "points"
@@ -348,7 +362,13 @@ def sweep(
         from sigprop.analysis import input_tokens
 
         input_tokens(data, 1, seq_len, vocab_size, 0, cache_dir, progress, max_bytes)
-    frames = _run_points(points, settings, folder, cache_dir, workers or default_workers(len(points)), progress)
+    if launcher is not None and launcher.submits:
+        from sigprop.runs import RunLock
+
+        with RunLock(out):  # one writer per sweep folder, as per run folder
+            frames = _run_points(points, settings, folder, cache_dir, 1, progress, launcher)
+    else:
+        frames = _run_points(points, settings, folder, cache_dir, workers or default_workers(len(points)), progress)
     df = pd.concat(frames, ignore_index=True)
     if coord_steps:
         from sigprop.coord import CoordCheck
@@ -358,8 +378,9 @@ def sweep(
 
 
 def _run_points(points: list[Point], settings: Settings, folder: Path | None, cache_dir: str | None, workers: int,
-                progress: bool) -> list[pd.DataFrame]:
-    """Every point's rows in grid order; cached points are read, the rest run (in a pool when workers > 1)."""
+                progress: bool, launcher: Launcher | None = None) -> list[pd.DataFrame]:
+    """Every point's rows in grid order; cached points are read, the rest run (in a pool when workers > 1, as cluster
+    jobs with a submitting launcher)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     results: dict[int, pd.DataFrame] = {}
@@ -370,6 +391,14 @@ def _run_points(points: list[Point], settings: Settings, folder: Path | None, ca
             results[i] = pd.read_csv(path)
         else:
             todo.append(i)
+    if launcher is not None and launcher.submits and todo:
+        from sigprop.cluster import run_jobs
+
+        say = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
+        done = run_jobs(launcher, _cached_point, [(points[i], settings, folder, cache_dir) for i in todo],
+                        [_label(points[i]) for i in todo], folder.parent / "submitit", "sigprop-sweep", say=say)
+        results.update(zip(todo, done))
+        todo = []
     bar = Progress(TextColumn("[bold]sweep[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress, transient=True)
     with bar:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from sigprop.blocks.attention import Attention, DenseMatrix, draw_, normal_linear, tie_valproj_init
@@ -83,11 +84,13 @@ def check_tokens(idx: torch.Tensor, vocab_size: int, name: str) -> None:
             raise SigpropError(f"{name} holds token ids in [{lo}, {hi}]; accepted: 0 .. {vocab_size - 1} (the model's vocab_size)")
 
 
-class Transformer(nn.Module):
+class Transformer(nn.Module, PyTorchModelHubMixin, library_name="sigprop"):
     """Embedding -> depth x Block -> final norm -> tied LM/MLM head.
 
     forward(idx, targets=None, key_mask=None) -> (logits, loss); targets use -100 for "ignore"
     (the MLM convention). Decoder targets are next tokens, already shifted by the caller.
+    `save_pretrained(folder)` / `Transformer.from_pretrained(folder)` (huggingface_hub's mixin): config.json holds
+    the spec's fields and the ModelConfig's, model.safetensors the weights.
     """
 
     def __init__(self, spec: BlockSpec, cfg: ModelConfig):
@@ -111,6 +114,15 @@ class Transformer(nn.Module):
             self.mlm_norm = make_norm(final, cfg.width, spec.norm_eps, alpha_f, spec.derf_shift)
         if sphere:
             self.renormalize_()
+
+    @classmethod
+    def _from_pretrained(cls, *, spec: dict | BlockSpec, cfg: dict | ModelConfig, strict: bool = True, **kw) -> Transformer:
+        """The mixin's loader, with config.json's dicts turned back into a BlockSpec and a ModelConfig (its own
+        decoding reads the annotations, which are strings here) and every weight required (strict)."""
+        if isinstance(spec, dict):
+            spec = BlockSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+        cfg = ModelConfig(**cfg) if isinstance(cfg, dict) else cfg
+        return super()._from_pretrained(spec=spec, cfg=cfg, strict=strict, **kw)
 
     def features(self, idx: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Final hidden states (B, T, d) after the last norm."""

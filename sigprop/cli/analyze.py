@@ -27,6 +27,8 @@ def analyze_cmd(
     block: list[str] = typer.Option(["sas"], "--block", "-b", help="Preset(s): repeat, comma-separate, or 'all'."),
     model: str | None = typer.Option(None, "--model", "-m", help="A pretrained model instead of presets: a folder written by save_pretrained, or a hub id (needs a network)."),
     revision: list[str] = typer.Option([], "--revision", help="Checkpoint(s) of --model, comma-separated (hub revisions, or subfolders of a local folder), e.g. step1000,step10000."),
+    run: Path | None = typer.Option(None, "--run", help="A training run's folder (sigprop train --out): probe its final checkpoint on the run's own data."),
+    all_checkpoints: bool = typer.Option(False, "--all-checkpoints", help="With --run: every checkpoint it kept (--keep-checkpoints), and a layer x checkpoint figure."),
     depth: int = typer.Option(18, help="Number of blocks L (paper: 18)."),
     width: int = typer.Option(768, help="Width d (paper: 768)."),
     heads: int = typer.Option(12, help="Attention heads H (paper: 12)."),
@@ -46,7 +48,7 @@ def analyze_cmd(
     every: int = typer.Option(1, "--every", help="Show every k-th layer in the table (the last is always shown)."),
     show_table: bool = typer.Option(True, "--table/--no-table", help="Print the per-layer tables (format=table)."),
 ) -> None:
-    """Probe blocks at initialisation (or a pretrained --model) on one batch: cos_mean, eff_rank, rank-1 residual per layer."""
+    """Probe blocks at initialisation (or a pretrained --model, or a training --run) on one batch: cos_mean, eff_rank, rank-1 residual per layer."""
     check_choice("format", fmt, FORMATS)
     if every < 1:
         raise SigpropError(f"--every must be >= 1, got {every}")
@@ -55,7 +57,7 @@ def analyze_cmd(
         check_output_dir(out, "analysis.json")
     a = analyze(block, model=model, revisions=revision, depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
                 vocab_size=vocab_size, sets=sets, theory=theory, dtype=dtype, kind=kind, grad=grad, progress=fmt == "table",
-                outliers=outliers)
+                outliers=outliers, run=run, all_checkpoints=all_checkpoints)
     if fmt == "json":
         print(json.dumps({"settings": a.settings, "verdicts": a.verdicts, "metrics": a.metrics.to_dict(orient="records")}))
     elif fmt == "csv":

@@ -71,6 +71,34 @@ def budget_table(scale: str, root: Path) -> Table:
     return tab
 
 
+def launcher_options():
+    """The cluster options `reproduce` and `sweep` share (sigprop.cluster), as typer parameters."""
+    from sigprop.cluster import LAUNCHERS
+
+    return dict(
+        launcher=typer.Option("local", "--launcher", help=f"Where runs train: {', '.join(LAUNCHERS)} (one job per run through submitit; needs sigprop[cluster])."),
+        partition=typer.Option(None, "--partition", help="--launcher slurm: the partition."),
+        time=typer.Option(60, "--time", help="Per job: time limit in minutes."),
+        cpus=typer.Option(1, "--cpus", help="Per job: CPUs (reproduce: also the torch threads of its run unless --threads)."),
+        gpus=typer.Option(0, "--gpus", help="Per job: GPUs."),
+        mem=typer.Option(None, "--mem", help="Per job: memory in GB (default: the cluster's)."),
+    )
+
+
+_L = launcher_options()
+
+
+def jobs_table(jobs: list[tuple[str, str]], launcher, folder: Path) -> Table:
+    """--dry-run with a cluster launcher: the jobs it would submit."""
+    t = Table(title=f"would submit {len(jobs)} job(s) to {launcher.describe()}, logs in {folder}", show_lines=False)
+    t.add_column("job", justify="right")
+    t.add_column("name", no_wrap=True)
+    t.add_column("writes", no_wrap=True)
+    for i, (name, where) in enumerate(jobs):
+        t.add_row(str(i), name, where)
+    return t
+
+
 @app.command("reproduce")
 def reproduce_cmd(
     name: str = typer.Argument(None, help="Recipe name (see --list), or 'all'."),
@@ -85,10 +113,14 @@ def reproduce_cmd(
     budget: bool = typer.Option(False, "--budget", help="Train nothing: every distinct run of the gallery at --scale with its tier and one-thread hours (planned from model FLOPs; finished: also measured), the plan against the 24-hour cpu budget."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Train nothing: list each run and what reproduce would do with it (finished, copy, resume, train)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    launcher: str = _L["launcher"], partition: str = _L["partition"], time: int = _L["time"], cpus: int = _L["cpus"],
+    gpus: int = _L["gpus"], mem: float = _L["mem"],
 ) -> None:
     """Regenerate a figure/table of the paper from real training runs (finished runs are reused, unfinished resumed)."""
+    from sigprop.cluster import Launcher
     from sigprop.recipes import RECIPES, reproduce
 
+    where = Launcher(launcher, partition=partition, time=time, cpus=cpus, gpus=gpus, mem=mem)
     if list_:
         console.print(recipe_table())
         return
@@ -102,8 +134,14 @@ def reproduce_cmd(
         target = out if (out is None or len(names) == 1) else out / n
         if dry_run:
             console.print(status_table(n, scale, target, runs, only))
+            if where.submits:
+                from sigprop.recipes.executor import layout, queued_runs
+
+                lay = layout(n, scale, target, runs)
+                console.print(jobs_table([(p.slug, str(lay.runs_dir / f)) for p, _, f in queued_runs(lay, only)], where, lay.out / "submitit"))
             continue
-        res = reproduce(n, scale=scale, out=target, runs_dir=runs, quiet=quiet, threads=threads, replot=replot, only=only, thin=thin)
+        res = reproduce(n, scale=scale, out=target, runs_dir=runs, quiet=quiet, threads=threads, replot=replot, only=only, thin=thin,
+                        launcher=where)
         if quiet or not res.files:  # nothing drawn: --only trained part of a figure's runs (reproduce said so)
             continue
         r = res.result

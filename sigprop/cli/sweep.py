@@ -10,6 +10,7 @@ from rich.table import Table
 from sigprop.analysis import DATA_SOURCES, DTYPES
 from sigprop.cli.analyze import check_output_dir
 from sigprop.cli.app import app, console, split_list
+from sigprop.cli.reproduce import _L, jobs_table
 from sigprop.errors import SigpropError
 
 
@@ -42,17 +43,28 @@ def sweep_cmd(
     lr: float = typer.Option(1e-3, "--lr", help="--coord: AdamW learning rate, constant (paper's peak: 1e-3)."),
     workers: int = typer.Option(0, "--workers", help="Worker processes (0 = one per free core)."),
     out: Path = typer.Option(Path("sweep"), "--out", help="Folder: per-point cache, sweep.csv, bands.csv, figures."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Compute nothing: list the points that would run (with a cluster --launcher: the jobs it would submit)."),
+    launcher: str = _L["launcher"], partition: str = _L["partition"], time: int = _L["time"], cpus: int = _L["cpus"],
+    gpus: int = _L["gpus"], mem: float = _L["mem"],
 ) -> None:
     """Any analyze metric over a grid; mean +- std over seeds per layer, theory convergence with width."""
+    from sigprop.cluster import Launcher
     from sigprop.sweeps import sweep
 
+    where = Launcher(launcher, partition=partition, time=time, cpus=cpus, gpus=gpus, mem=mem)
     check_output_dir(out, "sweep.json")
     if coord and steps < 1:
         raise SigpropError(f"--steps must be >= 1 for --coord, got {steps}")
     s = sweep(split_list(block), widths=int_list("width", width), depths=int_list("depth", depth), seeds=seeds,
               grid=sets, heads=heads, seq_len=seq_len, batch=batch, data=data, vocab_size=vocab_size, kind=kind,
               dtype=dtype, theory=theory and not coord, init=init, coord_steps=steps if coord else 0, lr=lr, out=out,
-              workers=workers or None)
+              workers=workers or None, launcher=where, dry_run=dry_run)
+    if dry_run:
+        if where.submits:
+            console.print(jobs_table(s, where, out / "submitit"))
+        else:
+            console.print(f"{len(s)} point(s) to compute into {out}: " + "; ".join(label for label, _ in s[:5]) + (" ..." if len(s) > 5 else ""))
+        return
     if coord:
         _print_growth(s)
         paths = s.save(out)

@@ -27,6 +27,8 @@ _HELP = {
     "quant_eval": "The final eval also runs W8A8 fake-quantised (summary: final_eval_loss_w8a8).",
     "optimizer": "adamw (the paper's) | muon (torch's Muon on the blocks' matrices, AdamW on the rest).",
     "eval_batches": "Validation batches per eval.", "ckpt_every": "Checkpoint every N steps.",
+    "keep_checkpoints": "Also keep N weight snapshots spread evenly from init to the last step, in <out>/checkpoints (sigprop analyze --run --all-checkpoints).",
+    "log": "Also send the records to an experiment tracker: tensorboard | wandb (comma-separate for both; needs sigprop[log]).",
     "device": "auto | cpu | cuda | cuda:N.", "threads": "torch CPU threads (0 = default).",
     "diverge_loss_ratio": "Stop when the loss exceeds this x its running median (0 = off; default 3).",
     "diverge_grad_ratio": "Stop when the gradient norm exceeds this x its running median (0 = off; default 100).",
@@ -66,6 +68,8 @@ def train_cmd(
     quant_eval: bool = typer.Option(None, "--quant-eval/--no-quant-eval", help=_HELP["quant_eval"]),
     optimizer: str = typer.Option(None, help=_HELP["optimizer"]),
     eval_batches: int = typer.Option(None, help=_HELP["eval_batches"]), ckpt_every: int = typer.Option(None, help=_HELP["ckpt_every"]),
+    keep_checkpoints: int = typer.Option(None, "--keep-checkpoints", help=_HELP["keep_checkpoints"]),
+    log: str = typer.Option(None, "--log", help=_HELP["log"]),
     device: str = typer.Option(None, help=_HELP["device"]), threads: int = typer.Option(None, help=_HELP["threads"]),
     diverge_loss_ratio: float = typer.Option(None, help=_HELP["diverge_loss_ratio"]),
     diverge_grad_ratio: float = typer.Option(None, help=_HELP["diverge_grad_ratio"]),
@@ -82,10 +86,10 @@ def train_cmd(
                     max_bytes=max_bytes, precision=precision, qk_lr_mult=qk_lr_mult, vp_lr_mult=vp_lr_mult, probe_every=probe_every,
                     probe_grad=probe_grad, probe_branches=probe_branches, eval_every=eval_every, eval_batches=eval_batches, ckpt_every=ckpt_every, device=device, threads=threads,
                     probe_outliers=probe_outliers, quant_eval=quant_eval, optimizer=optimizer, compile=compile, diverge_loss_ratio=diverge_loss_ratio, diverge_grad_ratio=diverge_grad_ratio,
-                    diverge_window=diverge_window)
+                    diverge_window=diverge_window, keep_checkpoints=keep_checkpoints)
     if not resume:
         block, scale = block or "pre-ln", scale or "cpu"
-    run = train(block, scale, out or Path("runs") / (block or "run"), sets=tuple(sets), resume=resume, overwrite=overwrite, quiet=quiet, **ov)
+    run = train(block, scale, out or Path("runs") / (block or "run"), sets=tuple(sets), resume=resume, overwrite=overwrite, quiet=quiet, log=log, **ov)
     if run.status == "interrupted":
         sys.exit(130)
     if not quiet and run.summary and run.rank == 0:  # under torchrun only rank 0 evaluates and reports

@@ -32,6 +32,7 @@ def layer_by_checkpoint(df: pd.DataFrame, checkpoints: list[str], metric: str = 
         im = hm.imshow(grid.to_numpy(), aspect="auto", origin="lower", cmap="magma", vmin=vmin, vmax=vmax, interpolation="nearest")
         hm.set_xticks(range(len(short)), short, rotation=45, ha="right")
         hm.set_ylabel("layer")
+        hm.yaxis.set_major_locator(MaxNLocator(integer=True))
         hm.set_xlabel("checkpoint")
         hm.grid(False)
         fig.colorbar(im, ax=hm, label=METRIC_LABELS.get(metric, metric))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sigprop.cluster import Launcher
 from sigprop.errors import SigpropError
 from sigprop.recipes.base import Context, Recipe, RunPlan, run_id, select, undecided_at
 from sigprop.recipes.records import FINISHED, compact, copy_records, find_shared
@@ -64,6 +65,27 @@ def ensure_run(p: RunPlan, cfg: TrainConfig, path: Path, data_cache: dict, cache
     except TrainingDiverged:
         pass  # summary.json records status "diverged"; the recipe reports it
     return True
+
+
+def train_job(p: RunPlan, cfg: TrainConfig, path: Path, cache_dir, threads: int) -> str:
+    """One run as a cluster job (`sigprop.cluster`): train (or resume) it under its run lock; returns its status."""
+    ensure_run(p, cfg, Path(path), {}, cache_dir, True, threads)
+    return (RunDir(path).summary() or {}).get("status", "unknown")
+
+
+def queued_runs(lay: Layout, only) -> list[tuple[RunPlan, TrainConfig, str]]:
+    """The selected runs a launcher would submit: not finished, not copyable from a sibling figure, not being trained
+    now by another process (its lock holder finishes it)."""
+    chosen = select(lay.plans, only)
+    out = []
+    for p, cfg, folder in zip(lay.plans, lay.cfgs, lay.folders):
+        path = lay.runs_dir / folder
+        if p.slug not in chosen or finished(path, cfg) or held_by(path):
+            continue
+        if not path.exists() and find_shared(folder, lay.share) is not None:
+            continue
+        out.append((p, cfg, folder))
+    return out
 
 
 @dataclass(frozen=True)
@@ -151,6 +173,7 @@ def reproduce(
     replot: bool = False,
     only: str | list[str] | None = None,
     thin: int = 0,
+    launcher: Launcher | None = None,
 ) -> Result:
     """Run (or reuse) every training run of recipe `name` at `scale`, then draw its figures and write
     `<out>/result.json` with the numbers that decide its claims. `out` defaults to figures/<name>,
@@ -161,7 +184,9 @@ def reproduce(
     (finished runs only; the others are listed as missing). only: train just the plans whose slug matches
     one of these globs (comma-separated), e.g. "4x128-*-s0" to split a study across processes or days;
     the figures are drawn from whatever finished runs exist. thin: compact every finished run's records for
-    committing beside a figure: train-loss rows every `thin` steps (all evals kept), gzipped (`recipes.records`)."""
+    committing beside a figure: train-loss rows every `thin` steps (all evals kept), gzipped (`recipes.records`).
+    launcher: train the runs as one job each through submitit (`sigprop.cluster`: slurm, local-submitit) and wait
+    for them; the figures are drawn here once they are done."""
     lay = layout(name, scale, out, runs_dir)
     recipe, out, runs_dir = lay.recipe, lay.out, lay.runs_dir
     t0 = time.perf_counter()
@@ -173,6 +198,7 @@ def reproduce(
     if replot and not any(finished(runs_dir / f, c) for f, c in zip(lay.folders, lay.cfgs)) and lay.plans:
         raise SigpropError(f"--replot: no finished run of recipe {recipe.name} at scale {scale} in {str(runs_dir)!r}; "
                            f"accepted: a runs folder holding its records (train them first without --replot)")
+    jobs: list[tuple] = []
     for i, (p, cfg, folder) in enumerate(zip(lay.plans, lay.cfgs, lay.folders), start=1):
         path = runs_dir / folder
         if replot or p.slug not in chosen:
@@ -181,6 +207,12 @@ def reproduce(
         if not path.exists() and (src := find_shared(folder, lay.share)) is not None:
             copy_records(src, path)
             console.print(f"  the same run is finished in {src}: its records copied, not retrained", style="dim")
+        if launcher is not None and launcher.submits and not finished(path, cfg):
+            if holder := held_by(path):
+                console.print(f"  being trained by {holder}: not submitted", style="dim")
+            else:
+                jobs.append((p, cfg, folder))
+            continue
         did = ensure_run(p, cfg, path, data_cache, cache_dir, quiet, threads)
         (trained if did else reused).append(folder)
         if not did:
@@ -188,6 +220,16 @@ def reproduce(
         status = (RunDir(path).summary() or {}).get("status")
         if status == "interrupted":
             raise SigpropError(f"run {str(path)!r} was interrupted; run `sigprop reproduce {recipe.name} --scale {scale}` again to resume it")
+    if jobs:
+        from sigprop.cluster import run_jobs
+
+        statuses = run_jobs(launcher, train_job, [(p, cfg, runs_dir / f, cache_dir, threads or launcher.cpus) for p, cfg, f in jobs],
+                            [f for _, _, f in jobs], out / "submitit", f"sigprop-{recipe.name}", say=lambda s: console.print(s, highlight=False))
+        trained += [f for _, _, f in jobs]
+        stopped = [f for (_, _, f), st in zip(jobs, statuses) if st == "interrupted"]
+        if stopped:
+            raise SigpropError(f"run {str(runs_dir / stopped[0])!r} was interrupted in its job; run `sigprop reproduce {recipe.name} "
+                               f"--scale {scale}` again to resume it")
     done = [f for f, c in zip(lay.folders, lay.cfgs) if finished(runs_dir / f, c)]
     if thin:  # every finished run of the figure, trained now or before (--replot included): records to commit
         packed_now = sum(compact(runs_dir / f, thin) for f in done)

@@ -8,8 +8,11 @@ states are saved too so anything random added later (dropout, MLM masks) resumes
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,7 @@ import torch
 from torch import nn
 
 from sigprop.errors import SigpropError
-from sigprop.runs import atomic_write_bytes
+from sigprop.runs import RunDir, atomic_write_bytes, naming
 
 FORMAT = "sigprop-checkpoint-1"
 
@@ -99,3 +102,47 @@ def restore(ck: dict, model: nn.Module, optimizer: torch.optim.Optimizer, path: 
         raise SigpropError(f"checkpoint {str(path)!r} has an incompatible optimiser state ({e}); restart with --overwrite") from None
     set_rng_state(ck["rng"])
     return int(ck["step"])
+
+
+def keep_steps(steps: int, n: int) -> list[int]:
+    """The steps of a thinned series of `n` kept snapshots: evenly spaced from init (step 0) to the last step,
+    both included (n = 1: the last step alone; fewer when the run has fewer steps than n - 1)."""
+    if n <= 0:
+        return []
+    if n == 1:
+        return [steps]
+    return sorted({round(i * steps / (n - 1)) for i in range(n)})
+
+
+def save_kept(run: RunDir, model: nn.Module, step: int) -> Path:
+    """Keep the weights at `step` as a `save_pretrained` folder (config.json + model.safetensors), written into a
+    temporary folder and renamed, so a reader never finds half a snapshot."""
+    final = run.kept_path(step)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        with naming(final):
+            model.save_pretrained(tmp)
+            if final.exists():  # the same step written again (a resume from before it)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def load_kept(folder: str | Path, model: nn.Module) -> nn.Module:
+    """Load a kept snapshot's weights into `model` (every tensor must fit: strict)."""
+    from safetensors.torch import load_model
+
+    path = Path(folder) / "model.safetensors"
+    if not path.exists():
+        raise SigpropError(f"no weights at {str(path)!r}; accepted: a snapshot written by sigprop train --keep-checkpoints")
+    try:
+        missing, unexpected = load_model(model, str(path), strict=False)
+    except Exception as e:  # noqa: BLE001 - safetensors raises several types for a damaged file
+        raise SigpropError(f"corrupt snapshot {str(path)!r} ({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})") from None
+    if missing or unexpected:
+        raise SigpropError(f"snapshot {str(path)!r} does not fit the run's model (missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
+    return model

@@ -66,6 +66,7 @@ class TrainConfig:
     probe_outliers: bool = False  # probes also record the outlier-feature statistics and attention-sink shares (source outliers)
     quant_eval: bool = False  # the final eval also runs W8A8 fake-quantised (summary: final_eval_loss_w8a8)
     ckpt_every: int = 100
+    keep_checkpoints: int = 0  # also keep N weight snapshots spread evenly from init to the last step (`sigprop analyze --run`)
     # --- divergence guard (sigprop.training.guard): stop when a step's loss / pre-clip gradient norm exceeds
     # ratio x its median over the last `diverge_window` steps (0 = that test off; NaN/inf always stops) ---
     diverge_loss_ratio: float = 3.0
@@ -85,6 +86,8 @@ class TrainConfig:
             check_positive(name, v)
         if not isinstance(self.threads, int) or self.threads < 0:
             raise SigpropError(f"threads must be an integer >= 0 (0 = torch's default), got {self.threads!r}")
+        if not isinstance(self.keep_checkpoints, int) or isinstance(self.keep_checkpoints, bool) or self.keep_checkpoints < 0:
+            raise SigpropError(f"keep_checkpoints must be an integer >= 0 (0 = only the resumable one), got {self.keep_checkpoints!r}")
         if not isinstance(self.probe_every, int) or self.probe_every < 0:
             raise SigpropError(f"probe_every must be an integer >= 0 (0 = off), got {self.probe_every!r}")
         for name in ("lr", "qk_lr_mult", "vp_lr_mult", "eps"):
@@ -136,7 +139,8 @@ class TrainConfig:
 
 #: Fields that may differ when a run is resumed (they do not change the numbers on CPU).
 RUNTIME_FIELDS = ("device", "compile", "threads", "eval_every", "probe_every", "ckpt_every",
-                  "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window", "probe_grad", "probe_branches")
+                  "diverge_loss_ratio", "diverge_grad_ratio", "diverge_window", "probe_grad", "probe_branches",
+                  "keep_checkpoints")
 #: Fields added after runs were first recorded: a run's id (`recipes.base.run_id`) leaves each out while it
 #: holds its default, so adding a field never orphans the committed runs that predate it.
 #: probe_outliers and quant_eval change no number of training but what a run records (outlier probes, the W8A8 loss,

@@ -28,10 +28,11 @@ from sigprop.errors import SigpropError
 from sigprop.runs import CONFIG, ENV, METRICS, PROBES, SUMMARY, RunDir, RunLock
 from sigprop.training import distributed as ddp
 from sigprop.training.batches import batch_for_step, count_targets, micro_batches
-from sigprop.training.checkpoint import load_checkpoint, restore, rng_state, save_checkpoint
+from sigprop.training.checkpoint import keep_steps, load_checkpoint, restore, rng_state, save_checkpoint, save_kept
 from sigprop.training.config import TrainConfig
 from sigprop.training.env import env_info, use_bf16
 from sigprop.training.guard import Guard, StopFlag
+from sigprop.training.loggers import metric_scalars, open_loggers, parse_log, probe_scalars
 from sigprop.training.optim import make_optimizer
 from sigprop.training.quant import w8a8
 from sigprop.training.resolve import resolve, spec_record
@@ -92,14 +93,17 @@ def train(
     data=None,
     cache_dir: str | Path | None = None,
     callback: Callable[[int, dict], None] | None = None,
+    log: str | list[str] | None = None,
     **overrides: object,
 ) -> Run:
     """Train `block` at `scale` (any TrainConfig field overrides it) into the run directory `out`.
 
     resume=True continues `out` from its checkpoint (bit-for-bit on CPU); overwrite=True replaces it.
     Under torchrun every rank calls this; only rank 0 writes `out` and prints. `callback(step, record)`
-    is called after every optimiser step (tests use it to interrupt a run).
+    is called after every optimiser step (tests use it to interrupt a run). log: "tensorboard", "wandb" or both
+    comma-separated: the records also go to that tracker (sigprop.training.loggers), under `out`.
     """
+    trackers = parse_log(log)  # a bad name or a missing package: one line now, not after the data is built
     out = Path(out) if out is not None else Path("runs") / (block.name if isinstance(block, BlockSpec) else str(block or "run"))
     stored = RunDir(out).read_json(CONFIG) if resume and (out / CONFIG).exists() else None
     spec, cfg = resolve(block, scale, sets, overrides, stored)
@@ -109,7 +113,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     try:
         with contextlib.ExitStack() as held:  # the run folder's lock, taken by rank 0 in _open_run_dir
-            return _train(spec, cfg, out, dist, resume, overwrite, quiet, data, cache_dir, callback, held)
+            return _train(spec, cfg, out, dist, resume, overwrite, quiet, data, cache_dir, callback, held, trackers)
     finally:
         torch.set_num_threads(threads)
         ddp.teardown(dist)
@@ -152,7 +156,7 @@ def _note(msg: str, dist: ddp.Dist) -> None:
         print(f"note: {msg}", file=sys.stderr, flush=True)
 
 
-def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite, quiet, data, cache_dir, callback, held) -> Run:
+def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite, quiet, data, cache_dir, callback, held, trackers=()) -> Run:
     run = _open_run_dir(out, resume, overwrite, dist, held)
     malloc_tuned = dist.device.type == "cpu" and tune_malloc()  # ~10% per CPU step: no page faults on big activations
     data = data if data is not None else _load_data(cfg, quiet, dist, cache_dir)
@@ -180,6 +184,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             _note(f"{out} has no checkpoint (the run stopped before its first one): training it again from step 0", dist)
         if dist.main:
             run.truncate(step)  # records past the checkpoint are replayed: each step is recorded once
+            run.drop_kept(after=step)  # and so are kept snapshots past it
     env = {**env_info(dist.device, dist.world_size), "malloc_tuned": malloc_tuned}
     if dist.main:
         if not resume or not run.has(CONFIG):
@@ -189,6 +194,8 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
         if run.has(SUMMARY):
             (run.path / SUMMARY).unlink()
 
+    keep = set(keep_steps(cfg.steps, cfg.keep_checkpoints))
+    logger = held.enter_context(contextlib.closing(open_loggers(list(trackers) if dist.main and step < cfg.steps else [], out, out.name, record, step)))
     bf16 = use_bf16(cfg, dist.device)
     autocast = lambda: torch.autocast(dist.device.type, dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
     net: nn.Module = model
@@ -231,6 +238,7 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
         rows = pd.concat([m, g, *extra], ignore_index=True)
         rows = rows[["step", "source", "layer", "module", "metric", "head", "value"]]
         run.append(PROBES, rows.to_dict(orient="records"))
+        logger.log_scalars(at, probe_scalars(rows))
         clock["probe_time"] += time.perf_counter() - t0
 
     def snapshot(at: int) -> dict:
@@ -269,6 +277,8 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
     wall0 = time.perf_counter()
     if dist.main and step == 0 and cfg.probe_every:
         run_probes(0)
+    if dist.main and step == 0 and 0 in keep:
+        save_kept(run, model, 0)
     model.train()
     bar = _progress(cfg, step, quiet or not dist.main)
     pending: dict | None = None
@@ -325,6 +335,9 @@ def _train(spec, cfg: TrainConfig, out: Path, dist: ddp.Dist, resume, overwrite,
             rec["wall"] = clock["wall"]
             if dist.main:
                 run.append(METRICS, rec)
+                logger.log_scalars(step, metric_scalars({**rec, "tokens_per_s": cfg.tokens_per_step / dt}))
+                if step in keep:
+                    save_kept(run, model, step)
             bar.update(task, completed=step, loss=_fmt(loss_all), eval=_fmt(last_eval), tps=clock["tokens"] / clock["time"])
             if callback is not None:
                 callback(step, rec)
