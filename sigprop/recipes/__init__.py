@@ -15,7 +15,7 @@ from sigprop.recipes.executor import Result, plan_status, reproduce
 
 #: Recipe modules in gallery order (paper figures first, then sigprop's own pictures).
 MODULES = ("catch_up", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig9", "fig12", "fig13", "fig14", "fig15", "fig16", "fig17", "fig22", "fig24", "fig25",
-           "plateau", "table1", "rank_collapse", "cos_training", "warmup", "outliers", "gpu")
+           "plateau", "table1", "rank_collapse", "cos_training", "warmup", "outliers", "successors", "gpu")
 
 RECIPES: dict[str, Recipe] = {
     r.name: r for r in (importlib.import_module(f"sigprop.recipes.{m}").RECIPE for m in MODULES)

@@ -221,6 +221,12 @@ CLAIMS = {
     28: "(sequel Sec. 4) worse signal propagation (higher token correlation early in training) goes with more outlier features",
     29: "(sequel Sec. 5) a non-diagonal preconditioner (SOAP/Shampoo; torch's Muon here) gives fewer outlier features than AdamW",
     30: "(sequel Sec. 6, Table 1) OP loses less than Pre-LN under W8A8 post-training quantisation",
+    31: "(DyT, Zhu et al. 2025) Pre-LN with DyT in place of every norm matches Pre-LN per step",
+    32: "(DyT, Sec. 7) the loss of an LLM with DyT depends on alpha's init",
+    33: "(Peri-LN, Kim et al. 2025) Peri-LN ends at or below Pre-LN, with a smaller spread of hidden-state RMS over layers",
+    34: "(gated attention, Qiu et al. 2025) a sigmoid gate after SDPA lowers the attention-sink share and the largest activation, without losing per step",
+    35: "(ResFormer, Zhou et al. 2024) value residual learning gains per step",
+    36: "(nGPT, Loshchilov et al. 2025) nGPT reaches Pre-LN's final loss in fewer tokens (its headline: 4-20x fewer steps)",
     24: "(sigprop) a long warm-up (the paper's is 2,000 steps) lets SAS-P match Pre-LN per step at a high LR where a short one leaves it behind",
 }
 
