@@ -22,7 +22,7 @@ def captured_patterns(model, idx, key_mask=None):
     hooks = []
     for b in model.blocks:
         b.attn.explicit = True
-        hooks.append(b.attn.hook_pattern.register_forward_hook(lambda m, i, o: pats.append(o.detach())))
+        hooks.append(b.attn.hook_matrix.register_forward_hook(lambda m, i, o: pats.append(o.detach())))
     try:
         logits, _ = model(idx, key_mask=key_mask)
     finally:

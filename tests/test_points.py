@@ -133,3 +133,14 @@ def test_probes_import_nothing_from_blocks() -> None:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
                 assert not any(n.startswith("sigprop.blocks") for n in names), f"{path} imports {names}"
+
+
+def test_sigprops_attention_and_branch_points_are_the_modules_of_the_same_path():
+    """Issue 26: the canonical attn.hook_pattern was the module hook_softmax (and hook_matrix the module hook_pattern)."""
+    from sigprop import build_model
+
+    model = build_model("sas", depth=2, width=32, heads=2, vocab_size=50, context=8)
+    modules = dict(model.named_modules())
+    for name, module in model.probe_points().items():
+        if not name.endswith(("hook_resid_pre", "hook_resid_post")):
+            assert modules[name] is module, name

@@ -5,7 +5,8 @@ Two paths compute the same thing:
     shaped:  (alpha I + beta softmax(QK^T) - gamma C) V = alpha V + beta SDPA(Q,K,V) - gamma C V
     where C V is the causal running mean of V (decoder; a GEMM with the constant (T, T) matrix C for short T)
     or the mean over non-padding tokens (encoder).
-- explicit: builds the full attention matrix and passes it through `hook_pattern`, for probes.
+- explicit: builds the full attention matrix and passes it through `hook_matrix` (its softmax part through
+  `hook_pattern`), for probes.
 U-SPA / E-SPA (`sigprop.blocks.spa`) add a fixed positional bias Gamma_l to the logits and rescale each
 position's output by D_l: D_l SDPA(Q, K, V; bias Gamma_l), again without forming the T x T matrix.
 QK-norm (the OP block, He et al. 2024) normalises each head's queries and keys before the logits: SDPA still
@@ -236,9 +237,9 @@ class Attention(nn.Module):
         if spec.attn_gate != "none":
             self.w_gate = normal_linear(width, width if spec.attn_gate == "sigmoid" else heads, spec.init_std)
         self.first_values: torch.Tensor | None = None  # value residual: block 1's values, read by the model's forward
-        self.explicit = False  # set by probes: build the T x T matrix and pass it through hook_pattern
-        self.hook_pattern = HookPoint()  # (B, H, T, T) full attention matrix, explicit path only
-        self.hook_softmax = HookPoint()  # (B, H, T, T) softmax part A(X), explicit path only
+        self.explicit = False  # set by probes: build the T x T matrix and pass it through the hook points
+        self.hook_pattern = HookPoint()  # (B, H, T, T) softmax probabilities A(X), explicit path only
+        self.hook_matrix = HookPoint()  # (B, H, T, T) the full (shaped) attention matrix, explicit path only
 
     # -- helpers ------------------------------------------------------------------------------------
     def _head_gain(self, name: str, like: torch.Tensor) -> torch.Tensor | None:
@@ -354,6 +355,6 @@ class Attention(nn.Module):
     def _explicit(self, q, k, v, key_mask):
         full, A = self.attention_matrix(q, k, key_mask)
         if self.explicit:  # a soft-capped fast path comes here too, but only probes want the hook points
-            self.hook_softmax(A)
-            full = self.hook_pattern(full)
+            self.hook_pattern(A)
+            full = self.hook_matrix(full)
         return full @ v

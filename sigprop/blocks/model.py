@@ -175,14 +175,16 @@ class Transformer(nn.Module, PyTorchModelHubMixin, library_name="sigprop"):
 
     # -- what probes read (the same protocol as an adapter of a foreign model; sigprop.probes.points) ----------
     def probe_points(self) -> dict[str, nn.Module]:
-        """{canonical probe point: the module whose output it is}, block by block in forward order."""
+        """{canonical probe point: the module whose output it is}, block by block in forward order. Branch and attention
+        points are the modules of the same path (blocks.{l}.attn.hook_pattern is module blocks.{l}.attn.hook_pattern);
+        the stream points are the block modules themselves (resid_post of block l = resid_pre of block l + 1)."""
         points: dict[str, nn.Module] = {}
         for l, block in enumerate(self.blocks):
             points[f"blocks.{l}.hook_resid_pre"] = self.embed if l == 0 else self.blocks[l - 1]
             points[f"blocks.{l}.hook_attn_out"] = block.hook_attn_out
-            points[f"blocks.{l}.attn.hook_pattern"] = block.attn.hook_softmax  # softmax probabilities A(X)
+            points[f"blocks.{l}.attn.hook_pattern"] = block.attn.hook_pattern  # softmax probabilities A(X)
             if block.spec.attention != "softmax":  # shaped / value-skipinit: alpha I + beta A (- gamma C)
-                points[f"blocks.{l}.attn.hook_matrix"] = block.attn.hook_pattern
+                points[f"blocks.{l}.attn.hook_matrix"] = block.attn.hook_matrix
             points[f"blocks.{l}.hook_mlp_out"] = block.hook_mlp_out
             points[f"blocks.{l}.hook_resid_post"] = block
         return points
