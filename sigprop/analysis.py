@@ -26,7 +26,7 @@ from torch import nn
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, get_spec
 from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.probes import cosine_kernel, measure
-from sigprop.probes.metrics import batch_corr_of_kernel, layer_exponent
+from sigprop.probes.metrics import COLLAPSE_COS, batch_corr_of_kernel, layer_exponent
 from sigprop.theory import TheoryResult, propagate, propagate_batch, propagate_grad
 
 DATA_SOURCES = ("code", "random", "repeat")
@@ -36,7 +36,6 @@ OUTLIER_TABLE_METRICS = ("of_kurtosis", "max_median_ratio", "feat_corr_rms", "ba
                          "massive_ratio", "sink_share", "sink_share_max")
 GRAD_TABLE_METRICS = ("grad_norm", "grad_cos_mean", "grad_W_Q", "grad_W_K", "grad_W_V", "grad_mlp")
 #: A layer whose mean token cosine reaches this has collapsed (tokens nearly parallel).
-COLLAPSE_COS = 0.9
 
 
 def resolve_blocks(blocks: str | BlockSpec | list[str | BlockSpec] | tuple) -> list[BlockSpec]:

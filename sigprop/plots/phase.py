@@ -7,6 +7,7 @@ import numpy as np
 from matplotlib.colors import Normalize
 
 from sigprop.plots.signal import METRIC_LABELS
+from sigprop.probes.metrics import COLLAPSE_COS
 from sigprop.plots.style import TEXTWIDTH, paper_style, scale_note
 
 AXIS_LABELS = {"beta_ff": r"MLP-branch gain $\beta_{FF}$", "depth": "depth L", "alpha_sa": r"skip gain $\alpha_{SA}$",
@@ -26,7 +27,6 @@ def _edges(values: np.ndarray, log: bool) -> np.ndarray:
 
 def phase_figure(p):
     """One panel per metric: theory heatmap (final layer), rank-collapse contour, measured circles, paper star."""
-    from sigprop.analysis import COLLAPSE_COS
     from sigprop.blocks.spec import BETA_FF_REF, BETA_FF_REF_DEPTH
 
     d = p.diagram

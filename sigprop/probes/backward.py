@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from sigprop.errors import SigpropError
+from sigprop.probes.layers import unwrap
 from sigprop.probes.points import Weight
 
 #: Stream metrics of the gradient dL/dX_l at every probed layer.
@@ -31,8 +32,6 @@ WEIGHT_METRICS = {"attn.W_Q": "grad_W_Q", "attn.W_K": "grad_W_K", "attn.W_V": "g
 def lm_loss(model: nn.Module, idx: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The model's own LM loss on a batch: sigprop models predict the next token (decoder) or reconstruct
     the batch (encoder); HF models get labels = the batch (their heads shift causal labels themselves)."""
-    from sigprop.probes.capture import unwrap
-
     inner = unwrap(model)
     if "key_mask" in inspect.signature(inner.forward).parameters:  # sigprop's models: forward(idx, targets, key_mask)
         if getattr(getattr(inner, "config", None), "kind", "decoder") == "encoder":

@@ -22,6 +22,9 @@ from torch import Tensor
 
 ArrayLike = Tensor | np.ndarray
 
+#: cos_mean at or above which a layer's tokens count as collapsed (rank collapse: analyze's verdicts, phase contours)
+COLLAPSE_COS = 0.9
+
 
 def _as_f64(x: ArrayLike) -> Tensor:
     return torch.as_tensor(x).to(torch.float64)

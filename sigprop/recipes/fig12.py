@@ -4,7 +4,8 @@ the end of training (claim 17): linear decay ends lower although it trails for m
 from __future__ import annotations
 
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, Side, pairwise, pairwise_runs
+from sigprop.recipes.base import Context, Recipe, RunPlan
+from sigprop.recipes.pairwise import Side, pairwise, pairwise_runs
 
 BLOCKS = {"ci": ("pre-ln", "sas"), "cpu": ("pre-ln", "sas", "sas-p"), "paper": ("pre-ln", "sas", "sas-p")}
 

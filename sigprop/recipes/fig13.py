@@ -4,7 +4,8 @@ beta A, Eq. 4, init alpha = 1, beta = 0) inside SAS and SAS-P, loss per step (cl
 from __future__ import annotations
 
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, Side, pairwise, pairwise_runs, variant
+from sigprop.recipes.base import Context, Recipe, RunPlan, variant
+from sigprop.recipes.pairwise import Side, pairwise, pairwise_runs
 
 BLOCKS = {"ci": ("sas",), "cpu": ("sas", "sas-p"), "paper": ("sas", "sas-p")}
 
