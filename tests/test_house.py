@@ -1,0 +1,66 @@
+"""The house (issue 26): no import circles between sigprop's modules (nested imports counted too), and the lower
+rooms import nothing from the higher ones: blocks and probes know nothing of theory, training, recipes, studies or
+the CLI; probes treat sigprop's models like anyone else's (no blocks import); plots read data, never run studies."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "sigprop"
+#: room -> sigprop modules it may not import (prefix match)
+FORBIDDEN = {
+    "sigprop.blocks": ("sigprop.probes", "sigprop.theory", "sigprop.training", "sigprop.recipes", "sigprop.analysis",
+                       "sigprop.cli", "sigprop.plots"),
+    "sigprop.probes": ("sigprop.blocks", "sigprop.theory", "sigprop.training", "sigprop.recipes", "sigprop.analysis",
+                       "sigprop.cli", "sigprop.plots"),
+    "sigprop.plots": ("sigprop.analysis", "sigprop.recipes", "sigprop.training", "sigprop.cli", "sigprop.phases", "sigprop.sweeps"),
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> dict[str, set[str]]:
+    """module -> the sigprop modules it imports anywhere in its body (a `from pkg import name` counts pkg.name when
+    that is a module)."""
+    files = {module_name(f): f for f in PACKAGE.rglob("*.py")}
+    out = {}
+    for mod, f in files.items():
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sigprop"):
+                deps |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module for a in node.names}
+            elif isinstance(node, ast.Import):
+                deps |= {a.name for a in node.names if a.name.startswith("sigprop")}
+        out[mod] = {d for d in deps if d in files and d != mod and not mod.startswith(d + ".")}
+    return out
+
+
+def test_no_import_circles():
+    graph = imports()
+    packages = {m for m in graph if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()}
+    g = {m: deps - packages for m, deps in graph.items() if m not in packages}  # a package's __init__ only re-exports
+    cycles, state = [], {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for d in sorted(g.get(m, ())):
+            if state.get(d) == "open":
+                cycles.append(path[path.index(d):] + [d] if d in path else [m, d])
+            elif d not in state:
+                visit(d, path + [d])
+        state[m] = "done"
+
+    for m in sorted(g):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles, cycles
+
+
+def test_lower_rooms_import_nothing_from_higher_ones():
+    bad = [(m, d) for m, deps in imports().items() for room, banned in FORBIDDEN.items() if m.startswith(room)
+           for d in deps if d.startswith(banned)]
+    assert not bad, bad
