@@ -33,6 +33,8 @@ from sigprop.errors import SigpropError
 from sigprop.probes.metrics import KERNEL_METRICS, entropy_ratio, single_thread
 
 Kernel = torch.Tensor  # (B, T, T) float64
+#: how a softmax with random W^Q enters: averaged over sampled Gaussian logits, or its small-logit limit C
+SOFTMAX = ("sampled", "uniform")
 
 
 @dataclass
@@ -347,6 +349,7 @@ def propagate(
         raise SigpropError(f"sigma0 must be a float kernel of shape (T, T) or (B, T, T), got {got}")
     if not torch.isfinite(sigma0).all():
         raise SigpropError("sigma0 holds NaN or inf; accepted: a finite kernel, e.g. X @ X.T / d of the embeddings")
+    check_softmax(softmax)
     K = sigma0.to(torch.float64)
     K = K[None] if K.ndim == 2 else K
     T = K.shape[-1]
@@ -383,7 +386,7 @@ def propagate(
         attention = fixed(shape_attention(C, C, spec), C)
         if q_std != 0:
             notes.append(f"softmax replaced by its small-logit limit C (logit std {logit_std:.2f} at width {cfg.width})")
-    elif softmax == "sampled":
+    else:  # sampled
         layer_seed = iter(range(seed, seed + cfg.depth))
 
         def attention(N: Kernel, V: Kernel) -> tuple[Kernel, Kernel]:
@@ -393,13 +396,20 @@ def propagate(
             return (A @ V @ A.transpose(-1, -2)).mean(0), A.mean(0)
 
         notes.append(f"softmax averaged over {samples} sampled Gaussian logit draws (logit std {logit_std:.2f} at width {cfg.width})")
-    else:
-        raise SigpropError(f"unknown softmax treatment {softmax!r}; accepted: sampled, uniform")
+    return TheoryResult(spec=spec, kernels=stack(K, spec, cfg, attention), notes=notes, key_mask=key_mask, entropy=entropy)
+
+
+def check_softmax(softmax: str) -> None:
+    if softmax not in SOFTMAX:
+        raise SigpropError(f"unknown softmax treatment {softmax!r}; accepted: {', '.join(SOFTMAX)}")
+
+
+def stack(K: Kernel, spec: BlockSpec, cfg: ModelConfig, attention) -> list[Kernel]:
+    """The kernels after 0..L blocks, composed block by block in forward order (block 1's state carried on)."""
     kernels, state = [K], {}
     for layer in range(cfg.depth):
-        K = block_kernel(K, spec, cfg, layer, attention, state)
-        kernels.append(K)
-    return TheoryResult(spec=spec, kernels=kernels, notes=notes, key_mask=key_mask, entropy=entropy)
+        kernels.append(block_kernel(kernels[-1], spec, cfg, layer, attention, state))
+    return kernels
 
 
 def propagate_batch(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, softmax: str = "sampled", samples: int = 8,
@@ -414,6 +424,7 @@ def propagate_batch(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, softmax
     """
     if not isinstance(x0, torch.Tensor) or x0.ndim != 3:
         raise SigpropError(f"x0 must be embeddings of shape (B, T, d), got {getattr(x0, 'shape', type(x0).__name__)}")
+    check_softmax(softmax)
     B, T, d = x0.shape
     flat = x0.reshape(B * T, d).to(torch.float64)
     K = (flat @ flat.T / d)[None]
@@ -438,7 +449,7 @@ def propagate_batch(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, softmax
         attention = lambda N, V: (Aj @ V @ Aj.transpose(-1, -2), Aj)  # noqa: E731
         if q_std != 0:
             notes.append("softmax replaced by its small-logit limit C")
-    elif softmax == "sampled":
+    else:  # sampled
         layer_seed = iter(range(seed, seed + cfg.depth))
 
         def attention(N: Kernel, V: Kernel) -> tuple[Kernel, Kernel]:
@@ -450,13 +461,7 @@ def propagate_batch(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, softmax
             return ANA.transpose(1, 2).reshape(1, B * T, B * T), blocks(A.mean(0))[None]
 
         notes.append(f"softmax averaged over {samples} sampled Gaussian logit draws per sequence")
-    else:
-        raise SigpropError(f"unknown softmax treatment {softmax!r}; accepted: sampled, uniform")
-    kernels, state = [K], {}
-    for layer in range(cfg.depth):
-        K = block_kernel(K, spec, cfg, layer, attention, state)
-        kernels.append(K)
-    return TheoryResult(spec=spec, kernels=kernels, notes=notes)
+    return TheoryResult(spec=spec, kernels=stack(K, spec, cfg, attention), notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------------

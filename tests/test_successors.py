@@ -1,4 +1,5 @@
-"""The norm-free successors as knobs of the one BlockSpec: DyT, Derf, Peri-LN, gated attention, value residual --
+"""The norm-free successors as knobs of the one BlockSpec: DyT, Derf, Peri-LN, gated attention, value residual, nGPT
+and the outlier sequel's OP block --
 definitions as their papers write them, fast = explicit paths, training at ci scale, and each kernel map against
 measurement at large width where it is exact (W^Q = 0)."""
 
@@ -19,7 +20,7 @@ from sigprop.training import get_config, train
 
 VARIANTS = [("dyt", ()), ("derf", ("derf_shift=0.2",)), ("peri-ln", ()), ("gated", ()), ("pre-ln", ("attn_gate=sigmoid-head",)),
             ("pre-ln", ("value_residual=0.5",)), ("sas-p", ("norm_position=peri",)), ("sas", ("norm=dyt", "attn_gate=sigmoid")),
-            ("ngpt", ()), ("ngpt", ("sphere_alpha=0.5",))]
+            ("ngpt", ()), ("ngpt", ("sphere_alpha=0.5",)), ("op", ()), ("op", ("logit_softcap=2",)), ("op", ("qk_norm=layer",))]
 
 
 @pytest.mark.parametrize("kind", ["decoder", "encoder"])
@@ -205,3 +206,13 @@ def test_theory_predicts_the_attention_entropy_and_the_trainability_map_draws_bo
     assert ph.agrees
     ph.plot(tmp_path)
     assert (tmp_path / "qk-scale-residual.png").exists()
+
+
+def test_an_unknown_softmax_treatment_is_one_line_before_any_work():
+    from sigprop.theory import propagate_batch
+
+    m = sp.build_model("pre-ln", depth=1, width=16, heads=2, vocab_size=20, context=4)
+    for call in (lambda: propagate(m.spec, m.config, torch.eye(4), softmax="exact"),
+                 lambda: propagate_batch(m.spec, m.config, torch.randn(2, 4, 16), softmax="exact")):
+        with pytest.raises(SigpropError, match="unknown softmax treatment 'exact'; accepted: sampled, uniform"):
+            call()
