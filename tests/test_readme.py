@@ -1,6 +1,6 @@
-"""Every code block of the README works as written (issue 11, item 13): the Python blocks run (ci-sized),
-every `sigprop` command in the README and the Makefile parses against the real CLI (option names, types),
-and the cheap ones run."""
+"""Every code block of the README and of every docs/ page works as written (issue 11, item 13; issue 26): the Python
+blocks run (ci-sized), every `sigprop` command in them and in the Makefile parses against the real CLI (option names,
+types), and the cheap ones run."""
 
 from __future__ import annotations
 
@@ -15,18 +15,20 @@ from typer.testing import CliRunner
 from sigprop.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-README = (REPO / "README.md").read_text()
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+TEXT = {p.relative_to(REPO).as_posix(): p.read_text() for p in PAGES}
 #: Commands cheap enough to run for real in the suite (seconds).
 CHEAP = ("sigprop blocks", "sigprop reproduce --list", "sigprop reproduce catch-up --dry-run", "sigprop reproduce --budget")
 
 
-def blocks(lang: str) -> list[str]:
-    return re.findall(rf"```{lang}\n(.*?)```", README, re.S)
+def blocks(lang: str) -> list[tuple[str, str]]:
+    """(page, code) of every ```lang block of the README and the docs pages."""
+    return [(page, b) for page, text in TEXT.items() for b in re.findall(rf"```{lang}\n(.*?)```", text, re.S)]
 
 
 def commands() -> list[str]:
     """`sigprop ...` lines of the README's bash blocks and the Makefile's recipes, comments stripped."""
-    lines = [ln for b in blocks("bash") for ln in b.splitlines()]
+    lines = [ln for _, b in blocks("bash") for ln in b.splitlines()]
     lines += [ln.replace("$(BIN)/", "") for ln in (REPO / "Makefile").read_text().splitlines() if "$(BIN)/sigprop" in ln]
     out = []
     for ln in lines:
@@ -38,10 +40,10 @@ def commands() -> list[str]:
     return out
 
 
-@pytest.mark.parametrize("i", range(len(blocks("python"))))
-def test_readme_python_block_runs(i, tmp_path, monkeypatch):
+@pytest.mark.parametrize("page, code", blocks("python"), ids=[f"{p}#{i}" for i, (p, _) in enumerate(blocks("python"))])
+def test_readme_python_block_runs(page, code, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # anything a block writes lands here
-    exec(compile(blocks("python")[i], f"README.md python block {i + 1}", "exec"), {})
+    exec(compile(code, f"{page} python block", "exec"), {})
 
 
 def test_readme_and_makefile_commands_parse():
