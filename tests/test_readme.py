@@ -62,3 +62,16 @@ def test_cheap_readme_commands_run(line):
     r = CliRunner().invoke(app, shlex.split(line)[1:])
     assert r.exit_code == 0, r.output
     assert "Traceback" not in r.output
+
+
+def test_the_readme_is_a_front_page_linking_every_docs_page():
+    """Issue 26: at most ~10 KB, the two commands in the first screen, how to run the CLI after them, every docs page
+    linked, and the notebooks named."""
+    readme = TEXT["README.md"]
+    assert len(readme.encode()) <= 10_240
+    assert readme.index("make demo") < 2_500 and readme.index("make test") < 2_500
+    assert ".venv/bin/activate" in readme
+    for page in sorted((REPO / "docs").glob("*.md")):
+        assert f"docs/{page.name}" in readme, page.name
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        assert nb.name in readme, nb.name
