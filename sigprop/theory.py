@@ -4,7 +4,8 @@ For a BlockSpec and an input kernel Sigma_0 = X_0 X_0^T / d (measured on the emb
 batch), propagate Sigma_l = X_l X_l^T / d through every block in the infinite-width limit:
 
 - a linear layer with i.i.d. N(0, s^2) weights scales the kernel by s^2 * fan_in; an orthogonal one keeps it;
-- ReLU / leaky ReLU act through the arc-cosine kernel (closed form); GELU by 2-D Gauss-Hermite quadrature;
+- ReLU / leaky ReLU act through the arc-cosine kernel (closed form); GELU by a closed-form inner expectation and a
+  zoomed 1-D rule (accurate at any variance, `gelu_kernel`); other smooth maps by 2-D Gauss-Hermite quadrature;
 - RMSNorm / LayerNorm normalise the diagonal (features have zero mean at init, so both act alike);
 - attention applies A Sigma A^T with A the attention matrix at init. Exact when W^Q = 0 (then the softmax
   is the centring matrix C, and shaped attention alpha I + beta A - gamma C is exactly alpha I). With a
@@ -95,8 +96,56 @@ def activation_kernel(K: Kernel, activation: str, slope: float = 0.2, nodes: int
     if activation == "leaky_relu":  # phi(x) = s x + (1 - s) relu(x)
         return slope * K + (1 - slope) ** 2 * relu_kernel(K)
     if activation == "gelu":
-        return _quadrature_kernel(K, lambda x: x * 0.5 * (1 + torch.erf(x / math.sqrt(2))), nodes)
+        return gelu_kernel(K)
     raise ValueError(activation)
+
+
+def _cdf(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+
+
+def _pdf(x: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+def _zoomed_rule(sigma: float, nodes: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 1-D rule for E[f(z)], z ~ N(0, 1), when f varies on the scale 1/sigma near 0: Gauss-Legendre on [-9, -w],
+    [-w, w], [w, 9] with w = min(1, 4 / sigma) (the Gaussian mass beyond 9 is 2e-19), weights times the density."""
+    w = min(1.0, 4.0 / max(sigma, 1e-12))
+    x, q = np.polynomial.legendre.leggauss(nodes)
+    pts, wts = [], []
+    for lo, hi in ((-9.0, -w), (-w, w), (w, 9.0)):
+        pts.append((hi - lo) / 2 * x + (hi + lo) / 2)
+        wts.append((hi - lo) / 2 * q)
+    z = np.concatenate(pts)
+    return torch.tensor(z), torch.tensor(np.concatenate(wts) * np.exp(-z * z / 2) / math.sqrt(2 * math.pi))
+
+
+def gelu_kernel(K: Kernel, derivative: bool = False) -> Kernel:
+    """E[f(u_i) f(v_j)] for (u, v) ~ N(0, K), f = GELU (or its derivative), at any pre-activation variance.
+
+    The inner expectation over v given u is closed-form (v | u ~ N(a, b^2), r = sqrt(1 + b^2)):
+    E[GELU(v) | u] = a Phi(a / r) + b^2 phi(a / r) / r,  E[GELU'(v) | u] = Phi(a / r) + a phi(a / r) / r^3,
+    so only the outer integral over u is numerical, on `_zoomed_rule`: relative error below 1e-9 against an adaptive
+    reference at pre-activation std 0.3 ... 8 and any correlation (tests/test_theory_exact.py). A fixed 2-D Gauss-Hermite
+    rule (24 nodes) is exact to ~1e-8 only near unit variance, and 2e-2 off at depth 6 with weight std sqrt(2)."""
+    K = K.to(torch.float64)
+    var = torch.diagonal(K, dim1=-2, dim2=-1).clamp_min(0)  # (..., T)
+    z, w = _zoomed_rule(float(var.max().sqrt()) if var.numel() else 1.0)
+    z, w = z.to(K.dtype), w.to(K.dtype)
+    si = var.sqrt()[..., :, None, None]  # (..., T, 1, 1): u = s_i z
+    u = si * z  # (..., T, 1, n)
+    ratio = (K / var[..., :, None].clamp_min(1e-300))[..., None]  # K_ij / K_ii
+    a = ratio * u  # (..., T, T, n)
+    b2 = (var[..., None, :] - K * K / var[..., :, None].clamp_min(1e-300)).clamp_min(0)[..., None]
+    r = torch.sqrt(1 + b2)
+    if derivative:
+        outer = _cdf(u) + u * _pdf(u)
+        inner = _cdf(a / r) + a * _pdf(a / r) / r**3
+    else:
+        outer = u * _cdf(u)
+        inner = a * _cdf(a / r) + b2 * _pdf(a / r) / r
+    return (outer * inner) @ w
 
 
 def _quadrature_kernel(K: Kernel, phi, nodes: int) -> Kernel:
@@ -488,7 +537,7 @@ def derivative_kernel(K: Kernel, activation: str, slope: float = 0.2, nodes: int
     if activation == "leaky_relu":  # phi' = s + (1 - s) 1[u > 0]
         return slope**2 + slope * (1 - slope) + (1 - slope) ** 2 * both_positive
     if activation == "gelu":
-        return _quadrature_kernel(K, lambda x: 0.5 * (1 + torch.erf(x / math.sqrt(2))) + x * torch.exp(-x**2 / 2) / math.sqrt(2 * math.pi), nodes)
+        return gelu_kernel(K, derivative=True)
     raise ValueError(activation)
 
 
