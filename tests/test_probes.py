@@ -239,8 +239,8 @@ def test_hf_gpt2() -> None:
     padded = measure(model, idx, key_mask=key_mask).per_sequence.query("seq == 0").drop(columns="seq").reset_index(drop=True)
     alone = measure(model, idx[:1, :6]).per_sequence.drop(columns="seq")
     pd.testing.assert_frame_equal(padded, alone, rtol=1e-4, atol=1e-6)
-    with pytest.raises(SigpropError, match="attention=True"):
-        probe(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), attention=True)  # a bare block stack has no probabilities
+    with pytest.raises(SigpropError, match="attention=True"):  # a bare block stack has no probabilities (issue 29: said
+        measure(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), torch.randn(2, 3, 4), attention=True)  # once it ran)
     assert hooks(model) == before
 
 

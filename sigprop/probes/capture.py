@@ -15,9 +15,10 @@ explicit flag, HF's attention implementation), when the `with` block ends, also 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ from sigprop.probes.backward import lm_loss, weight_grad_norms
 from sigprop.probes.metrics import (KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, cos_mean, eigenvalues, kernel, kurtosis,
                                     entropy_ratio, outlier_stats, singular_ratio, sink_share, token_norm)
 from sigprop.probes.layers import Layers, Target, points_or_none, resolve_layers, unwrap
+from sigprop.probes.sdpa import PatternSink, sdpa_route
 
 #: Metrics a probe can record per layer: the kernel metrics plus activation kurtosis.
 LAYER_METRICS = (*KERNEL_METRICS, "kurtosis")
@@ -95,10 +97,12 @@ class Probe:
         self.pattern_targets, self.matrix_targets = self._attention_targets() if attention or outliers else ([], [])
         if not attention:  # outliers alone: the sink share needs the probabilities, not the kept matrices
             self.matrix_targets = []
-        if attention and not self.pattern_targets:
+        # No attention points of its own: route its F.scaled_dot_product_attention calls (sigprop.probes.sdpa).
+        self.sdpa = sdpa_route(model, self.targets, self._sdpa_sink) if attention and not self.pattern_targets else None
+        if attention and not self.pattern_targets and self.sdpa is None:
             raise SigpropError(
                 f"attention=True needs attention probabilities (blocks.*.attn.hook_pattern); {type(model).__name__} "
-                "has no such probe point (sigprop models and the Hugging Face families in sigprop.probes.ADAPTERS do)"
+                "has no such probe point and no blocks whose SDPA calls could be routed (pass layers=)"
             )
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._stack: contextlib.ExitStack | None = None
@@ -139,13 +143,17 @@ class Probe:
                     self._handles.append(self._register(t, self._softmax_hook(t)))
                 for t in self.matrix_targets:
                     self._handles.append(self._register(t, self._pattern_hook(t)))
+            if self.sdpa is not None:
+                self._stack.enter_context(self.sdpa)
         except BaseException:
             self.detach()
             raise
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type | None, *exc: object) -> None:
         self.detach()
+        if exc_type is None and self.sdpa is not None:
+            self.sdpa.check_reached(self.model)  # blocks ran but no SDPA call came through: say so
 
     def detach(self) -> None:
         """Remove every hook and switch attention back to what it was (fast path, attention implementation)."""
@@ -277,6 +285,26 @@ class Probe:
 
         return hook
 
+    def _sdpa_sink(self, t: Target) -> PatternSink:
+        """Records routed SDPA probabilities of t's block: call 1 of a forward as t (kept in `.attention`), a further
+        call k of the same forward (cross-attention, a second attention) as '<t.name>#k', metrics only. Queries over
+        other keys (cross-attention, L != S) record attn_entropy alone: key_mask and the T x T metrics do not apply."""
+        hooks: dict[int, list] = {}
+
+        def sink(A: torch.Tensor, k: int) -> None:
+            if A.shape[-2] != A.shape[-1]:
+                tk = t if k == 1 else dataclasses.replace(t, name=f"{t.name}#{k}")
+                self._add(tk, "attn_entropy", attention_entropy(A.detach()).mean(-1), self._seen[tk.name])
+                self._seen[tk.name] += A.shape[0]
+                return
+            if k not in hooks:
+                tk = t if k == 1 else dataclasses.replace(t, name=f"{t.name}#{k}")
+                hooks[k] = [self._softmax_hook(tk), *([self._pattern_hook(tk)] if k == 1 else [])]
+            for hook in hooks[k]:
+                hook(A)
+
+        return sink
+
     def _pattern_hook(self, t: Target):
         def hook(full: torch.Tensor) -> None:
             full = full.detach()
@@ -366,8 +394,9 @@ def probe(
     layers: None (model defaults), a glob/regex over module names ('transformer.h.*'), a list of
     modules/names, {layer: module}, or a glob over canonical probe points ('blocks.*.hook_attn_out').
     attention=True switches attention to a path that forms the T x T matrices (sigprop's explicit path,
-    HF's eager implementation) for the `with` block only, keeps them in `.attention` and records per-head
-    `attn_entropy` of the softmax probabilities.
+    HF's eager implementation, TransformerLens's hook_pattern; any other model's F.scaled_dot_product_attention
+    calls inside its blocks, see `sigprop.probes.sdpa`) for the `with` block only, keeps them in `.attention`
+    and records per-head `attn_entropy` of the softmax probabilities.
     key_mask (B, T) bool (True = real token) restricts every metric to real tokens. grad=True also
     records dL/dX per layer (`grad_norm`, `grad_cos_mean`) when a backward pass runs inside the block
     (see `measure(..., grad=True)`). outliers=True also records the outlier-feature statistics of each layer
@@ -388,11 +417,13 @@ def measure(
     key_mask: torch.Tensor | None = None,
     grad: bool = False,
     outliers: bool = False,
+    loss_fn: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None,
 ) -> Probe:
     """Run model(idx) once in eval mode under torch.no_grad() inside a probe; return the finished probe.
 
     grad=True runs the model's own loss (`lm_loss`) forward and backward instead, adding the backward
-    metrics (`sigprop.probes.backward`): dL/dX per layer and the weight-gradient norms per block.
+    metrics (`sigprop.probes.backward`): dL/dX per layer and the weight-gradient norms per block. loss_fn(model,
+    idx) -> scalar loss replaces `lm_loss`'s guess of the loss (any model: an image classifier, a custom objective).
     key_mask is passed to a sigprop model as `key_mask=` and to other models as `attention_mask=`.
     Each module's train/eval mode is restored afterwards.
     """
@@ -402,7 +433,7 @@ def measure(
         model.eval()
         with torch.enable_grad() if grad else torch.no_grad(), p:
             if grad:
-                p.record_backward(lm_loss(model, idx, key_mask))
+                p.record_backward(lm_loss(model, idx, key_mask, loss_fn))
             elif key_mask is None:
                 model(idx)
             elif "key_mask" in inspect.signature(unwrap(model).forward).parameters:  # sigprop's models

@@ -15,8 +15,10 @@ blocks.{l}.mlp.W_in, W_gate, W_out. Three ways to reach them, tried in order:
 1. the model declares them: `model.probe_points() -> {canonical name: module whose output it is}`,
    `model.probe_weights() -> {canonical weight name: parameter}` and optionally
    `model.attention_patterns()` (a context manager under which the pattern points fire) - sigprop's models;
-2. a Hugging Face model whose `config.model_type` is in `ADAPTERS` (data: module paths per family);
-3. the generic fallback: the longest stack of same-class blocks in any nn.Module (resid points only).
+2. a TransformerLens HookedTransformer (duck-typed: `HookPoint` modules named `blocks.{l}.attn.hook_pattern`;
+   its hook points and weights already carry the canonical names);
+3. a Hugging Face model whose `config.model_type` is in `ADAPTERS` (data: module paths per family);
+4. the generic fallback: the longest stack of same-class blocks in any nn.Module (resid points only).
 """
 
 from __future__ import annotations
@@ -229,6 +231,24 @@ def _declared_points(model: nn.Module) -> ProbePoints:
     return ProbePoints(type(model).__name__, points, weights, patterns)
 
 
+#: Parameter names of TransformerLens weights, which are the canonical weight names (W_Q: (heads, d, d_head), ...).
+_TL_WEIGHT = re.compile(r"blocks\.(\d+)\.(attn\.W_[QKVO]|mlp\.W_in|mlp\.W_gate|mlp\.W_out)")
+
+
+def _hookpoint_points(model: nn.Module) -> ProbePoints | None:
+    """TransformerLens: `HookPoint` modules at canonical names (their outputs are the points), None if it has none."""
+    hooks = [(n, m) for n, m in model.named_modules() if type(m).__name__ == "HookPoint" and _NAME.fullmatch(n)]
+    if not any(n.endswith(".attn.hook_pattern") for n, _ in hooks):
+        return None
+    points = []
+    for name, module in hooks:
+        m = _NAME.fullmatch(name)
+        points.append(Point(name, int(m[1]), _KIND[m[2]], module, name))
+    points.sort(key=lambda p: (p.block, KINDS.index(p.kind)))
+    weights = [Weight(n, int(m[1]), param) for n, param in model.named_parameters() if (m := _TL_WEIGHT.fullmatch(n))]
+    return ProbePoints("transformer_lens", points, weights)
+
+
 def block_stack(model: nn.Module) -> tuple[str, nn.ModuleList | nn.Sequential] | None:
     """The longest ModuleList/Sequential of >= 2 same-class blocks that hold parameters (ties: most parameters)."""
     best, key = None, (0, 0)
@@ -259,6 +279,9 @@ def probe_points(model: nn.Module) -> ProbePoints:
     """The canonical probe points of any model (see the module docstring for the lookup order)."""
     if callable(getattr(model, "probe_points", None)):
         return _declared_points(model)
+    hooked = _hookpoint_points(model)
+    if hooked is not None:
+        return hooked
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     if model_type in ADAPTERS and isinstance(getattr(model, "base_model", None), nn.Module):
         return _hf_points(model, ADAPTERS[model_type])
