@@ -283,3 +283,35 @@ def test_gains_reparam_ratios_and_training() -> None:
     assert get(3, "beta_ff") == pytest.approx(0.7)
     with pytest.raises(SigpropError, match="Sequential"):
         gains(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_the_attention_mask_a_model_is_called_with_excludes_padding_like_key_mask():
+    """Issue 31: `with probe(m): m(idx, attention_mask=mask)` counted padded tokens in every stream metric."""
+    from tests.hf_tiny import VOCAB, tiny_models
+
+    model = tiny_models()["bert"]()
+    idx = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[0, 6:] = 0
+    with torch.no_grad(), probe(model) as seen:
+        model(idx, attention_mask=mask)
+    with torch.no_grad(), probe(model, key_mask=mask.bool()) as given:
+        model(idx, attention_mask=mask)
+    with torch.no_grad(), probe(model) as unmasked:
+        model(idx)
+    pd.testing.assert_frame_equal(seen.metrics, given.metrics)
+    assert not np.allclose(seen.value("cos_mean").to_numpy(), unmasked.value("cos_mean").to_numpy())
+    with pytest.warns(UserWarning, match="padded tokens count"), torch.no_grad(), probe(model):
+        model(idx, attention_mask=mask[:, None, None, :].float())
+
+
+def test_backward_probes_do_not_take_padded_positions_as_labels():
+    from sigprop.probes import lm_loss
+    from tests.hf_tiny import VOCAB, tiny_models
+
+    model = tiny_models()["bert"]()
+    idx = torch.randint(0, VOCAB, (2, 12), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 12, dtype=torch.bool)
+    mask[0, 6:] = False
+    want = model(input_ids=idx, attention_mask=mask.long(), labels=idx.masked_fill(~mask, -100)).loss
+    assert torch.allclose(lm_loss(model, idx, mask), want)

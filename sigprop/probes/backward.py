@@ -54,7 +54,8 @@ def lm_loss(model: nn.Module, idx: torch.Tensor, key_mask: torch.Tensor | None =
         return loss
     kwargs = {} if key_mask is None or "attention_mask" not in params else {"attention_mask": key_mask.long()}
     if "labels" in params:  # Hugging Face
-        out = model(input_ids=idx, labels=idx, **kwargs)
+        labels = idx if key_mask is None else idx.masked_fill(~key_mask.bool(), -100)  # padded positions are no targets
+        out = model(input_ids=idx, labels=labels, **kwargs)
         loss = getattr(out, "loss", None)
         if not isinstance(loss, torch.Tensor):
             raise SigpropError(f"backward probes need the model's loss; {type(inner).__name__}(input_ids, labels) returned "

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 
@@ -91,6 +92,8 @@ class Probe:
         self.model, self.metric_names = model, metrics
         self.keep_kernels, self.keep_activations, self.grad = kernels, activations, grad
         self.key_mask = None if key_mask is None else key_mask.bool()
+        self._call_mask: torch.Tensor | None = None  # the attention_mask= of the forward running now (read, not given)
+        self._warned_mask = False
         self.targets = resolve_layers(model, layers)
         self.attention_on, self.outliers = attention, outliers
         self.points = points_or_none(unwrap(model)) if attention or outliers else None
@@ -145,6 +148,10 @@ class Probe:
                     self._handles.append(self._register(t, self._pattern_hook(t)))
             if self.sdpa is not None:
                 self._stack.enter_context(self.sdpa)
+            if self.key_mask is None:  # read the padding mask the model is called with, where it is visible
+                top = unwrap(self.model)
+                self._handles.append(top.register_forward_pre_hook(self._read_call_mask, with_kwargs=True))
+                self._handles.append(top.register_forward_hook(lambda *_: setattr(self, "_call_mask", None)))
         except BaseException:
             self.detach()
             raise
@@ -181,7 +188,22 @@ class Probe:
         return t.module.register_forward_hook(post)
 
     # -- hooks ------------------------------------------------------------------------------------
+    def _read_call_mask(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Take a (B, T) 0/1 `attention_mask=` of the model call as the key mask (issue 31: padded tokens were counted
+        silently); any other form of mask is not read, and a one-line warning says the padding counts."""
+        mask = kwargs.get("attention_mask")
+        if mask is None:
+            return
+        if isinstance(mask, torch.Tensor) and mask.ndim == 2 and bool(((mask == 0) | (mask == 1)).all()):
+            self._call_mask = mask.bool()
+        elif not self._warned_mask:
+            self._warned_mask = True
+            warnings.warn(f"probe: the model's attention_mask of shape {tuple(getattr(mask, 'shape', ()))} is not a (B, T) "
+                          "0/1 mask; its padded tokens count in every metric (pass key_mask= to exclude them)", stacklevel=2)
+
     def _mask_for(self, shape: torch.Size, where: str) -> torch.Tensor | None:
+        if self.key_mask is None and self._call_mask is not None and tuple(self._call_mask.shape) == tuple(shape):
+            return self._call_mask
         if self.key_mask is None:
             return None
         if tuple(self.key_mask.shape) != tuple(shape):
