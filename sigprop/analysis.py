@@ -302,11 +302,13 @@ def analyze(
     outliers: bool = False,
     run: str | Path | None = None,
     all_checkpoints: bool = False,
+    inputs: torch.Tensor | None = None,
 ) -> Analysis:
     """Probe every block at initialisation on the same batch; add the infinite-width prediction.
 
     outliers=True adds the outlier-feature statistics of the paper's sequel per layer (`outlier_stats`), the
     attention-sink share and, for sigprop's blocks, theory's batch correlation (`theory.propagate_batch`).
+    inputs: a ready batch for a model that takes no token ids (an image model: (B, 3, H, W)), used as is.
 
     `blocks` may also be an nn.Module, and `model` a folder written by `save_pretrained` or a hub id
     (with `revisions`, one analysis per checkpoint); those are probed as they are, without theory.
@@ -323,7 +325,7 @@ def analyze(
     if isinstance(blocks, nn.Module) or model is not None:
         return _analyze_models(blocks if isinstance(blocks, nn.Module) else None, model, list(revisions), seq_len=seq_len,
                                batch=batch, seed=seed, data=data, vocab_size=vocab_size, dtype=dtype, kernels=kernels,
-                               grad=grad, max_bytes=max_bytes, progress=progress, outliers=outliers)
+                               grad=grad, max_bytes=max_bytes, progress=progress, outliers=outliers, inputs=inputs)
     if revisions:
         raise SigpropError("revisions= needs model= (a folder or hub id of a pretrained model)")
     specs = [s.with_sets(sets) for s in resolve_blocks(blocks)]
@@ -390,7 +392,7 @@ def grad_frames(model: nn.Module, tokens: torch.Tensor, label: str, spec: BlockS
 
 def _analyze_models(module: nn.Module | None, source: str | None, revisions: list[str], *, seq_len: int, batch: int,
                     seed: int, data: str, vocab_size: int, dtype: str, kernels: bool, grad: bool, max_bytes: int | None,
-                    progress: bool, outliers: bool = False) -> Analysis:
+                    progress: bool, outliers: bool = False, inputs: torch.Tensor | None = None) -> Analysis:
     """`analyze` of models sigprop did not build: one entry per module or checkpoint, on one batch each."""
     from sigprop.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
     from sigprop.probes import probe_points
@@ -407,7 +409,8 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
         else:
             loaded = load_pretrained(source, rev, DTYPES[dtype])
         first = first or loaded
-        tokens, desc = model_tokens(loaded, data, batch, seq_len, vocab_size, seed, max_bytes)
+        probe_points(loaded.model)  # a model without a block stack: that one-line error before any input is made
+        tokens, desc = model_tokens(loaded, data, batch, seq_len, vocab_size, seed, max_bytes, inputs)
         descs.add(desc)
         m, k = probe_loaded(loaded, tokens, kernels, outliers)
         frames.append(m)

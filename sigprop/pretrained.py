@@ -100,28 +100,42 @@ def code_tokens(tokenizer, batch: int, seq_len: int, seed: int, max_bytes: int |
     return torch.stack([stream[s : s + seq_len] for s in starts.tolist()])
 
 
-def vocab_of(model: nn.Module, fallback: int) -> int:
-    return int(getattr(getattr(model, "config", None), "vocab_size", None) or fallback)
-
-
-def context_of(model: nn.Module) -> int | None:
-    cfg = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "context"):
+def vocab_of(model: nn.Module) -> int | None:
+    """The token range a model accepts: config.vocab_size (HF), cfg.d_vocab (TransformerLens), else the size of its
+    first nn.Embedding; None when it has none (an image model: it needs inputs=)."""
+    for cfg, name in ((getattr(model, "config", None), "vocab_size"), (getattr(model, "cfg", None), "d_vocab")):
         v = getattr(cfg, name, None)
         if isinstance(v, int) and v > 0:
             return v
+    emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    return emb.num_embeddings if emb is not None else None
+
+
+def context_of(model: nn.Module) -> int | None:
+    for cfg, names in ((getattr(model, "config", None), ("max_position_embeddings", "n_positions", "context")),
+                       (getattr(model, "cfg", None), ("n_ctx",))):
+        for name in names:
+            v = getattr(cfg, name, None)
+            if isinstance(v, int) and v > 0:
+                return v
     return None
 
 
-def model_tokens(loaded: Loaded, data: str, batch: int, seq_len: int, vocab_size: int, seed: int, max_bytes: int | None) -> tuple[torch.Tensor, str]:
-    """(tokens (B, T), description) for one model."""
+def model_tokens(loaded: Loaded, data: str, batch: int, seq_len: int, vocab_size: int, seed: int, max_bytes: int | None,
+                 inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+    """(the input batch, description) for one model: `inputs` as given, else token ids (B, T) from the data source."""
+    if inputs is not None:
+        return inputs, f"the inputs given, {tuple(inputs.shape)}"
     check_choice("data", data, DATA_SOURCES)
     ctx = context_of(loaded.model)
     if ctx is not None and seq_len > ctx:
         raise SigpropError(f"seq_len {seq_len} exceeds {loaded.label}'s context of {ctx} tokens")
     if data == "code" and loaded.tokenizer is not None:
         return code_tokens(loaded.tokenizer, batch, seq_len, seed, max_bytes), "code (stdlib validation split, the model's tokenizer)"
-    vocab = vocab_of(loaded.model, vocab_size)
+    vocab = vocab_of(loaded.model)
+    if vocab is None:
+        raise SigpropError(f"cannot infer token ids for {type(loaded.model).__name__} (no vocabulary in its config and no "
+                           "nn.Embedding): pass inputs=<a batch the model accepts>, e.g. images (B, 3, H, W)")
     g = torch.Generator().manual_seed(seed)
     if data == "repeat":
         return torch.randint(0, vocab, (batch, 1), generator=g).expand(batch, seq_len).contiguous(), "one token repeated"
