@@ -52,7 +52,7 @@ def lm_loss(model: nn.Module, idx: torch.Tensor, key_mask: torch.Tensor | None =
         else:
             _, loss = model(idx[:, :-1], idx[:, 1:])
         return loss
-    kwargs = {} if key_mask is None or "attention_mask" not in params else {"attention_mask": key_mask.long()}
+    kwargs = {} if key_mask is None else {"attention_mask": key_mask.long()}
     if "labels" in params:  # Hugging Face
         labels = idx if key_mask is None else idx.masked_fill(~key_mask.bool(), -100)  # padded positions are no targets
         out = model(input_ids=idx, labels=labels, **kwargs)
@@ -65,7 +65,8 @@ def lm_loss(model: nn.Module, idx: torch.Tensor, key_mask: torch.Tensor | None =
         out = model(idx[:, :-1], targets=idx[:, 1:])
         loss = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else getattr(out, "loss", None)
         return _scalar(loss, f"{type(inner).__name__}(idx, targets=)")
-    return _next_token_loss(model(idx, **kwargs), idx, key_mask, type(inner).__name__)
+    out = model(idx, **kwargs) if "attention_mask" in params else model(idx)
+    return _next_token_loss(out, idx, key_mask, type(inner).__name__)
 
 
 def _scalar(loss: object, where: str) -> torch.Tensor:
