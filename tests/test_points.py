@@ -144,3 +144,25 @@ def test_sigprops_attention_and_branch_points_are_the_modules_of_the_same_path()
     for name, module in model.probe_points().items():
         if not name.endswith(("hook_resid_pre", "hook_resid_post")):
             assert modules[name] is module, name
+
+
+def test_a_glob_that_names_points_and_other_modules_is_refused_and_prefixes_choose():
+    """Issue 31 item 4: a model whose own modules carry canonical-looking names (TransformerLens's HookPoints) must not
+    silently get module-path matches where canonical points were meant, or the reverse."""
+    import pytest
+    import torch
+    from torch import nn
+
+    from sigprop import SigpropError, build_model, measure
+
+    model = build_model("pre-ln", depth=2, width=32, heads=2, vocab_size=50, context=8)
+    model.blocks[0].add_module("hook_resid_post", nn.Identity())  # a module path that is also a canonical name
+    idx = torch.randint(0, 50, (1, 8))
+    with pytest.raises(SigpropError) as e:
+        measure(model, idx, layers="blocks.*.hook_resid_post")
+    assert "point:" in str(e.value) and "module:" in str(e.value) and "\n" not in str(e.value)
+    points = measure(model, idx, layers="point:blocks.*.hook_resid_post")
+    assert points.layers == {1: "blocks.0.hook_resid_post", 2: "blocks.1.hook_resid_post"}
+    paths = measure(model, idx, layers="module:blocks.*.hook_resid_post")
+    assert list(paths.layers.values()) == ["blocks.0.hook_resid_post"]
+    assert measure(model, idx, layers="blocks.*.attn.hook_pattern", metrics="cos_mean").layers  # same modules: fine

@@ -98,6 +98,15 @@ def _resolve_one(model: nn.Module, item: str | nn.Module, names: dict[int, str])
     raise SigpropError(f"layers: bad entry {item!r}; accepted: module names, patterns or nn.Module objects")
 
 
+def _kind_prefix(layers: Layers) -> tuple[str | None, Layers]:
+    """'point:<glob>' forces canonical probe points, 'module:<glob>' module paths; anything else is read as both."""
+    if isinstance(layers, str):
+        for kind in ("point", "module"):
+            if layers.startswith(kind + ":"):
+                return kind, layers[len(kind) + 1:]
+    return None, layers
+
+
 def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
     """The probed modules with their layer numbers.
 
@@ -105,17 +114,28 @@ def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
     None -> `default_layers`. A pattern or list keeps the default numbering when every module is one of
     the model's default layers (so 'blocks.*' gives layers 1..L), else numbers them 0, 1, ... in order.
     A mapping {layer: module or name} sets the numbers explicitly. A name or glob over canonical point
-    names ('blocks.*.hook_mlp_out') selects those points, with their own layer numbers.
+    names ('blocks.*.hook_mlp_out') selects those points, with their own layer numbers; when the same glob read as
+    module paths names other modules (a model whose own modules borrow canonical names) it is refused as
+    ambiguous: 'point:<glob>' or 'module:<glob>' says which is meant.
     """
     model = unwrap(model)
     if layers is None:
         return default_layers(model)
     points = points_or_none(model)
-    if points is not None and isinstance(layers, str):
+    kind, layers = _kind_prefix(layers)
+    if points is not None and isinstance(layers, str) and kind != "module":
         glob = _pattern_regex(layers)
         chosen = [Target.of(p) for p in points.points if glob.fullmatch(p.name)]
         if chosen:
+            if kind is None:  # the same glob over module paths must mean the same modules, else it is ambiguous
+                as_paths = {id(m) for n, m in model.named_modules() if n and glob.fullmatch(n)}
+                if as_paths - {id(t.module) for t in chosen}:
+                    raise SigpropError(f"layers={layers!r} matches canonical probe points and other modules by path; "
+                                       f"accepted: 'point:{layers}' (the canonical points) or 'module:{layers}' (module paths)")
             return sorted(chosen, key=lambda t: t.layer)
+        if kind == "point":
+            raise SigpropError(f"layers='point:{layers}' matches no canonical probe point of {type(model).__name__}; "
+                               f"accepted: names such as {points.points[0].name!r}")
     names = {id(m): n for n, m in model.named_modules()}
     if isinstance(layers, Mapping):
         out = []
