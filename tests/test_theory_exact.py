@@ -59,3 +59,17 @@ def test_gelu_kernel_is_symmetric_and_batched():
     K = X @ X.transpose(-1, -2) / 40
     G = gelu_kernel(K)
     assert G.shape == K.shape and torch.allclose(G, G.transpose(-1, -2), rtol=1e-9, atol=1e-12)
+
+
+def test_the_validation_script_runs_and_its_rows_hold(capsys):
+    """benchmarks/validate.py, which docs/validated.md quotes, at a small width: every row a number within reach."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "validate.py"
+    spec = importlib.util.spec_from_file_location("validate", path)
+    validate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(validate)
+    assert validate.outlier_row() < 1e-12 and validate.padding_row() < 1e-12 and validate.sdpa_row() < 1e-6
+    assert validate.gelu_row(stds=(0.3, 8.0), rhos=(0.9,), n=300) < 1e-9
+    assert validate.batch_corr_row(width=256) < 0.1
