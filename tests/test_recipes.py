@@ -4,6 +4,7 @@ and the plotting layer on real run frames."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -55,6 +56,25 @@ def test_list_shows_every_recipe_with_paper_counterpart_and_runtime(monkeypatch)
         assert r.runtime["cpu" if "cpu" in r.scales else "gpu"] in res.output
     assert {"fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig12", "fig13", "fig14", "fig17", "fig25", "table1",
             "rank-collapse", "cos-training"} <= set(RECIPES)
+
+
+def test_list_is_readable_at_80_columns():
+    """Issue 26: at 80 columns no cell is cut with an ellipsis, no column is empty, no line is wider than the terminal."""
+    from rich.console import Console
+
+    from sigprop.cli.reproduce import recipe_table
+
+    console = Console(width=80, record=True, file=io.StringIO())
+    table = recipe_table()
+    console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    words = set(text.replace("│", " ").split())
+    for r in RECIPES.values():  # every word of every cell is shown whole (a squeezed column shows none)
+        cells = [r.name, r.paper, r.shows, *(r.runtime.get(s, "") for s in r.scales), ", ".join(map(str, r.claims))]
+        assert set(" ".join(cells).split()) <= words, (r.name, set(" ".join(cells).split()) - words)
+    first = [ln.split("│")[1].strip() for ln in text.splitlines() if ln.startswith("│")]
+    assert [r.name for r in RECIPES.values()] == [c for c in first if c in RECIPES]  # every recipe, in gallery order
 
 
 @pytest.mark.parametrize("name", list(RECIPES))

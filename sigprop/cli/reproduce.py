@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sigprop.cli.app import app, console
@@ -12,18 +13,18 @@ from sigprop.errors import SigpropError
 
 
 def recipe_table() -> Table:
-    """Every recipe: paper counterpart, what it shows, the claims it tests, expected runtime per scale."""
-    from sigprop.recipes import RECIPE_SCALES, RECIPES
+    """Every recipe in three columns that wrap (readable at 80 columns): the recipe and the claims it tests, the
+    expected runtime at each scale it plans, and its paper counterpart with what it shows."""
+    from sigprop.recipes import RECIPES
 
-    t = Table(title="sigprop reproduce: recipes (runtime per scale; cpu measured on 2 shared cores)", show_lines=True)
-    t.add_column("recipe", style="bold", no_wrap=True)
-    t.add_column("paper", no_wrap=True)
-    t.add_column("claims")
-    for s in RECIPE_SCALES:
-        t.add_column(s, min_width=6)
-    t.add_column("shows", ratio=1, min_width=24)
+    t = Table(title="sigprop reproduce: recipes (cpu runtimes measured on 2 shared cores)", show_lines=True)
+    t.add_column("recipe", min_width=13, max_width=14)
+    t.add_column("runtime per scale", min_width=20, ratio=2)
+    t.add_column("paper, what it shows", min_width=24, ratio=3)
     for r in RECIPES.values():
-        t.add_row(r.name, r.paper, ",".join(map(str, r.claims)), *(r.runtime.get(s, "?" if s in r.scales else "–") for s in RECIPE_SCALES), r.shows)
+        claims = f"\n[dim]claims {', '.join(map(str, r.claims))}[/]" if r.claims else ""
+        runtime = "\n".join(f"[bold]{s}[/] {escape(r.runtime.get(s, '?'))}" for s in r.scales)
+        t.add_row(f"[bold]{r.name}[/]{claims}", runtime, f"[italic]{escape(r.paper)}[/]\n{escape(r.shows)}")
     return t
 
 
