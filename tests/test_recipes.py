@@ -370,6 +370,41 @@ def test_a_committed_gallery_figure_replots_to_its_committed_numbers(tmp_path, m
     assert figures <= {f.name for f in res.files}
 
 
+def test_a_replot_into_the_committed_folder_leaves_every_file_byte_identical(tmp_path, monkeypatch):
+    """Issue 26: `reproduce fig17 --replot` (no --out) rewrote the committed result.json (its runtime_s); now it changes
+    no byte, figures included (on a copy of the checkout's figures/fig17, standing in for the gallery)."""
+    import shutil
+
+    import sigprop.recipes.records as records
+
+    shutil.copytree(records.GALLERY / "fig17", tmp_path / "figures" / "fig17")
+    monkeypatch.setattr(records, "GALLERY", tmp_path / "figures")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    res = reproduce("fig17", quiet=True, replot=True)
+    assert res.scale == "cpu" and res.out == tmp_path / "figures" / "fig17" and res.reused and not res.trained
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys() and [k for k in before if before[k] != after[k]] == []
+
+
+def test_replot_reads_the_committed_records_and_writes_where_out_says(tmp_path, monkeypatch):
+    """Issue 26: `reproduce gpu --replot --out DIR`, from any folder and without --scale (gpu is that recipe's own),
+    redraws from figures/gpu/runs into DIR; the committed folder is not written."""
+    import sigprop.recipes.executor as base
+
+    gallery = Path(__file__).resolve().parents[1] / "figures" / "gpu"
+    stamp = {p: p.stat().st_mtime_ns for p in gallery.iterdir() if p.is_file()}
+    monkeypatch.setattr(base, "ensure_run", lambda *a, **k: pytest.fail("--replot must not train"))
+    monkeypatch.chdir(tmp_path)
+    r = CLI.invoke(app, ["reproduce", "gpu", "--replot", "--out", "here", "-q"])
+    assert r.exit_code == 0, r.output
+    made = json.loads((tmp_path / "here" / "result.json").read_text())
+    assert made["scale"] == "gpu" and made["command"].endswith("--out here --runs figures/gpu/runs")
+    assert made["numbers"] == json.loads((gallery / "result.json").read_text())["numbers"]
+    assert {p: p.stat().st_mtime_ns for p in gallery.iterdir() if p.is_file()} == stamp
+    with pytest.raises(SigpropError, match="--replot: recipe table1 trains no runs"):  # it measures: nothing to redraw
+        reproduce("table1", out=tmp_path / "t1", quiet=True, replot=True)
+
+
 def test_the_committed_gpu_figure_replots_from_its_records_with_the_device_named(tmp_path, monkeypatch):
     """figures/gpu: two calls on one GPU; --replot at the gpu scale redraws it, numbers read from the runs' own records."""
     import sigprop.recipes.executor as base
