@@ -70,3 +70,26 @@ def test_cli_budget_prints_the_table(cache, tmp_path):
     r = CliRunner().invoke(app, ["reproduce", "--budget", "--scale", "ci", "--out", str(tmp_path)], env={"COLUMNS": "160"})
     assert r.exit_code == 0, r.output
     assert "distinct runs" in r.output and "catch-up" in r.output and "to train h" in r.output
+
+
+def test_budget_reads_the_checkouts_gallery_from_any_folder(tmp_path, monkeypatch):
+    """Issue 26: --budget outside the checkout said 0 finished and 97.7 h; it now reads the checkout's figures/, and
+    where sigprop is not a checkout it says so in one line."""
+    import pytest
+
+    import sigprop.recipes.records as records
+    from sigprop.errors import SigpropError
+
+    inside = CliRunner().invoke(app, ["reproduce", "--budget"], env={"COLUMNS": "200"})
+    monkeypatch.chdir(tmp_path)
+    outside = CliRunner().invoke(app, ["reproduce", "--budget"], env={"COLUMNS": "200"})
+    assert inside.exit_code == outside.exit_code == 0, outside.output
+    assert outside.output == inside.output
+    t = gallery_budget("cpu", REPO / "figures")
+    took = t[t.status == "finished"].hours.sum()
+    assert took > 10 and f"the finished runs took {took:.1f} h" in " ".join(outside.output.split())
+    monkeypatch.setattr(records, "GALLERY", tmp_path / "site-packages" / "figures")
+    r = CliRunner().invoke(app, ["reproduce", "--budget"])
+    assert isinstance(r.exception, SigpropError) and "not a checkout" in str(r.exception)
+    with pytest.raises(SigpropError, match="no gallery"):
+        records.gallery()

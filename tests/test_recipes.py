@@ -4,6 +4,7 @@ and the plotting layer on real run frames."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 from pathlib import Path
@@ -55,6 +56,25 @@ def test_list_shows_every_recipe_with_paper_counterpart_and_runtime(monkeypatch)
         assert r.runtime["cpu" if "cpu" in r.scales else "gpu"] in res.output
     assert {"fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "fig12", "fig13", "fig14", "fig17", "fig25", "table1",
             "rank-collapse", "cos-training"} <= set(RECIPES)
+
+
+def test_list_is_readable_at_80_columns():
+    """Issue 26: at 80 columns no cell is cut with an ellipsis, no column is empty, no line is wider than the terminal."""
+    from rich.console import Console
+
+    from sigprop.cli.reproduce import recipe_table
+
+    console = Console(width=80, record=True, file=io.StringIO())
+    table = recipe_table()
+    console.print(table)
+    text = console.export_text()
+    assert "…" not in text and max(map(len, text.splitlines())) <= 80
+    words = set(text.replace("│", " ").split())
+    for r in RECIPES.values():  # every word of every cell is shown whole (a squeezed column shows none)
+        cells = [r.name, r.paper, r.shows, *(r.runtime.get(s, "") for s in r.scales), ", ".join(map(str, r.claims))]
+        assert set(" ".join(cells).split()) <= words, (r.name, set(" ".join(cells).split()) - words)
+    first = [ln.split("│")[1].strip() for ln in text.splitlines() if ln.startswith("│")]
+    assert [r.name for r in RECIPES.values()] == [c for c in first if c in RECIPES]  # every recipe, in gallery order
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -348,6 +368,41 @@ def test_a_committed_gallery_figure_replots_to_its_committed_numbers(tmp_path, m
     assert again["numbers"] == committed["numbers"] and again["claims"] == committed["claims"]
     assert sorted(res.reused) == sorted(committed["reused"] + committed["trained"])
     assert figures <= {f.name for f in res.files}
+
+
+def test_a_replot_into_the_committed_folder_leaves_every_file_byte_identical(tmp_path, monkeypatch):
+    """Issue 26: `reproduce fig17 --replot` (no --out) rewrote the committed result.json (its runtime_s); now it changes
+    no byte, figures included (on a copy of the checkout's figures/fig17, standing in for the gallery)."""
+    import shutil
+
+    import sigprop.recipes.records as records
+
+    shutil.copytree(records.GALLERY / "fig17", tmp_path / "figures" / "fig17")
+    monkeypatch.setattr(records, "GALLERY", tmp_path / "figures")
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    res = reproduce("fig17", quiet=True, replot=True)
+    assert res.scale == "cpu" and res.out == tmp_path / "figures" / "fig17" and res.reused and not res.trained
+    after = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after.keys() == before.keys() and [k for k in before if before[k] != after[k]] == []
+
+
+def test_replot_reads_the_committed_records_and_writes_where_out_says(tmp_path, monkeypatch):
+    """Issue 26: `reproduce gpu --replot --out DIR`, from any folder and without --scale (gpu is that recipe's own),
+    redraws from figures/gpu/runs into DIR; the committed folder is not written."""
+    import sigprop.recipes.executor as base
+
+    gallery = Path(__file__).resolve().parents[1] / "figures" / "gpu"
+    stamp = {p: p.stat().st_mtime_ns for p in gallery.iterdir() if p.is_file()}
+    monkeypatch.setattr(base, "ensure_run", lambda *a, **k: pytest.fail("--replot must not train"))
+    monkeypatch.chdir(tmp_path)
+    r = CLI.invoke(app, ["reproduce", "gpu", "--replot", "--out", "here", "-q"])
+    assert r.exit_code == 0, r.output
+    made = json.loads((tmp_path / "here" / "result.json").read_text())
+    assert made["scale"] == "gpu" and made["command"].endswith("--out here --runs figures/gpu/runs")
+    assert made["numbers"] == json.loads((gallery / "result.json").read_text())["numbers"]
+    assert {p: p.stat().st_mtime_ns for p in gallery.iterdir() if p.is_file()} == stamp
+    with pytest.raises(SigpropError, match="--replot: recipe table1 trains no runs"):  # it measures: nothing to redraw
+        reproduce("table1", out=tmp_path / "t1", quiet=True, replot=True)
 
 
 def test_the_committed_gpu_figure_replots_from_its_records_with_the_device_named(tmp_path, monkeypatch):

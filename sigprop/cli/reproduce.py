@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from time import perf_counter
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from sigprop.cli.app import app, console
@@ -12,25 +14,27 @@ from sigprop.errors import SigpropError
 
 
 def recipe_table() -> Table:
-    """Every recipe: paper counterpart, what it shows, the claims it tests, expected runtime per scale."""
-    from sigprop.recipes import RECIPE_SCALES, RECIPES
+    """Every recipe in three columns that wrap (readable at 80 columns): the recipe and the claims it tests, the
+    expected runtime at each scale it plans, and its paper counterpart with what it shows."""
+    from sigprop.recipes import RECIPES
 
-    t = Table(title="sigprop reproduce: recipes (runtime per scale; cpu measured on 2 shared cores)", show_lines=True)
-    t.add_column("recipe", style="bold", no_wrap=True)
-    t.add_column("paper", no_wrap=True)
-    t.add_column("claims")
-    for s in RECIPE_SCALES:
-        t.add_column(s, min_width=6)
-    t.add_column("shows", ratio=1, min_width=24)
+    t = Table(title="sigprop reproduce: recipes (cpu runtimes measured on 2 shared cores)", show_lines=True)
+    t.add_column("recipe", min_width=13, max_width=14)
+    t.add_column("runtime per scale", min_width=20, ratio=2)
+    t.add_column("paper, what it shows", min_width=24, ratio=3)
     for r in RECIPES.values():
-        t.add_row(r.name, r.paper, ",".join(map(str, r.claims)), *(r.runtime.get(s, "?" if s in r.scales else "–") for s in RECIPE_SCALES), r.shows)
+        claims = f"\n[dim]claims {', '.join(map(str, r.claims))}[/]" if r.claims else ""
+        runtime = "\n".join(f"[bold]{s}[/] {escape(r.runtime.get(s, '?'))}" for s in r.scales)
+        t.add_row(f"[bold]{r.name}[/]{claims}", runtime, f"[italic]{escape(r.paper)}[/]\n{escape(r.shows)}")
     return t
 
 
-def status_table(name: str, scale: str, out: Path | None, runs: Path | None, only: str | None) -> Table:
+def status_table(name: str, scale: str | None, out: Path | None, runs: Path | None, only: str | None) -> Table:
     """--dry-run: each run of a recipe and what reproduce would do with it, with the counts in the title."""
     from sigprop.recipes import plan_status
+    from sigprop.recipes.executor import default_scale
 
+    scale = scale or default_scale(name)
     st = plan_status(name, scale, out, runs_dir=runs, only=only)
     todo = st[st.selected & ~st.action.eq("finished")]
     kinds = todo.action.str.split().str[0].value_counts()
@@ -102,12 +106,12 @@ def jobs_table(jobs: list[tuple[str, str]], launcher, folder: Path) -> Table:
 @app.command("reproduce")
 def reproduce_cmd(
     name: str = typer.Argument(None, help="Recipe name (see --list), or 'all'."),
-    scale: str = typer.Option("cpu", "--scale", "-s", help="ci (seconds) | cpu (the long CPU scale) | gpu (one ten-minute GPU call; recipe gpu) | paper (GPU days)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Folder for figures and result.json (default figures/<recipe>)."),
-    runs: Path = typer.Option(None, "--runs", help="Folder of training runs, shared between recipes (default <out>/runs)."),
+    scale: str = typer.Option(None, "--scale", "-s", help="ci (seconds) | cpu (the long CPU scale) | gpu (one ten-minute GPU call; recipe gpu) | paper (GPU days); default the recipe's own: cpu, gpu for recipe gpu."),
+    out: Path = typer.Option(None, "--out", "-o", help="Folder for figures and result.json (default figures/<recipe>; --budget: the gallery folder)."),
+    runs: Path = typer.Option(None, "--runs", help="Folder of training runs, shared between recipes (default <out>/runs; --replot: the records committed in figures/<recipe>/runs unless <out>/runs exists)."),
     list_: bool = typer.Option(False, "--list", "-l", help="List the recipes with their paper counterpart and runtime."),
     threads: int = typer.Option(0, "--threads", help="torch CPU threads per run (0 = torch's default)."),
-    replot: bool = typer.Option(False, "--replot", help="Train nothing: redraw the figures and verdicts from the run records in the runs folder."),
+    replot: bool = typer.Option(False, "--replot", help="Train nothing: redraw the figures and verdicts from the run records in the runs folder (default: the committed records)."),
     thin: int = typer.Option(0, "--thin-records", help="Keep a trained run's train-loss rows every N steps (every eval kept): small records to commit beside a figure."),
     only: str = typer.Option(None, "--only", help="Train only the runs whose slug matches one of these globs (comma-separated), e.g. '4x128-*-s0'; two processes can take disjoint sets."),
     budget: bool = typer.Option(False, "--budget", help="Train nothing: every distinct run of the gallery at --scale with its tier and one-thread hours (planned from model FLOPs; finished: also measured), the plan against the 24-hour cpu budget."),
@@ -119,34 +123,40 @@ def reproduce_cmd(
     """Regenerate a figure/table of the paper from real training runs (finished runs are reused, unfinished resumed)."""
     from sigprop.cluster import Launcher
     from sigprop.recipes import RECIPES, reproduce
+    from sigprop.recipes.records import gallery, shown
 
     where = Launcher(launcher, partition=partition, time=time, cpus=cpus, gpus=gpus, mem=mem)
     if list_:
         console.print(recipe_table())
         return
     if budget:
-        console.print(budget_table(scale, out or Path("figures")))
+        console.print(budget_table(scale or "cpu", out or gallery()))
         return
     if not name:
         raise SigpropError("no recipe given; accepted: --list, all, " + ", ".join(RECIPES))
-    names = [n for n, r in RECIPES.items() if scale in r.scales] if name.strip().lower() == "all" else [name]
+    if name.strip().lower() == "all":
+        scale = scale or "cpu"
+        names = [n for n, r in RECIPES.items() if scale in r.scales]
+    else:
+        names = [name]
     for n in names:
         target = out if (out is None or len(names) == 1) else out / n
         if dry_run:
             console.print(status_table(n, scale, target, runs, only))
             if where.submits:
-                from sigprop.recipes.executor import layout, queued_runs
+                from sigprop.recipes.executor import default_scale, layout, queued_runs
 
-                lay = layout(n, scale, target, runs)
+                lay = layout(n, scale or default_scale(n), target, runs)
                 console.print(jobs_table([(p.slug, str(lay.runs_dir / f)) for p, _, f in queued_runs(lay, only)], where, lay.out / "submitit"))
             continue
+        t0 = perf_counter()
         res = reproduce(n, scale=scale, out=target, runs_dir=runs, quiet=quiet, threads=threads, replot=replot, only=only, thin=thin,
                         launcher=where)
         if quiet or not res.files:  # nothing drawn: --only trained part of a figure's runs (reproduce said so)
             continue
         r = res.result
-        console.print(f"[bold]{r['recipe']}[/] ({r['paper']}) at scale {scale}: wrote {len(res.files)} files to {res.out} "
-                      f"in {r['runtime_s']:.0f} s (trained {len(res.trained)}, reused {len(res.reused)} runs)", highlight=False)
+        console.print(f"[bold]{r['recipe']}[/] ({r['paper']}) at scale {res.scale}: wrote {len(res.files)} files to {shown(res.out)} "
+                      f"in {perf_counter() - t0:.0f} s (trained {len(res.trained)}, reused {len(res.reused)} runs)", highlight=False)
         for c in r.get("claims", []):
             colour = {"reproduced": "green", "not reproduced": "yellow", "reversed": "red"}.get(c["verdict"], "dim")
             console.print(f"  claim {c['claim']}: [{colour}]{c['verdict']}[/] — {c['evidence']}", highlight=False)

@@ -15,8 +15,8 @@ import pandas as pd
 from sigprop.cluster import Launcher
 from sigprop.errors import SigpropError
 from sigprop.recipes.base import Context, Recipe, RunPlan, run_id, select, undecided_at
-from sigprop.recipes.records import FINISHED, compact, copy_records, find_shared
-from sigprop.runs import CONFIG, RunDir, atomic_write_json, held_by, load_runs
+from sigprop.recipes.records import FINISHED, compact, copy_records, find_shared, gallery, shown
+from sigprop.runs import CONFIG, RunDir, atomic_write_json, held_by, load_runs, read_json
 from sigprop.training import TrainConfig
 
 
@@ -103,6 +103,29 @@ class Layout:
     folders: list[str]
 
 
+def default_scale(name: str) -> str:
+    """A recipe's own scale when none is named: cpu where it plans one, else its first beyond ci (gpu for `gpu`)."""
+    from sigprop.recipes import get_recipe
+
+    scales = get_recipe(name).scales
+    return "cpu" if "cpu" in scales else next((s for s in scales if s != "ci"), scales[0])
+
+
+def replot_folders(name: str, out=None, runs_dir=None) -> tuple[Path, Path]:
+    """Where a replot reads and writes: --runs, else <out>/runs when --out holds runs, else the committed records
+    (figures/NAME/runs of the checkout, wherever the command runs from); it writes to --out, else figures/NAME."""
+    from sigprop.recipes import get_recipe
+
+    name = get_recipe(name).name
+    try:
+        committed = gallery() / name
+    except SigpropError:  # not a checkout: the folders beside the command, as a training run would use
+        committed = Path("figures") / name
+    if runs_dir is None:
+        runs_dir = Path(out) / "runs" if out is not None and (Path(out) / "runs").is_dir() else committed / "runs"
+    return (Path(out) if out is not None else committed), Path(runs_dir)
+
+
 def layout(name: str, scale: str, out=None, runs_dir=None) -> Layout:
     """The Layout of recipe `name` at `scale`; `out` defaults to figures/<name>, `runs_dir` to <out>/runs."""
     from sigprop.recipes import get_recipe
@@ -122,14 +145,14 @@ def layout(name: str, scale: str, out=None, runs_dir=None) -> Layout:
     return Layout(recipe, out, runs_dir, share, base, plans, cfgs, folders)
 
 
-def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *, runs_dir: str | Path | None = None,
+def plan_status(name: str, scale: str | None = None, out: str | Path | None = None, *, runs_dir: str | Path | None = None,
                 only: str | list[str] | None = None) -> pd.DataFrame:
     """What `reproduce` would do, run by run, without doing it (`sigprop reproduce NAME --dry-run`): one row per
     plan with its slug, run folder, steps, whether --only selects it, its action: finished (reused), copy
     (finished in a sibling figure's runs/), resume (started, at its last recorded step) or train, and the wall
     time a finished run took (seconds, from its summary), and at the cpu scale its tier in the gallery's budget
     (`Recipe.tier`: 1-2 inside the 24 hours, 3 beyond)."""
-    lay = layout(name, scale, out, runs_dir)
+    lay = layout(name, scale or default_scale(name), out, runs_dir)
     recipe, out, runs_dir = lay.recipe, lay.out, lay.runs_dir
     chosen, rows = select(lay.plans, only), []
     for p, cfg, folder in zip(lay.plans, lay.cfgs, lay.folders):
@@ -151,6 +174,16 @@ def plan_status(name: str, scale: str = "cpu", out: str | Path | None = None, *,
     return pd.DataFrame(rows, columns=["slug", "run", "steps", "selected", "action", "wall_time_s", "tier"])
 
 
+def made_by(path: Path, new: dict) -> dict:
+    """What an earlier result.json at `path` says about how its runs were made (runtime_s, trained, reused), when
+    it is the same recipe and scale drawn from the same runs: a replot redraws, it does not make them again."""
+    old = read_json(path) if path.exists() else {}
+    keys = ("runtime_s", "trained", "reused")
+    same = (all(k in old for k in keys) and (old.get("recipe"), old.get("scale")) == (new["recipe"], new["scale"])
+            and sorted(old["trained"] + old["reused"]) == sorted(new["trained"] + new["reused"]))
+    return {k: old[k] for k in keys} if same else {}
+
+
 def run_records(table) -> list[dict]:
     """The runs table as result.json rows; counts stay ints where a missing run turned their column to floats."""
     rows = table.drop(columns=["label"], errors="ignore").to_dict(orient="records")
@@ -163,7 +196,7 @@ def run_records(table) -> list[dict]:
 
 def reproduce(
     name: str,
-    scale: str = "cpu",
+    scale: str | None = None,
     out: str | Path | None = None,
     *,
     runs_dir: str | Path | None = None,
@@ -176,17 +209,22 @@ def reproduce(
     launcher: Launcher | None = None,
 ) -> Result:
     """Run (or reuse) every training run of recipe `name` at `scale`, then draw its figures and write
-    `<out>/result.json` with the numbers that decide its claims. `out` defaults to figures/<name>,
-    `runs_dir` to <out>/runs. An interrupted run is resumed by calling this again. With the default runs_dir, a run
+    `<out>/result.json` with the numbers that decide its claims. `scale` defaults to the recipe's own
+    (`default_scale`: cpu, or gpu for `gpu`), `out` to figures/<name>, `runs_dir` to <out>/runs. An interrupted run is resumed by calling this again. With the default runs_dir, a run
     that another figure beside `out` has finished (same run id: same block and config) is copied, not retrained.
 
     replot: train nothing; redraw the figures and verdicts from the run records already in `runs_dir`
-    (finished runs only; the others are listed as missing). only: train just the plans whose slug matches
+    (finished runs only; the others are listed as missing); by default the records committed in the checkout's
+    figures/<name>/runs (`replot_folders`). Replotting into a folder whose result.json came from the same runs
+    keeps its record of how they were made (runtime_s, trained, reused), so the committed files stay byte-stable. only: train just the plans whose slug matches
     one of these globs (comma-separated), e.g. "4x128-*-s0" to split a study across processes or days;
     the figures are drawn from whatever finished runs exist. thin: compact every finished run's records for
     committing beside a figure: train-loss rows every `thin` steps (all evals kept), gzipped (`recipes.records`).
     launcher: train the runs as one job each through submitit (`sigprop.cluster`: slurm, local-submitit) and wait
     for them; the figures are drawn here once they are done."""
+    scale = scale or default_scale(name)
+    if replot:
+        out, runs_dir = replot_folders(name, out, runs_dir)
     lay = layout(name, scale, out, runs_dir)
     recipe, out, runs_dir = lay.recipe, lay.out, lay.runs_dir
     t0 = time.perf_counter()
@@ -195,7 +233,10 @@ def reproduce(
 
     console = Console(stderr=True, quiet=quiet)
     chosen = select(lay.plans, only)
-    if replot and not any(finished(runs_dir / f, c) for f, c in zip(lay.folders, lay.cfgs)) and lay.plans:
+    if replot and not lay.plans:
+        raise SigpropError(f"--replot: recipe {recipe.name} trains no runs, so it has no records to redraw from (it measures "
+                           f"its numbers each time); accepted: sigprop reproduce {recipe.name} without --replot")
+    if replot and not any(finished(runs_dir / f, c) for f, c in zip(lay.folders, lay.cfgs)):
         raise SigpropError(f"--replot: no finished run of recipe {recipe.name} at scale {scale} in {str(runs_dir)!r}; "
                            f"accepted: a runs folder holding its records (train them first without --replot)")
     jobs: list[tuple] = []
@@ -262,7 +303,8 @@ def reproduce(
     train_time = float(ctx.table().wall_time_s.fillna(0).sum()) if lay.plans else 0.0
     result = {
         "recipe": recipe.name, "paper": recipe.paper, "shows": recipe.shows, "scale": scale,
-        "command": f"sigprop reproduce {recipe.name} --scale {scale} --out {out}" + (f" --runs {runs_dir}" if runs_dir != out / "runs" else ""),
+        "command": f"sigprop reproduce {recipe.name} --scale {scale} --out {shown(out)}"
+                   + (f" --runs {shown(runs_dir)}" if runs_dir != out / "runs" else ""),
         "note": ctx.note() if lay.plans else made.get("note", ""),
         "runtime_s": round(time.perf_counter() - t0, 1),
         "train_time_s": round(train_time, 1),
@@ -271,5 +313,7 @@ def reproduce(
         **made,
         "figures": [f.name for f in files],
     }
+    if replot:
+        result.update(made_by(out / "result.json", result))
     atomic_write_json(out / "result.json", result)
     return Result(recipe.name, scale, out, files + [out / "result.json"], trained, reused, result)

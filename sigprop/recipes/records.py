@@ -21,6 +21,25 @@ from sigprop.runs import (CONFIG, ENV, METRICS, PACKED, PROBES, SUMMARY, RunDir,
 #: Statuses of a run that will not change by training again (a diverged run diverges again, deterministically).
 FINISHED = ("done", "diverged")
 
+#: the committed gallery: figures/ beside the sigprop package in a checkout (absent when sigprop is pip-installed)
+GALLERY = Path(__file__).resolve().parents[2] / "figures"
+
+
+def gallery() -> Path:
+    """The checkout's figures/ folder, wherever the command runs from; a one-line error outside a checkout."""
+    if not GALLERY.is_dir():
+        raise SigpropError(f"no gallery: sigprop runs from {GALLERY.parent}, not a checkout with figures/; "
+                           f"accepted: a checkout of sigprop, or --out/--runs naming a folder of figures and runs")
+    return GALLERY
+
+
+def shown(path: Path) -> str:
+    """A path as a command line would name it: relative to the checkout when inside it (figures/fig2), else as given."""
+    try:
+        return Path(path).resolve().relative_to(GALLERY.parent).as_posix()
+    except ValueError:
+        return str(path)
+
 
 def thin_metrics(path: str | Path, every: int = 10) -> int:
     """Thin a finished run's metrics.jsonl in place; returns the number of lines kept (0 = nothing to do)."""
