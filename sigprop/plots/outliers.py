@@ -3,6 +3,7 @@ a per-run scatter of two statistics, and the W8A8 loss increase per block."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -62,7 +63,7 @@ def plot_scatter(points: pd.DataFrame, x: str, y: str, path: str | Path, note: s
             ax.set_title(title)
         ax.legend()
         if note:
-            scale_note(fig, note)
+            scale_note(fig, textwrap.fill(note, 75))  # a column-wide figure: the stamp wraps instead of widening it
         fig.tight_layout()
         return savefig(fig, path)
 
@@ -74,13 +75,16 @@ def plot_quant_gap(table: pd.DataFrame, path: str | Path, note: str = "") -> lis
         xs = np.arange(len(table))
         for i, r in enumerate(table.itertuples()):
             st = block_style(r.block, i)
-            ax.bar(xs[i], r.mean, yerr=r.std if r.n > 1 else None, color=st["color"], capsize=3, width=0.6)
-            ax.text(xs[i], max(r.mean, 0), f"{r.mean:+.2f}%\n({r.n} seed{'s' * (r.n != 1)})", ha="center", va="bottom", fontsize=6)
+            err = r.std if r.n > 1 else 0.0
+            ax.bar(xs[i], r.mean, yerr=err or None, color=st["color"], capsize=3, width=0.6)
+            ax.text(xs[i], max(r.mean, 0) + err, f"{r.mean:+.3f}%\n({r.n} seed{'s' * (r.n != 1)})", ha="center", va="bottom",
+                    fontsize=6)
         ax.set_xticks(xs, list(table.label))
         ax.axhline(0, color="0.3", lw=0.6)
         ax.set_ylabel("eval-loss increase under W8A8 (%)")
-        ax.set_title("int8 weights (per channel) and activations (per tensor)")
+        ax.set_title("int8 weights (per channel), activations (per tensor)")
+        ax.margins(y=0.25)
         if note:
-            scale_note(fig, note)
+            scale_note(fig, textwrap.fill(note, 75))
         fig.tight_layout()
         return savefig(fig, path)
