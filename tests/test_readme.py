@@ -27,7 +27,8 @@ def blocks(lang: str) -> list[tuple[str, str]]:
 
 
 def commands() -> list[str]:
-    """`sigprop ...` lines of the README's bash blocks and the Makefile's recipes, comments stripped."""
+    """`sigprop ...` lines of the bash blocks of the README and every docs page, and of the Makefile's recipes,
+    comments stripped."""
     lines = [ln for _, b in blocks("bash") for ln in b.splitlines()]
     lines += [ln.replace("$(BIN)/", "") for ln in (REPO / "Makefile").read_text().splitlines() if "$(BIN)/sigprop" in ln]
     out = []
@@ -75,3 +76,14 @@ def test_the_readme_is_a_front_page_linking_every_docs_page():
         assert f"docs/{page.name}" in readme, page.name
     for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
         assert nb.name in readme, nb.name
+
+
+def test_make_demo_ends_by_saying_how_to_run_the_cli_and_the_notebooks_need_only_the_dev_extra():
+    """Issue 26: after `make demo`, `sigprop` is not on the PATH; the demo's last line and the README say how to run it.
+    The notebooks' test (and `jupyter execute`) needs nbclient, nbformat and ipykernel: the `dev` extra installs them."""
+    demo = (REPO / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0].strip().splitlines()
+    assert "source $(VENV)/bin/activate" in demo[-1] and "$(BIN)/sigprop" in demo[-1], demo[-1]
+    dev = re.search(r"^dev = \[(.*?)^\]", (REPO / "pyproject.toml").read_text(), re.S | re.M).group(1)  # tomllib: 3.11+
+    names = set(re.findall(r'^\s*"([A-Za-z0-9_.-]+)', dev, re.M))
+    assert {"nbclient", "nbformat", "ipykernel", "pytest"} <= names, names
+    assert "jupyter execute notebooks/" in TEXT["README.md"] and "## What's new" in TEXT["README.md"]

@@ -86,3 +86,38 @@ def test_blocks_counts_parameters_exactly_without_building_the_model():
         for spec in PRESETS.values():
             model = build_model(spec, cfg)
             assert count_params(spec, cfg) == (model.num_params(), sum(p.numel() for p in model.blocks[-1].parameters() if p.requires_grad))
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["analyze", "--block", "sas", "--seq-len", "100000"], "seq_len 100000 with batch 8, depth 18, width 768, 12 heads needs about"),
+    (["analyze", "--vocab-size", "0", "--data", "random"], "vocab_size must be positive, got 0"),
+    (["train", "--scale", "ci", "--out", ""], "--out '' names no folder; accepted: a folder path"),
+    (["compare", "--scale", "ci", "--out", " "], "--out ' ' names no folder"),
+    (["analyze", "--out", ""], "--out '' names no folder"),
+])
+def test_cli_input_that_used_to_crash_or_misplace_is_one_line(args, needle, tmp_path, monkeypatch, capsys):
+    """Issue 26: an 80 GB allocation, a torch traceback, and a run trained into the current folder, now one line each."""
+    from sigprop.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["sigprop", *args])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and needle in " ".join(err.split()) and "Traceback" not in err, err
+    assert list(tmp_path.iterdir()) == []  # nothing written where the command ran
+
+
+def test_analyze_refuses_what_the_memory_left_cannot_hold(monkeypatch):
+    """The estimate follows the T x T kernels (T^2), and a refusal names the longest sequence that fits."""
+    import sigprop.analysis as analysis
+
+    small = analysis.probe_bytes(4, 64, 2, 512, 4, 100)
+    assert analysis.probe_bytes(4, 64, 2, 1024, 4, 100) > 3.9 * small  # twice the tokens: four times the kernels
+    monkeypatch.setattr(analysis, "available_bytes", lambda: 4 * small)
+    with pytest.raises(SigpropError, match=r"seq_len 2048 .* accepted: seq_len up to about (10[0-9][0-9]) at this batch") as e:
+        sp.analyze("sas", depth=4, width=64, heads=2, seq_len=2048, batch=4, data="random", vocab_size=100, progress=False)
+    fits = int(str(e.value).split("up to about ")[1].split()[0])
+    assert analysis.probe_bytes(4, 64, 2, fits, 4, 100) <= 4 * small < analysis.probe_bytes(4, 64, 2, fits + 1, 4, 100)
+    a = sp.analyze("sas", depth=2, width=32, heads=2, seq_len=16, batch=2, data="random", vocab_size=100, progress=False)
+    assert a.verdicts["sas"].startswith("no rank collapse")  # what fits still runs

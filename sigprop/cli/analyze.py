@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from sigprop.analysis import DATA_SOURCES, DTYPES, analyze
-from sigprop.cli.app import app, console
+from sigprop.cli.app import app, console, folder
 from sigprop.errors import SigpropError, check_choice
 from sigprop.runs import check_writable
 
@@ -43,13 +43,14 @@ def analyze_cmd(
     theory: bool = typer.Option(True, "--theory/--no-theory", help="Add the infinite-width prediction."),
     grad: bool = typer.Option(False, "--grad", help="Also one backward pass of the model's loss: dL/dX per layer and W^Q/W^K/W^V/MLP gradient norms."),
     outliers: bool = typer.Option(False, "--outliers", help="Also the outlier-feature statistics per layer (kurtosis, max/median, batch correlation with its theory, attention sinks)."),
-    out: Path | None = typer.Option(None, "--out", help="Folder for figures, metrics.csv and analysis.json."),
+    out: str | None = typer.Option(None, "--out", help="Folder for figures, metrics.csv and analysis.json."),
     fmt: str = typer.Option("table", "--format", help=f"Output on stdout: {', '.join(FORMATS)}."),
     every: int = typer.Option(1, "--every", help="Show every k-th layer in the table (the last is always shown)."),
     show_table: bool = typer.Option(True, "--table/--no-table", help="Print the per-layer tables (format=table)."),
 ) -> None:
     """Probe blocks at initialisation (or a pretrained --model, or a training --run) on one batch: cos_mean, eff_rank, rank-1 residual per layer."""
     check_choice("format", fmt, FORMATS)
+    out = folder("--out", out)
     if every < 1:
         raise SigpropError(f"--every must be >= 1, got {every}")
     if out is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -35,6 +36,15 @@ def pick_vocab(vocab_size: int | None, vocab: int | None) -> int | None:
     if vocab is not None and vocab_size is not None and vocab != vocab_size:
         raise SigpropError(f"--vocab {vocab} and --vocab-size {vocab_size} disagree; accepted: --vocab-size alone")
     return vocab_size if vocab_size is not None else vocab
+
+
+def folder(option: str, value: str | None) -> Path | None:
+    """A folder option as a Path; an empty one (`--out ''`, which Path reads as the current folder) is refused."""
+    if value is None:
+        return None
+    if not value.strip():
+        raise SigpropError(f"{option} {value!r} names no folder; accepted: a folder path, e.g. {option} runs/sas-p")
+    return Path(value)
 
 
 def split_list(text: str | None) -> list[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sigprop.cli.app import app, console, pick_vocab, split_list, vocab_alias
+from sigprop.cli.app import app, console, folder, pick_vocab, split_list, vocab_alias
 
 # Options shared by both commands; None means "the scale's value".
 _HELP = {
@@ -46,7 +46,7 @@ def _overrides(**kw) -> dict:
 def train_cmd(
     block: str = typer.Option(None, "--block", "-b", help="Block preset (pre-ln, sas, sas-p, ...); default pre-ln, or the run's on --resume."),
     scale: str = typer.Option(None, "--scale", "-s", help="ci (seconds) | demo (minutes; inside SAS/SAS-P's early plateau) | cpu (the long scale, 4x128 x 2,000 steps) | paper (GPU); default cpu, or the run's on --resume."),
-    out: Path = typer.Option(None, "--out", "-o", help="Run directory (default runs/<block>)."),
+    out: str = typer.Option(None, "--out", "-o", help="Run directory (default runs/<block>)."),
     sets: list[str] = typer.Option([], "--set", help="Override a block knob, e.g. --set beta_ff=0.2 (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run in --out."),
@@ -89,7 +89,7 @@ def train_cmd(
                     diverge_window=diverge_window, keep_checkpoints=keep_checkpoints)
     if not resume:
         block, scale = block or "pre-ln", scale or "cpu"
-    run = train(block, scale, out or Path("runs") / (block or "run"), sets=tuple(sets), resume=resume, overwrite=overwrite, quiet=quiet, log=log, **ov)
+    run = train(block, scale, folder("--out", out) or Path("runs") / (block or "run"), sets=tuple(sets), resume=resume, overwrite=overwrite, quiet=quiet, log=log, **ov)
     if run.status == "interrupted":
         sys.exit(130)
     if not quiet and run.summary and run.rank == 0:  # under torchrun only rank 0 evaluates and reports
@@ -105,7 +105,7 @@ def train_cmd(
 def compare_cmd(
     blocks: str = typer.Option("pre-ln,sas,sas-p,v-skipinit", "--blocks", "-b", help="Comma-separated presets."),
     scale: str = typer.Option("cpu", "--scale", "-s", help="ci (seconds) | demo (minutes; inside SAS/SAS-P's early plateau) | cpu (the long scale, 4x128 x 2,000 steps) | paper (GPU)."),
-    out: Path = typer.Option(Path("runs/cmp"), "--out", "-o", help="Folder: one run per block, summary.csv, figures."),
+    out: str = typer.Option("runs/cmp", "--out", "-o", help="Folder: one run per block, summary.csv, figures."),
     sets: list[str] = typer.Option([], "--set", help="Override a knob in every block (repeatable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Retrain every block instead of reusing/resuming."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
@@ -125,6 +125,7 @@ def compare_cmd(
     ov = _overrides(steps=steps, lr=lr, batch=batch, warmup=warmup, schedule=schedule, seed=seed, depth=depth, width=width,
                     heads=heads, precision=precision, probe_every=probe_every, probe_grad=probe_grad, probe_branches=probe_branches, eval_every=eval_every,
                     device=device, threads=threads)
+    out = folder("--out", out)
     table = compare(split_list(blocks), scale, out, sets=tuple(sets), overwrite=overwrite, quiet=quiet, **ov)
     t = Table(title=f"sigprop compare ({scale}) -> {out}")
     for col in ("block", "params", "final eval loss", "tokens/s", "train time", "status"):

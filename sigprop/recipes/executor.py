@@ -177,7 +177,10 @@ def plan_status(name: str, scale: str | None = None, out: str | Path | None = No
 def made_by(path: Path, new: dict) -> dict:
     """What an earlier result.json at `path` says about how its runs were made (runtime_s, trained, reused), when
     it is the same recipe and scale drawn from the same runs: a replot redraws, it does not make them again."""
-    old = read_json(path) if path.exists() else {}
+    try:
+        old = read_json(path) if path.exists() else {}
+    except SigpropError:  # unreadable: the replot replaces it
+        old = {}
     keys = ("runtime_s", "trained", "reused")
     same = (all(k in old for k in keys) and (old.get("recipe"), old.get("scale")) == (new["recipe"], new["scale"])
             and sorted(old["trained"] + old["reused"]) == sorted(new["trained"] + new["reused"]))
