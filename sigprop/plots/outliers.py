@@ -20,7 +20,8 @@ LABELS = {"of_kurtosis": "kurtosis of neuron RMS (sequel's, $-1$)", "max_median_
 def plot_layer_curves(curves: pd.DataFrame, path: str | Path, metric: str = "of_kurtosis", note: str = "",
                       titles: dict[str, str] | None = None, log: bool = True) -> list[Path]:
     """curves: rows (panel, layer, step, mean, std, n). One panel per `panel` value (a block, or block and optimiser),
-    one line per layer (first to last: dark to light), a band of +-1 std over seeds; one shared y axis."""
+    one line per layer (first to last: dark to light), a band of +-1 std over seeds (on a log axis floored at a tenth
+    of the mean); one shared y axis."""
     panels = list(dict.fromkeys(curves.panel))
     with paper_style():
         fig, axes = plt.subplots(1, len(panels), figsize=(min(TEXTWIDTH, 2.3 * len(panels)), 2.2), sharey=True, squeeze=False)
@@ -33,7 +34,9 @@ def plot_layer_curves(curves: pd.DataFrame, path: str | Path, metric: str = "of_
                 ax.plot(g.step, g["mean"], color=colors[layer], label=f"layer {layer}")
                 if g["n"].max() > 1:
                     lo, hi = g["mean"] - g["std"].fillna(0), g["mean"] + g["std"].fillna(0)
-                    ax.fill_between(g.step, lo.clip(lower=1e-12) if log else lo, hi, color=colors[layer], alpha=0.15, lw=0)
+                    if log:  # a band reaching 0 would stretch a log axis over decades: floor it at a tenth of the mean
+                        lo = lo.where(lo > g["mean"] / 10, g["mean"] / 10)
+                    ax.fill_between(g.step, lo, hi, color=colors[layer], alpha=0.15, lw=0)
             n = int(d["n"].max()) if len(d) else 0
             ax.set_title((titles or {}).get(name, name) + f" ({n} seed{'s' * (n != 1)})")
             ax.set_xlabel("step")
