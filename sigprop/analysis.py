@@ -352,7 +352,9 @@ def analyze(
 
     outliers=True adds the outlier-feature statistics of the paper's sequel per layer (`outlier_stats`), the
     attention-sink share and, for sigprop's blocks, theory's batch correlation (`theory.propagate_batch`).
-    inputs: a ready batch for a model that takes no token ids (an image model: (B, 3, H, W)), used as is.
+    inputs: a ready batch, used as is instead of `data`: for a model that takes no token ids (an image model:
+    (B, 3, H, W)), or token ids (B, T) (then batch and seq_len are its shape). Without it a model's vocabulary is read
+    from config.vocab_size, cfg.d_vocab (TransformerLens) or its input nn.Embedding.
 
     `blocks` may also be an nn.Module, and `model` a folder written by `save_pretrained` or a hub id
     (with `revisions`, one analysis per checkpoint); those are probed as they are, without theory.
@@ -378,8 +380,16 @@ def analyze(
     check_choice("dtype", dtype, DTYPES)
     for name, v in (("batch", batch), ("seq_len", seq_len), ("vocab_size", vocab_size), ("depth", depth), ("width", width), ("heads", heads)):
         check_positive(name, v)
+    if inputs is not None:  # token ids given: sigprop's own blocks take them as the batch
+        if inputs.ndim != 2 or inputs.is_floating_point() or inputs.numel() == 0 or int(inputs.min()) < 0 or int(inputs.max()) >= vocab_size:
+            raise SigpropError(f"inputs= for sigprop's blocks must be token ids (B, T) in [0, vocab_size={vocab_size}), got "
+                               f"{inputs.dtype} {tuple(inputs.shape)}")
+        batch, seq_len = inputs.shape
     check_fits(depth, width, heads, seq_len, batch, vocab_size, blocks=len(specs), theory=theory, grad=grad)
-    tokens, vocab, data_desc = input_tokens(data, batch, seq_len, vocab_size, seed, cache_dir, progress, max_bytes)
+    if inputs is not None:
+        tokens, vocab, data_desc = inputs.long(), vocab_size, f"the inputs given, {tuple(inputs.shape)}"
+    else:
+        tokens, vocab, data_desc = input_tokens(data, batch, seq_len, vocab_size, seed, cache_dir, progress, max_bytes)
     cfg = ModelConfig(depth=depth, width=width, heads=heads, vocab_size=vocab, context=seq_len, kind=kind)
     frames, kern, theo, named = [], {}, {}, {}
     for spec in steps(specs, f"probing {len(specs)} block(s) at init", progress, name=lambda s: s.name):
@@ -402,8 +412,8 @@ def analyze(
             frames += grad_frames(model, tokens, label, spec if theory else None)
         named[label] = spec
     metrics = pd.concat(frames, ignore_index=True)
-    settings = dict(depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
-                    data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets), grad=grad, outliers=outliers)
+    settings = dict(depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed,
+                    data=data if inputs is None else "inputs", data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets), grad=grad, outliers=outliers)
     a = Analysis(metrics=metrics, kernels=kern, theory=theo, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a
@@ -458,8 +468,16 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
         first = first or loaded
         probe_points(loaded.model)  # a model without a block stack: that one-line error before any input is made
         tokens, desc = model_tokens(loaded, data, batch, seq_len, vocab_size, seed, max_bytes, inputs)
+        if tokens.is_floating_point():  # images etc. in the dtype the model was cast to
+            tokens = tokens.to(DTYPES[dtype])
         descs.add(desc)
-        m, k = probe_loaded(loaded, tokens, kernels, outliers)
+        try:
+            m, k = probe_loaded(loaded, tokens, kernels, outliers)
+        except (ValueError, RuntimeError, IndexError, TypeError) as e:
+            if inputs is not None or isinstance(e, SigpropError):
+                raise
+            raise SigpropError(f"{type(loaded.model).__name__} fails on token ids {tuple(tokens.shape)} ({str(e).splitlines()[0]}); "
+                               "pass inputs=<a batch the model accepts>") from e
         frames.append(m)
         if grad:
             frames += grad_frames(loaded.model, tokens, loaded.label, None)
@@ -469,7 +487,9 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
     label = first.label.split("@")[0] if source is not None else type(module).__name__
     settings = dict(model=label, revisions=[r for r in revs if r], depth=probe_points(first.model).depth,
                     width=width_of(first.model) or "?", heads=getattr(getattr(first.model, "config", None), "num_attention_heads", "?"),
-                    seq_len=seq_len, batch=batch, seed=seed, data=data, data_desc="; ".join(sorted(descs)), dtype=dtype, grad=grad,
+                    seq_len=seq_len if inputs is None else (inputs.shape[1] if inputs.ndim == 2 else "?"),
+                    batch=batch if inputs is None else inputs.shape[0], seed=seed, data=data if inputs is None else "inputs",
+                    data_desc="; ".join(sorted(descs)), dtype=dtype, grad=grad,
                     outliers=outliers)
     a = Analysis(metrics=pd.concat(frames, ignore_index=True), kernels=kern, theory={}, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}

@@ -102,12 +102,20 @@ def code_tokens(tokenizer, batch: int, seq_len: int, seed: int, max_bytes: int |
 
 def vocab_of(model: nn.Module) -> int | None:
     """The token range a model accepts: config.vocab_size (HF), cfg.d_vocab (TransformerLens), else the size of its
-    first nn.Embedding; None when it has none (an image model: it needs inputs=)."""
+    input embedding (`get_input_embeddings()`, else its first nn.Embedding); None when it takes no token ids (a HF model
+    whose main input is not input_ids, e.g. pixel_values, or one without an nn.Embedding): it needs inputs=."""
+    if getattr(model, "main_input_name", "input_ids") != "input_ids":  # HF vision / audio models
+        return None
     for cfg, name in ((getattr(model, "config", None), "vocab_size"), (getattr(model, "cfg", None), "d_vocab")):
         v = getattr(cfg, name, None)
         if isinstance(v, int) and v > 0:
             return v
-    emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+    try:
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    except NotImplementedError:
+        emb = None
+    if not isinstance(emb, nn.Embedding):
+        emb = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
     return emb.num_embeddings if emb is not None else None
 
 
