@@ -166,3 +166,61 @@ def test_a_glob_that_names_points_and_other_modules_is_refused_and_prefixes_choo
     paths = measure(model, idx, layers="module:blocks.*.hook_resid_post")
     assert list(paths.layers.values()) == ["blocks.0.hook_resid_post"]
     assert measure(model, idx, layers="blocks.*.attn.hook_pattern", metrics="cos_mean").layers  # same modules: fine
+    assert (points.matched, paths.matched) == ("point", "module")
+
+
+def test_module_paths_named_like_points_are_said_to_be_modules():
+    """Issue 31 item 4: on a TransformerLens-like model whose hook modules sigprop does not take for HookPoints,
+    'blocks.*.attn.hook_pattern' reaches its modules by path: numbered 0, 1, ..., and the result says so (and warns)."""
+    import warnings
+
+    import pytest
+    import torch
+    from torch import nn
+
+    from sigprop import SigpropError, measure
+
+    class Attn(nn.Module):
+        def __init__(self, d: int):
+            super().__init__()
+            self.qkv, self.hook_pattern = nn.Linear(d, 3 * d), nn.Identity()  # named like TL's HookPoint
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k, v = self.qkv(x).chunk(3, -1)
+            return self.hook_pattern((q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5).softmax(-1)) @ v
+
+    class Block(nn.Module):
+        def __init__(self, d: int):
+            super().__init__()
+            self.attn, self.hook_resid_post = Attn(d), nn.Identity()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.hook_resid_post(x + self.attn(x))
+
+    class LookAlike(nn.Module):
+        def __init__(self, d: int = 16):
+            super().__init__()
+            self.embed, self.blocks = nn.Embedding(20, d), nn.ModuleList(Block(d) for _ in range(3))
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            x = self.embed(idx)
+            for b in self.blocks:
+                x = b(x)
+            return x
+
+    model, idx = LookAlike(), torch.randint(0, 20, (2, 6), generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="read as modules") as w:
+        p = measure(model, idx, layers="blocks.*.attn.hook_pattern", metrics="cos_mean")
+    assert len(w) == 1 and "\n" not in str(w[0].message) and "module:" in str(w[0].message)
+    assert p.matched == "module" and p.layers == {i: f"blocks.{i}.attn.hook_pattern" for i in range(3)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        explicit = measure(model, idx, layers="module:blocks.*.attn.hook_pattern", metrics="cos_mean")
+        assert explicit.matched == "module" and explicit.layers == p.layers
+        default = measure(model, idx, metrics="cos_mean")  # sigprop's own reading: the generic block stack
+        assert default.matched == "point" and list(default.layers) == [0, 1, 2, 3]
+        # its canonical resid_post points are the blocks; the same glob over module paths finds the hook modules
+        with pytest.raises(SigpropError, match="point:"):
+            measure(model, idx, layers="blocks.*.hook_resid_post")
+    with pytest.raises(SigpropError, match="matches no canonical probe point"):
+        measure(model, idx, layers="point:blocks.*.attn.hook_pattern")

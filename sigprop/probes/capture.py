@@ -122,6 +122,12 @@ class Probe:
         """{layer number: probe point or module name} of the probed tensors."""
         return {t.layer: t.name for t in self.targets}
 
+    @property
+    def matched(self) -> str:
+        """What `layers` names: 'point' (canonical probe points), 'module' (module paths) or 'mixed'."""
+        kinds = {t.matched for t in self.targets}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
     def _attention_targets(self) -> tuple[list[Target], list[Target]]:
         """(probability points, points whose matrices `.attention` keeps: the whole matrix where it differs)."""
         if self.points is None:

@@ -8,13 +8,14 @@ wrappers are looked through.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from torch import nn
 
 from sigprop.errors import SigpropError
-from sigprop.probes.points import Point, ProbePoints, probe_points
+from sigprop.probes.points import _NAME, Point, ProbePoints, probe_points
 
 Layers = str | Sequence[str | nn.Module] | Mapping[int, str | nn.Module] | None
 
@@ -28,10 +29,11 @@ class Target:
     module: nn.Module
     pre: bool = False  # the module's input (forward pre-hook), not its output
     index: int = 0  # element of a tuple output
+    matched: str = "module"  # what the name is: "point" (a canonical probe point) or "module" (a module path)
 
     @classmethod
     def of(cls, point: Point) -> Target:
-        return cls(point.layer, point.name, point.module, point.pre, point.index)
+        return cls(point.layer, point.name, point.module, point.pre, point.index, "point")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -116,7 +118,9 @@ def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
     A mapping {layer: module or name} sets the numbers explicitly. A name or glob over canonical point
     names ('blocks.*.hook_mlp_out') selects those points, with their own layer numbers; when the same glob read as
     module paths names other modules (a model whose own modules borrow canonical names) it is refused as
-    ambiguous: 'point:<glob>' or 'module:<glob>' says which is meant.
+    ambiguous: 'point:<glob>' or 'module:<glob>' says which is meant. Each Target says which it is (`matched`), and
+    a glob without prefix that reaches only module paths named like canonical points warns (one line) that they are
+    read as modules.
     """
     model = unwrap(model)
     if layers is None:
@@ -149,6 +153,11 @@ def resolve_layers(model: nn.Module, layers: Layers = None) -> list[Target]:
     if not items:
         raise SigpropError("layers is empty; accepted: None, a name pattern, a list of modules/names, {layer: module}")
     found = list({id(m): (n, m) for item in items for n, m in _resolve_one(model, item, names)}.values())
+    lookalike = [n for n, _ in found if _NAME.fullmatch(n)]
+    if kind is None and isinstance(layers, str) and lookalike:  # e.g. TransformerLens-style hook modules of a model sigprop reads otherwise
+        warnings.warn(f"layers={layers!r} matched module paths named like canonical probe points ({lookalike[0]!r}, ...), "
+                      f"read as modules (Probe.matched == 'module'); write 'module:<glob>' to mean that, or 'point:<glob>' "
+                      "for canonical points", stacklevel=3)
     known = {id(p.module): p.layer for p in points.stream() if not p.pre} if points is not None else {}
     if all(id(m) in known for _, m in found):
         return sorted((Target(known[id(m)], n, m) for n, m in found), key=lambda t: t.layer)
