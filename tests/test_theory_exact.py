@@ -129,7 +129,8 @@ def test_gelu_kernel_is_symmetric_and_batched():
 
 
 def test_the_validation_script_runs_and_its_rows_hold(capsys):
-    """benchmarks/validate.py, which docs/validated.md quotes, at a small width: every row a number within reach."""
+    """benchmarks/validate.py, which docs/validated.md quotes, through its main at a small size: the table printed, every
+    row a number within reach, and the peers that are not installed named as such."""
     import importlib.util
     from pathlib import Path
 
@@ -137,6 +138,15 @@ def test_the_validation_script_runs_and_its_rows_hold(capsys):
     spec = importlib.util.spec_from_file_location("validate", path)
     validate = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(validate)
-    assert validate.outlier_row() < 1e-12 and validate.padding_row() < 1e-12 and validate.sdpa_row() < 1e-6
-    assert validate.gelu_row(stds=(0.3, 8.0), rhos=(0.9,), n=300) < 1e-9
-    assert validate.batch_corr_row(width=256) < 0.1
+    out = validate.main(["--width", "128", "--quick"])
+    assert out in capsys.readouterr().out
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ")[2].strip(" |") for line in out.splitlines()[2:]}
+    assert len(rows) == 7
+    gelu = rows["nested adaptive 2-D quadrature (scipy `quad`)"]
+    assert float(gelu.split()[0]) < TOLERANCE and float(gelu.split("before: ")[1].rstrip(")")) > 1e-3
+    assert float(rows["`key_mask=` on HF BERT"].split()[0]) == 0.0
+    assert float(rows["the sequel's `report_outliers` in NumPy"].split()[0]) < 1e-12
+    assert float(rows["HF Llama `output_attentions` (eager)"].split()[0]) < 1e-6
+    assert float(rows["measurement at width 128"].split()[0]) < 0.2
+    for peer, module in (("neural-tangents NNGP kernels", "neural_tangents"), ("TransformerLens `run_with_cache`", "transformer_lens")):
+        assert (rows[peer] == "not installed") == (not validate.installed(module)), rows[peer]
