@@ -29,12 +29,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ helpers (
 import sigprop as sp  # noqa: E402
 from sigprop.probes.metrics import batch_corr_of_kernel, outlier_stats  # noqa: E402
 from sigprop.probes.points import ADAPTERS  # noqa: E402
-from sigprop.theory import activation_kernel, propagate_batch  # noqa: E402
+from sigprop.kernels.maps import activation_kernel  # noqa: E402
+from sigprop.theory import propagate_batch  # noqa: E402
 
 
 def gelu_row(stds=(0.3, 1.0, 2.0, 4.0, 8.0, 32.0, 100.0), rhos=(-0.5, 0.3, 0.9, 0.999)) -> tuple[float, float]:
     """(largest relative error of sigprop's GELU and GELU' kernels, that of the old fixed 24-node 2-D rule)."""
-    from sigprop.theory import _quadrature_kernel, derivative_kernel
+    from sigprop.kernels.maps import derivative_kernel, quadrature_kernel
     from tests.test_theory_exact import _dgelu_s, _gelu_s, _pair, adaptive_reference, dgelu, gelu
 
     worst = old = 0.0
@@ -44,7 +45,7 @@ def gelu_row(stds=(0.3, 1.0, 2.0, 4.0, 8.0, 32.0, 100.0), rhos=(-0.5, 0.3, 0.9, 
             for ours, f, fs in ((activation_kernel(K, "gelu"), gelu, _gelu_s), (derivative_kernel(K, "gelu"), dgelu, _dgelu_s)):
                 want = adaptive_reference(s, 0.8 * s, r, fs)
                 worst = max(worst, abs(float(ours[0, 0, 1]) / want - 1))
-                old = max(old, abs(float(_quadrature_kernel(K, f, 24)[0, 0, 1]) / want - 1))
+                old = max(old, abs(float(quadrature_kernel(K, f, 24)[0, 0, 1]) / want - 1))
     return worst, old
 
 
@@ -122,7 +123,7 @@ def neural_tangents_row(depth: int = 6, w_std: float = 2**0.5) -> str:
     import jax.numpy as jnp
     from neural_tangents import stax
 
-    from sigprop.theory import gelu_kernel
+    from sigprop.kernels.maps import gelu_kernel
 
     jax.config.update("jax_enable_x64", True)
     x = np.random.default_rng(0).standard_normal((4, 16))

@@ -65,7 +65,8 @@ def test_naive_skipless_starves_queries_and_keys_sas_does_not() -> None:
     assert by_layer(naive, "cos_mean")[8] > 0.95
 
 
-@pytest.mark.parametrize("block,sets", [("sas", ()), ("sas-p", ()), ("v-skipinit", ()), ("sas", ("beta_ff=1.0", "activation=gelu"))])
+@pytest.mark.parametrize("block,sets", [("sas", ()), ("sas-p", ()), ("v-skipinit", ()), ("sas", ("beta_ff=1.0", "activation=gelu")),
+                                        ("u-spa", ("query_init=0",))])
 def test_gradient_theory_matches_at_width_1024(block: str, sets: tuple[str, ...]) -> None:
     """W^Q = 0: the infinite-width gradient kernels predict ||dL/dX_l|| and the MLP weight gradients within 10%."""
     model = build_model(block, seed=0, sets=sets, depth=4, width=1024, heads=8, vocab_size=512, context=32)
@@ -83,6 +84,15 @@ def test_gradient_theory_refuses_where_it_is_not_exact() -> None:
     with pytest.raises(SigpropError, match="W\\^Q = 0") as err:
         propagate_grad(model.spec, model.config, x, x)
     assert "\n" not in str(err.value)
+
+
+def test_gradient_theory_refuses_point_wise_norms_and_gates() -> None:
+    """Its norm rule (1 / rms) is RMS/Layer norm's: DyT or a gate would be predicted wrongly, so they are refused."""
+    for block in ("dyt", "gated"):
+        model = build_model(block, seed=0, sets=("query_init=0",), depth=2, width=32, heads=4, vocab_size=64, context=16)
+        x = torch.randn(1, 4, 32)
+        with pytest.raises(SigpropError, match="RMS/Layer norm or none"):
+            propagate_grad(model.spec, model.config, x, x)
 
 
 def test_analyze_grad_tables_theory_and_figure(tmp_path) -> None:

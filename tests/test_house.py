@@ -14,6 +14,8 @@ FORBIDDEN = {
                        "sigprop.cli", "sigprop.plots"),
     "sigprop.probes": ("sigprop.blocks", "sigprop.theory", "sigprop.training", "sigprop.recipes", "sigprop.analysis",
                        "sigprop.cli", "sigprop.plots"),
+    "sigprop.kernels": ("sigprop.blocks", "sigprop.theory", "sigprop.training", "sigprop.recipes", "sigprop.analysis",
+                        "sigprop.cli", "sigprop.plots"),
     "sigprop.plots": ("sigprop.analysis", "sigprop.recipes", "sigprop.training", "sigprop.cli", "sigprop.phases", "sigprop.sweeps"),
 }
 

@@ -10,7 +10,8 @@ import torch
 
 from sigprop.blocks import ModelConfig, build_model, get_spec
 from sigprop.probes import cos_mean, kernel, measure, norm_sq
-from sigprop.theory import activation_kernel, propagate, relu_kernel
+from sigprop.kernels.maps import activation_kernel, relu_kernel
+from sigprop.theory import propagate
 
 T, B = 32, 4
 

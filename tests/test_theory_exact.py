@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import integrate
 
-from sigprop.theory import GELU_TOLERANCE, _quadrature_kernel, _zoomed_rule, activation_kernel, derivative_kernel, gelu_kernel
+from sigprop.kernels.maps import GELU_TOLERANCE, _zoomed_rule, activation_kernel, derivative_kernel, gelu_kernel, quadrature_kernel
 
 TOLERANCE = GELU_TOLERANCE  # relative, the one gelu_kernel's docstring states
 
@@ -116,7 +116,7 @@ def test_the_fixed_24_node_rule_it_replaced_fails_at_large_variance():
     neural-tangents with weight std sqrt(2))."""
     s = 8.0
     K = torch.tensor([[[s * s, 0.9 * s * s], [0.9 * s * s, s * s]]], dtype=torch.float64)
-    old = float(_quadrature_kernel(K, gelu, 24)[0, 0, 1])
+    old = float(quadrature_kernel(K, gelu, 24)[0, 0, 1])
     assert abs(old / reference(s, s, 0.9, gelu) - 1) > 1e-3
 
 

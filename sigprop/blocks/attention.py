@@ -12,6 +12,9 @@ position's output by D_l: D_l SDPA(Q, K, V; bias Gamma_l), again without forming
 QK-norm (the OP block, He et al. 2024) normalises each head's queries and keys before the logits: SDPA still
 applies. A logit soft-cap c tanh(logits / c) has no SDPA form: the fast path then computes the softmax
 explicitly (the same arithmetic as the explicit path, without the hook points).
+
+`Attention.kernel` is the module's kernel map at init, beside its forward: A N A^T for the attention matrix A
+(exact when W^Q = 0: then A is shaped C), through the value/projection maps (`kernel_map` of each matrix).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from torch.nn.utils import skip_init
 from sigprop.blocks.spa import SPA_ATTENTION, spa_attention
 from sigprop.blocks.spec import BlockSpec
 from sigprop.errors import SigpropError
+from sigprop.kernels.maps import IDENTITY, Kernel, LinearMap, gate_kernel
+from sigprop.kernels.softmax import centring_matrix
 
 
 class HookPoint(nn.Identity):
@@ -37,23 +42,6 @@ def gain(value: float, trainable: bool, shape: tuple[int, ...] = ()) -> torch.Te
     """A scalar (or per-head) gain: an nn.Parameter when trainable, else a fixed tensor."""
     t = torch.full(shape, float(value))
     return nn.Parameter(t) if trainable else t
-
-
-def centring_matrix(T: int, causal: bool, key_mask: torch.Tensor | None = None, dtype=torch.float32,
-                    device: torch.device | str | None = None) -> torch.Tensor:
-    """C: the attention matrix at zero logits.
-
-    causal: lower-triangular with rows 1/i (1-indexed). Non-causal: 1/T_valid on valid keys.
-    Returns (T, T), or (B, 1, T, T) when a (B, T) key mask (True = real token) is given. Built on `device` (not
-    copied there: a host-to-GPU copy of pageable memory in every layer's forward would synchronise the GPU).
-    """
-    if causal:
-        C = torch.ones(T, T, dtype=dtype, device=device).tril() / torch.arange(1, T + 1, dtype=dtype, device=device)[:, None]
-        return C
-    if key_mask is None:
-        return torch.full((T, T), 1.0 / T, dtype=dtype, device=device)
-    m = key_mask.to(dtype)
-    return (m / m.sum(-1, keepdim=True))[:, None, None, :].expand(-1, 1, T, -1)
 
 
 #: Up to this T the decoder's running mean C V is one small GEMM with the constant (T, T) matrix C: 2 T d FLOPs per
@@ -122,6 +110,7 @@ class DenseMatrix(nn.Module):
 
     def __init__(self, d: int, init: str, std: float):
         super().__init__()
+        self.init, self.std = init, std
         self.weight = nn.Parameter(torch.empty(d, d))
         if init == "orthogonal":
             draw_(nn.init.orthogonal_, self.weight)
@@ -131,12 +120,18 @@ class DenseMatrix(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x @ self.weight
 
+    def kernel_map(self) -> LinearMap:
+        """Orthogonal keeps the kernel; N(0, std^2) entries scale it by std^2 d; either decorrelates (zero mean)."""
+        d = self.weight.shape[0]
+        return LinearMap(1.0, None) if self.init == "orthogonal" else LinearMap(self.std**2 * d, None)
+
 
 class ReparamMatrix(nn.Module):
     """Eq. 6: W = alpha W_init + beta dW, W_init fixed (identity or orthogonal), dW trainable, zero init."""
 
     def __init__(self, d: int, init: str, alpha: float, beta: float, trainable_gains: bool):
         super().__init__()
+        self.alpha0 = float(alpha)
         self.identity_init = init == "identity"
         if not self.identity_init:
             w = torch.empty(d, d)
@@ -153,6 +148,10 @@ class ReparamMatrix(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         base = x if self.identity_init else x @ self.w_init
         return self.alpha * base + self.beta * (x @ self.delta)
+
+    def kernel_map(self) -> LinearMap:
+        """At init W = alpha W_init (dW = 0): the kernel times alpha^2; exactly alpha I when W_init = I."""
+        return LinearMap(self.alpha0**2, self.alpha0 if self.identity_init else None)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -358,3 +357,55 @@ class Attention(nn.Module):
             self.hook_pattern(A)
             full = self.hook_matrix(full)
         return full @ v
+
+    # -- kernel map at init (theory beside forward) ---------------------------------------------------
+    def linear_map(self) -> LinearMap:
+        """What values then projection do to kernels at init (no matrix: the identity)."""
+        value = self.value.kernel_map() if self.value is not None else IDENTITY
+        return value.then(self.proj.kernel_map() if self.proj is not None else IDENTITY)
+
+    def logit_std(self) -> float:
+        """The std of a logit between unit-norm tokens at init: std(W^Q) std(W^K) d, or 1 under QK-norm (unit-RMS heads)."""
+        q_std = self.spec.init_std if self.spec.query_init is None else self.spec.query_init
+        if self.q_norm is not None:
+            return 1.0 if q_std > 0 else 0.0
+        return q_std * self.spec.init_std * self.width
+
+    def shape(self, S: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
+        """Eq. 4/5 on softmax matrices S (any leading dims), with the gains at init: alpha I + beta S - gamma C."""
+        spec = self.spec
+        if spec.attention == "softmax":
+            return S
+        gamma = spec.gamma if spec.attention == "shaped" else 0.0
+        return (spec.beta * S - gamma * C) + spec.alpha * torch.eye(S.shape[-1], dtype=S.dtype)
+
+    def matrix_draws(self, N: Kernel, ctx) -> torch.Tensor:
+        """(draws, B|1, T, T) attention matrices at init for input kernel N: U-/E-SPA's fixed D_l softmax(Gamma_l), else
+        the shaped softmax of `ctx`'s logits (exactly C at W^Q = 0; sampled Gaussian logits or C otherwise)."""
+        if self.spa:
+            target = self.spec.spa_rho if self.spec.attention == "u-spa" else self.spec.spa_gamma
+            q_std = self.spec.init_std if self.spec.query_init is None else self.spec.query_init
+            if q_std != 0:
+                ctx.note(f"random W^Q (std {q_std}) around the {self.spec.attention} bias replaced by W^Q = 0")
+            return ctx.fixed(spa_attention(self.spec.attention, target, self.layer, self.depth, ctx.T)[0])
+        return self.shape(ctx.softmax_draws(N, self.spec, self.layer, self.logit_std()), ctx.C)
+
+    def kernel(self, N: Kernel, X: Kernel, c: torch.Tensor, ctx) -> tuple[Kernel, Kernel | float]:
+        """(kernel of this branch's output, R_ij = E[x_i . out_j] / d) for normalised input kernel N, the stream's kernel X
+        and c of the norm between them. The cross term survives only through identity values/projections (zero-mean
+        random ones decorrelate it); a sigmoid gate multiplies the kernel by E[sigmoid(g_i) sigmoid(g_j)] and the cross
+        term by E[sigmoid(g)] = 1/2 (independent weights). Value residual: lambda^2 V_l + (1 - lambda)^2 V_1 (independent
+        dense W^V, no cross term); `ctx.state` carries block 1's values."""
+        V = N
+        lam = self.spec.value_residual
+        if lam is not None:
+            ctx.state.setdefault("v1", N)
+            V = N if self.layer == 0 else lam**2 * N + (1 - lam) ** 2 * ctx.state["v1"]
+        ANA, A = ctx.mix(self.matrix_draws(N, ctx), V)
+        gate = gate_kernel(N, self.spec.init_std, self.width) if self.w_gate is not None else None
+        vp = self.linear_map()
+        branch = vp.scale * (ANA if gate is None else ANA * gate)
+        if vp.deterministic is None:
+            return branch, 0.0
+        XN = X * c[..., None, :]  # E[x_i . norm(x)_j] / d
+        return branch, vp.deterministic * (XN @ A.transpose(-1, -2)) * (0.5 if gate is not None else 1.0)

@@ -1,4 +1,9 @@
-"""One transformer block for every variant: Eq. 1 (sequential) or Eq. 7 (parallel), driven by a BlockSpec."""
+"""One transformer block for every variant: Eq. 1 (sequential) or Eq. 7 (parallel), driven by a BlockSpec.
+
+Each module carries its kernel map at init beside its forward (`kernel`, the neural-tangents stax idiom): the block's
+map composes its norms', attention's and MLP's maps in the order its forward calls them, with the gains it was built
+with, so theory and model cannot drift apart (`sigprop.theory.propagate` runs the model's maps block by block).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from torch import nn
 from sigprop.blocks.attention import Attention, HookPoint, ReparamMatrix, gain, normal_linear
 from sigprop.blocks.norms import make_norm
 from sigprop.blocks.spec import BlockSpec
+from sigprop.kernels.maps import Kernel, activation_kernel, derivative_kernel, normalise, sym
 
 
 class MLP(nn.Module):
@@ -20,6 +26,8 @@ class MLP(nn.Module):
         self.w_in = normal_linear(width, hidden, spec.init_std)
         self.w_out = normal_linear(hidden, width, spec.init_std)
         self.activation, self.slope = spec.activation, spec.leaky_slope
+        self.std, self.width, self.hidden = spec.init_std, width, hidden
+        self.unit_rows = spec.norm_position == "sphere"  # nGPT: weight rows on the unit sphere (Transformer.renormalize_)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.w_in(x)
@@ -30,6 +38,23 @@ class MLP(nn.Module):
         elif self.activation == "gelu":
             h = F.gelu(h)
         return self.w_out(h)
+
+    def kernel(self, K: Kernel) -> Kernel:
+        """std^2 hidden E[phi(u) phi(u')], u ~ N(0, std^2 d K); with unit-norm weight rows (nGPT) the pre-activations
+        have kernel K itself, and the output scale cancels in the norm that follows."""
+        if self.unit_rows:
+            return activation_kernel(K, self.activation, self.slope)
+        return self.std**2 * self.hidden * activation_kernel(self.std**2 * self.width * K, self.activation, self.slope)
+
+    def kernel_backward(self, N: Kernel, G_out: Kernel) -> tuple[Kernel, float]:
+        """(gradient kernel at the input, ||dL/dW_in||^2 + ||dL/dW_out||^2) for input kernel N and output gradient kernel
+        G_out (batch-joint kernels; gradient independence)."""
+        std, d, hidden = self.std, self.width, self.hidden
+        pre = std**2 * d * N
+        Phi = activation_kernel(pre, self.activation, self.slope)
+        G_pre = std**2 * d * G_out * derivative_kernel(pre, self.activation, self.slope)
+        sq = hidden * d * float((Phi * G_out).sum()) + d * hidden * float((N * G_pre).sum())
+        return std**2 * hidden * G_pre, sq
 
 
 class Block(nn.Module):
@@ -70,6 +95,7 @@ class Block(nn.Module):
                 setattr(self, name, g)
             else:
                 self.register_buffer(name, g)
+        self.init_gains = {n: float(v) for n, v in inits.items()}  # what `kernel` sees: the gains at init
         # A fixed gain needs no multiply when it is 1, and its term disappears when it is 0.
         self._fixed = {n: float(v) for n, v in inits.items() if not spec.is_trainable(n)}
         self.hook_attn_out = HookPoint()  # beta_sa * MHA(...) branch output
@@ -134,6 +160,50 @@ class Block(nn.Module):
         x = self.hook_mid(self._sum(self._scale("alpha_sa", x), a))
         m = self.hook_mlp_out(self._scale("beta_ff", out_m(self.mlp(self.ln_2(x)))))
         return self._sum(self._scale("alpha_ff", x), m)
+
+    def kernel(self, K: Kernel, ctx) -> Kernel:
+        """The kernel after this block at init, given the kernel K before it: `forward` term by term, each module by its
+        own map (`ctx` says how a random-W^Q softmax enters and carries state across blocks; `sigprop.theory`)."""
+        spec, g = self.spec, self.init_gains
+        ones = torch.ones(K.shape[:-1], dtype=K.dtype)
+        if spec.norm_position == "sphere":  # each branch normalised, a step alpha towards it, the state back on the sphere
+            r = torch.diagonal(K, dim1=-2, dim2=-1).mean(-1)[..., None, None]  # ||x||^2 / d: 1 / d on the sphere
+            al = spec.sphere_alpha
+
+            def towards(X: Kernel, branch: Kernel, cross: Kernel | float) -> Kernel:
+                Bn, cb = normalise(branch)
+                R = cross if isinstance(cross, float) else cross * cb[..., None, :]
+                return normalise((1 - al) ** 2 * X + al**2 * Bn + al * (1 - al) * sym(R))[0]
+
+            U = normalise(K)[0]
+            mid = towards(U, *self.attn.kernel(U, U, ones, ctx))
+            return r * towards(mid, self.mlp.kernel(r * mid), 0.0)
+        out_a, out_m = (self.ln_attn_out, self.ln_mlp_out) if spec.norm_position == "peri" else (None, None)
+
+        def attn(N: Kernel, X: Kernel, c: torch.Tensor) -> tuple[Kernel, Kernel | float]:
+            branch, cross = self.attn.kernel(N, X, c, ctx)
+            if out_a is None:
+                return branch, cross
+            branch, co = out_a.kernel(branch)  # Peri-LN: the output norm; the cross term picks up its c
+            return branch, cross if isinstance(cross, float) else cross * co[..., None, :]
+
+        def mlp(N: Kernel) -> Kernel:
+            return self.mlp.kernel(N) if out_m is None else out_m.kernel(self.mlp.kernel(N))[0]
+
+        if spec.parallel:
+            N, c = self.ln_1.kernel(K)
+            branch, cross = attn(N, K, c)
+            a, b = g["alpha_comb"], g["beta_sa"]
+            return a**2 * K + b**2 * branch + a * b * sym(cross) + g["beta_ff"] ** 2 * mlp(N)
+        a, b = g["alpha_sa"], g["beta_sa"]
+        if spec.norm_position == "post":
+            branch, cross = attn(K, K, ones)
+            mid = self.ln_1.kernel(a**2 * K + b**2 * branch + a * b * sym(cross))[0]
+            return self.ln_2.kernel(g["alpha_ff"] ** 2 * mid + g["beta_ff"] ** 2 * mlp(mid))[0]
+        N, c = self.ln_1.kernel(K)
+        branch, cross = attn(N, K, c)
+        mid = a**2 * K + b**2 * branch + a * b * sym(cross)
+        return g["alpha_ff"] ** 2 * mid + g["beta_ff"] ** 2 * mlp(self.ln_2.kernel(mid)[0])
 
 
 def _same(x: torch.Tensor) -> torch.Tensor:

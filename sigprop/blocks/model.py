@@ -154,6 +154,14 @@ class Transformer(nn.Module, PyTorchModelHubMixin, library_name="sigprop"):
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
+    def kernels(self, K: torch.Tensor, ctx) -> list[torch.Tensor]:
+        """The token kernels after 0..L blocks at init from the embeddings' kernel K, each block by its own map (`Block.kernel`)
+        in forward order; `ctx` (`sigprop.theory.KernelContext`) says how a random-W^Q softmax enters and carries state."""
+        kernels = [K]
+        for block in self.blocks:
+            kernels.append(block.kernel(kernels[-1], ctx))
+        return kernels
+
     @torch.no_grad()
     def renormalize_(self) -> None:
         """nGPT: every matrix's rows along the embedding dimension back on the unit sphere (after each optimiser step):

@@ -5,13 +5,18 @@
   `dynamic_tanh.py`): gamma * tanh(alpha x) + beta, alpha one learnable scalar (init `alpha`), gamma = 1, beta = 0.
 - Derf (Chen, Lu, Zhu, Sun, Liu, "Stronger Normalization-Free Transformers", arXiv 2512.10938, Eq. 10):
   gamma * erf(alpha x + s) + beta, alpha and s learnable scalars (inits `alpha`, `shift`).
-Their kernel maps (what each does to a token kernel at init, gamma = 1 and beta = 0) are `theory.norm_kernel`.
+Each carries its kernel map beside its forward: `kernel(K) -> (K', c)`, what it does to a token kernel at init
+(gamma = 1, beta = 0), with c_j = E[x_i . n(x)_j] / E[x_i . x_j] the factor a cross term with its input picks up.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from sigprop.kernels.maps import Kernel, gauss_mean, normalise, quadrature_kernel
 
 
 class _MatchDtype:
@@ -22,19 +27,41 @@ class _MatchDtype:
         return super().forward(x.to(self.weight.dtype) if x.dtype != self.weight.dtype else x)
 
 
-class RMSNorm(_MatchDtype, nn.RMSNorm):
+class _Normalise:
+    def kernel(self, K: Kernel) -> tuple[Kernel, torch.Tensor]:
+        """K_ij / sqrt(K_ii K_jj) and c = 1 / sqrt(K_jj): features have zero mean at init, so RMS and Layer norm act alike."""
+        return normalise(K)
+
+
+class RMSNorm(_Normalise, _MatchDtype, nn.RMSNorm):
     pass
 
 
-class LayerNorm(_MatchDtype, nn.LayerNorm):
+class LayerNorm(_Normalise, _MatchDtype, nn.LayerNorm):
     pass
 
 
-class DyT(nn.Module):
+class NoNorm(nn.Identity):
+    """No norm where a block could have one (its kernel map is the identity, c = 1)."""
+
+    def kernel(self, K: Kernel) -> tuple[Kernel, torch.Tensor]:
+        return K, torch.ones(K.shape[:-1], dtype=K.dtype)
+
+
+class _Pointwise:
+    """A point-wise norm replacement phi(x) (gamma = 1, beta = 0 at init; the subclass gives phi and phi'): the kernel
+    E[phi(u_i) phi(u_j)] by 2-D quadrature and, by Stein's lemma, c = E[phi'(u_j)]."""
+
+    def kernel(self, K: Kernel, nodes: int = 48) -> tuple[Kernel, torch.Tensor]:
+        return quadrature_kernel(K, self.phi, nodes), gauss_mean(torch.diagonal(K, dim1=-2, dim2=-1), self.dphi, nodes)
+
+
+class DyT(_Pointwise, nn.Module):
     """Dynamic tanh: gamma * tanh(alpha x) + beta (per-channel gamma, beta; one scalar alpha)."""
 
     def __init__(self, width: int, alpha: float):
         super().__init__()
+        self.alpha0 = float(alpha)
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.weight = nn.Parameter(torch.ones(width))
         self.bias = nn.Parameter(torch.zeros(width))
@@ -42,12 +69,19 @@ class DyT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.weight.to(x.dtype) * torch.tanh(self.alpha.to(x.dtype) * x) + self.bias.to(x.dtype)
 
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.alpha0 * x)
 
-class Derf(nn.Module):
+    def dphi(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha0 / torch.cosh(self.alpha0 * x) ** 2
+
+
+class Derf(_Pointwise, nn.Module):
     """Dynamic erf: gamma * erf(alpha x + s) + beta (per-channel gamma, beta; scalars alpha and s)."""
 
     def __init__(self, width: int, alpha: float, shift: float):
         super().__init__()
+        self.alpha0, self.shift0 = float(alpha), float(shift)
         self.alpha = nn.Parameter(torch.tensor(float(alpha)))
         self.shift = nn.Parameter(torch.tensor(float(shift)))
         self.weight = nn.Parameter(torch.ones(width))
@@ -56,6 +90,12 @@ class Derf(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.alpha.to(x.dtype) * x + self.shift.to(x.dtype)
         return self.weight.to(x.dtype) * torch.erf(z) + self.bias.to(x.dtype)
+
+    def phi(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.erf(self.alpha0 * x + self.shift0)
+
+    def dphi(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha0 * 2 / math.sqrt(math.pi) * torch.exp(-(self.alpha0 * x + self.shift0) ** 2)
 
 
 def make_norm(kind: str, width: int, eps: float, alpha: float = 0.5, shift: float = 0.0) -> nn.Module:
@@ -68,4 +108,4 @@ def make_norm(kind: str, width: int, eps: float, alpha: float = 0.5, shift: floa
         return DyT(width, alpha)
     if kind == "derf":
         return Derf(width, alpha, shift)
-    return nn.Identity()
+    return NoNorm()
