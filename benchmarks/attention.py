@@ -5,7 +5,7 @@ softmax SDPA attention, for T = 128 ... 4096 at width 256. Time (forward + backw
 
 Same tokens per step at every T (batch = tokens // T), so memory per token is comparable across T.
 Paths are interleaved in every repeat; we report medians. Peak memory: the torch profiler's CPU
-allocator events (bytes above the level before the step; see sigprop.timers.cpu_step_peak_bytes),
+allocator events (bytes above the level before the step; see sigprop.perf.timers.cpu_step_peak_bytes),
 or torch.cuda.max_memory_allocated on CUDA.
 """
 
@@ -19,8 +19,8 @@ import torch
 from rich.console import Console
 from rich.progress import track
 
-from sigprop.benchmark import save_json
-from sigprop.timers import cpu_step_peak_bytes, timed
+from sigprop.perf.benchmark import save_json
+from sigprop.perf.timers import cpu_step_peak_bytes, timed
 from sigprop.blocks.attention import Attention
 from sigprop.blocks.spec import get_spec
 

@@ -21,11 +21,11 @@ import torch
 from rich.console import Console
 from torch.profiler import ProfilerActivity, profile
 
-from sigprop.benchmark import _adamw, _make_step
-from sigprop.timers import DTYPES
+from sigprop.perf.benchmark import _adamw, _make_step
+from sigprop.perf.timers import DTYPES
 from sigprop.blocks.model import build_model
 from sigprop.blocks.spec import get_spec
-from sigprop.cpu import tune_malloc
+from sigprop.perf.cpu import tune_malloc
 from sigprop.errors import SigpropError
 from sigprop.plots.style import block_style
 from sigprop.runs import atomic_write_json

@@ -32,7 +32,7 @@ $P benchmarks/attention.py --repeats 5 --json $R/attention.json
 $P benchmarks/sdpa_dtype.py --threads 1
 # probe overhead at the default cadence
 $S bench --blocks pre-ln,sas-p --mode train --threads 2 --repeats 7 --probes --no-memory --json $R/probes.json
-# glibc malloc tuning (sigprop.cpu.tune_malloc) off vs on: process-wide, so two runs
+# glibc malloc tuning (sigprop.perf.cpu.tune_malloc) off vs on: process-wide, so two runs
 for t in no-tune-malloc tune-malloc; do
   $S bench --blocks pre-ln,sas,sas-p --mode train,infer --threads 2 --repeats 5 --no-memory --$t --json $R/malloc_$t.json
 done

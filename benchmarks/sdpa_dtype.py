@@ -14,7 +14,7 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from sigprop.timers import timed
+from sigprop.perf.timers import timed
 from sigprop.blocks.attention import sdpa
 
 

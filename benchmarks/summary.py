@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sigprop.benchmark import format_rows, load_json
+from sigprop.perf.benchmark import format_rows, load_json
 from sigprop.errors import SigpropError
 
 

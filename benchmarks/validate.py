@@ -30,7 +30,7 @@ import sigprop as sp  # noqa: E402
 from sigprop.probes.metrics import batch_corr_of_kernel, outlier_stats  # noqa: E402
 from sigprop.probes.points import ADAPTERS  # noqa: E402
 from sigprop.kernels.maps import activation_kernel  # noqa: E402
-from sigprop.theory import propagate_batch  # noqa: E402
+from sigprop.studies.theory import propagate_batch  # noqa: E402
 
 
 def gelu_row(stds=(0.3, 1.0, 2.0, 4.0, 8.0, 32.0, 100.0), rhos=(-0.5, 0.3, 0.9, 0.999)) -> tuple[float, float]:

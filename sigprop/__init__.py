@@ -8,16 +8,16 @@
     p = sp.phase("shaped-alpha-gamma")                                # rank-collapse phase diagram from theory
 """
 
-from sigprop.analysis import Analysis, analyze
-from sigprop.benchmark import bench
+from sigprop.studies.analysis import Analysis, analyze
+from sigprop.perf.benchmark import bench
 from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, build_model, get_spec, param_groups
 from sigprop.data import load_data
 from sigprop.errors import SigpropError
 from sigprop.probes import gains, measure, probe, probe_points
 from sigprop.runs import load_runs
-from sigprop.phases import Phase, phase
-from sigprop.sweeps import Sweep, sweep
-from sigprop.theory import propagate
+from sigprop.studies.phases import Phase, phase
+from sigprop.studies.sweeps import Sweep, sweep
+from sigprop.studies.theory import propagate
 from sigprop.training import train
 
 BLOCKS = PRESETS

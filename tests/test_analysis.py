@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 import sigprop as sp
-from sigprop.analysis import analyze, verdict
+from sigprop.studies.analysis import analyze, verdict
 from sigprop.cli import app
 from sigprop.errors import SigpropError
 

@@ -44,7 +44,7 @@ class TinyViT(nn.Module):
 
 
 def test_the_vocabulary_comes_from_the_embedding_or_a_transformerlens_cfg():
-    from sigprop.pretrained import vocab_of
+    from sigprop.studies.pretrained import vocab_of
 
     assert vocab_of(TinyLM(37)) == 37
     assert vocab_of(TinyLM(37, cfg=type("Cfg", (), {"d_vocab": 11})())) == 11
@@ -79,7 +79,7 @@ class PositionedViT(TinyViT):
 
 
 def test_hf_style_vocabulary_lookups_prefer_the_input_embedding_and_respect_pixel_models():
-    from sigprop.pretrained import vocab_of
+    from sigprop.studies.pretrained import vocab_of
 
     class Positions(TinyLM):  # positions registered before the token embedding: the first nn.Embedding would be wrong
         def __init__(self):

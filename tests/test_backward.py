@@ -8,7 +8,7 @@ import torch
 
 from sigprop import SigpropError, build_model
 from sigprop.probes import cos_mean, kernel, measure, token_norm
-from sigprop.theory import propagate_grad
+from sigprop.studies.theory import propagate_grad
 
 
 def tokens(B: int, T: int, vocab: int, seed: int = 1) -> torch.Tensor:

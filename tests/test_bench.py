@@ -15,11 +15,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from sigprop import ModelConfig, SigpropError, build_model
-from sigprop.benchmark import bench, load_json, save_json
+from sigprop.perf.benchmark import bench, load_json, save_json
 from sigprop.blocks.attention import RUNNING_MEAN_GEMM_MAX_T
 from sigprop.blocks.spec import get_spec
-from sigprop.flops import model_flops_per_token
-from sigprop.probe_overhead import CADENCES, default_cadence, probe_overhead
+from sigprop.perf.flops import model_flops_per_token
+from sigprop.perf.probe_overhead import CADENCES, default_cadence, probe_overhead
 
 TINY = dict(depth=2, width=32, heads=2, vocab=64, tokens=64, repeats=1, warmup=0, progress=False)
 COLUMNS = {

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sigprop.benchmark import bench, save_json
+from sigprop.perf.benchmark import bench, save_json
 
 ROOT = Path(__file__).resolve().parents[1] / "benchmarks"
 

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="gl
 # are warm-up.
 SCRIPT = """
 import resource, sys, torch
-from sigprop.cpu import tune_malloc
+from sigprop.perf.cpu import tune_malloc
 print(tune_malloc())
 def step():
     x = torch.ones(16 * 2**20)

@@ -30,7 +30,7 @@ def luminance(colour) -> float:
 
 
 def test_memory_profiling_prints_nothing_on_stderr():
-    code = "import torch; from sigprop.timers import cpu_step_peak_bytes; cpu_step_peak_bytes(lambda: torch.ones(1000) + 1)"
+    code = "import torch; from sigprop.perf.timers import cpu_step_peak_bytes; cpu_step_peak_bytes(lambda: torch.ones(1000) + 1)"
     env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -151,7 +151,7 @@ def test_kernel_grid_fills_its_figure_and_the_colour_bar_spans_the_heatmaps():
 
 
 def test_bench_legend_has_no_block_coloured_mode_patch(captured):
-    from sigprop.benchmark import bench
+    from sigprop.perf.benchmark import bench
     from sigprop.plots.bench import plot_bench
 
     df = bench(["sas"], seq=16, mode="train,infer", depth=1, width=16, heads=2, vocab=32, tokens=32, repeats=1,

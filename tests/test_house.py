@@ -10,13 +10,16 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "sigprop"
 #: room -> sigprop modules it may not import (prefix match)
 FORBIDDEN = {
-    "sigprop.blocks": ("sigprop.probes", "sigprop.theory", "sigprop.training", "sigprop.recipes", "sigprop.analysis",
-                       "sigprop.cli", "sigprop.plots"),
-    "sigprop.probes": ("sigprop.blocks", "sigprop.theory", "sigprop.training", "sigprop.recipes", "sigprop.analysis",
-                       "sigprop.cli", "sigprop.plots"),
-    "sigprop.kernels": ("sigprop.blocks", "sigprop.theory", "sigprop.training", "sigprop.recipes", "sigprop.analysis",
-                        "sigprop.cli", "sigprop.plots"),
-    "sigprop.plots": ("sigprop.analysis", "sigprop.recipes", "sigprop.training", "sigprop.cli", "sigprop.phases", "sigprop.sweeps"),
+    "sigprop.kernels": ("sigprop.blocks", "sigprop.studies", "sigprop.training", "sigprop.recipes", "sigprop.cli", "sigprop.plots",
+                        "sigprop.perf"),
+    "sigprop.blocks": ("sigprop.probes", "sigprop.studies", "sigprop.training", "sigprop.recipes", "sigprop.cli", "sigprop.plots",
+                       "sigprop.perf"),
+    "sigprop.probes": ("sigprop.blocks", "sigprop.studies", "sigprop.training", "sigprop.recipes", "sigprop.cli", "sigprop.plots",
+                       "sigprop.perf"),
+    "sigprop.plots": ("sigprop.studies", "sigprop.recipes", "sigprop.training", "sigprop.cli", "sigprop.perf"),
+    "sigprop.perf": ("sigprop.studies", "sigprop.training", "sigprop.recipes", "sigprop.cli"),
+    "sigprop.studies": ("sigprop.recipes", "sigprop.cli"),
+    "sigprop.training": ("sigprop.recipes", "sigprop.cli"),
 }
 
 

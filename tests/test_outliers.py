@@ -14,7 +14,7 @@ import sigprop as sp
 from sigprop.blocks.model import ModelConfig
 from sigprop.errors import SigpropError
 from sigprop.probes.metrics import OUTLIER_METRICS, batch_corr_of_kernel, kurtosis, outlier_stats, sink_share
-from sigprop.theory import propagate_batch
+from sigprop.studies.theory import propagate_batch
 from sigprop.training import get_config, train
 from sigprop.training.optim import Optimizers, make_optimizer
 from sigprop.training.quant import fake_int8, w8a8

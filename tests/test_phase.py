@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from sigprop.cli import app
 from sigprop.errors import SigpropError
-from sigprop.phases import DIAGRAMS, TOLERANCE, phase
+from sigprop.studies.phases import DIAGRAMS, TOLERANCE, phase
 
 TINY = dict(width=64, heads=2, seq_len=16, batch=2, data="random", vocab_size=128, progress=False)
 
@@ -56,3 +56,15 @@ def test_pre_ln_alpha_beta_from_the_cli(tmp_path):
     g = pd.read_csv(tmp_path / "pre-ln-alpha_sa-beta_sa.csv")
     g = g[g.metric == "cos_mean"].set_index(["x", "y"]).value
     assert g[(0.0, 1.0)] > g[(1.0, 1.0)] + 0.1  # removing the skip (skipless) collapses more than Pre-LN
+
+
+def test_context_length_depth_collapses_with_depth_and_a_longer_context_holds_longer():
+    """Naive skipless attention (W^Q random, tiny logits: causal averaging) collapses every context with depth; at a
+    fixed depth a longer context is less aligned (more early-late pairs); the measured point (the first T tokens of the
+    batch) agrees with the theory cut to T."""
+    p = phase("context-depth", measure_points=[(32, 4)], **{**TINY, "width": 256, "heads": 4})
+    g = p.grid[p.grid.metric == "cos_mean"].pivot_table(index="y", columns="x", values="value")
+    assert list(g.columns) == [4, 8, 16, 32, 64, 128, 256]
+    assert (g.diff(axis=0).iloc[1:] >= -1e-9).all().all() and (g.loc[18] > 0.999).all()  # deeper: more aligned, collapsed
+    assert g.loc[4].is_monotonic_decreasing and g.loc[4, 4] > g.loc[4, 256] + 0.05
+    assert p.settings["seq_len"] == 256 and p.agrees, p.points

@@ -10,7 +10,7 @@ from sigprop.blocks import ModelConfig, build_model, get_spec
 from sigprop.blocks.spa import check_nonnegative, espa_kernel, spa_attention, target_kernel, uspa_kernel
 from sigprop.errors import SigpropError
 from sigprop.probes import cos_mean, measure
-from sigprop.theory import propagate
+from sigprop.studies.theory import propagate
 
 TARGETS = {"u-spa": 0.8, "e-spa": 0.05}
 

@@ -15,7 +15,7 @@ import sigprop as sp
 from sigprop.blocks.model import ModelConfig
 from sigprop.blocks.norms import Derf, DyT
 from sigprop.errors import SigpropError
-from sigprop.theory import propagate
+from sigprop.studies.theory import propagate
 from sigprop.training import get_config, train
 
 VARIANTS = [("dyt", ()), ("derf", ("derf_shift=0.2",)), ("peri-ln", ()), ("gated", ()), ("pre-ln", ("attn_gate=sigmoid-head",)),
@@ -209,7 +209,7 @@ def test_theory_predicts_the_attention_entropy_and_the_trainability_map_draws_bo
 
 
 def test_an_unknown_softmax_treatment_is_one_line_before_any_work():
-    from sigprop.theory import propagate_batch
+    from sigprop.studies.theory import propagate_batch
 
     m = sp.build_model("pre-ln", depth=1, width=16, heads=2, vocab_size=20, context=4)
     for call in (lambda: propagate(m.spec, m.config, torch.eye(4), softmax="exact"),

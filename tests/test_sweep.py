@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-import sigprop.sweeps as S
+import sigprop.studies.sweeps as S
 from sigprop.cli import app
 from sigprop.errors import SigpropError
 

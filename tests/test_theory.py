@@ -11,7 +11,7 @@ import torch
 from sigprop.blocks import ModelConfig, build_model, get_spec
 from sigprop.probes import cos_mean, kernel, measure, norm_sq
 from sigprop.kernels.maps import activation_kernel, relu_kernel
-from sigprop.theory import propagate
+from sigprop.studies.theory import propagate
 
 T, B = 32, 4
 

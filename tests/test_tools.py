@@ -17,7 +17,7 @@ import pytest
 import torch
 import typer
 
-from sigprop.analysis import analyze
+from sigprop.studies.analysis import analyze
 from sigprop.blocks import Transformer, build_model
 from sigprop.errors import SigpropError
 from sigprop.recipes.base import run_id
@@ -266,7 +266,7 @@ def test_reproduce_through_submitit_local_executor_then_replot(tmp_path, cache, 
 
 def test_a_job_on_a_locked_run_fails_with_the_holder_named(tmp_path, cache, data):
     pytest.importorskip("submitit")
-    from sigprop.cluster import Launcher, run_jobs
+    from sigprop.training.cluster import Launcher, run_jobs
     from sigprop.recipes.executor import layout, train_job
     from sigprop.runs import RunLock
 
@@ -297,7 +297,7 @@ def test_sweep_through_submitit_local_executor(tmp_path, cache):
 
 
 def test_launcher_errors_are_one_line():
-    from sigprop.cluster import Launcher
+    from sigprop.training.cluster import Launcher
 
     with pytest.raises(SigpropError, match="unknown launcher 'pbs'; accepted: local, slurm, local-submitit"):
         Launcher("pbs")

@@ -9,7 +9,7 @@ import torch
 import sigprop as sp
 from sigprop.blocks import BlockSpec, ModelConfig, build_model, get_spec
 from sigprop.errors import SigpropError
-from sigprop.theory import propagate
+from sigprop.studies.theory import propagate
 
 
 @pytest.mark.parametrize("sets, match", [
@@ -110,7 +110,7 @@ def test_cli_input_that_used_to_crash_or_misplace_is_one_line(args, needle, tmp_
 
 def test_analyze_refuses_what_the_memory_left_cannot_hold(monkeypatch):
     """The estimate follows the T x T kernels (T^2), and a refusal names the longest sequence that fits."""
-    import sigprop.analysis as analysis
+    import sigprop.studies.analysis as analysis
 
     small = analysis.probe_bytes(4, 64, 2, 512, 4, 100)
     assert analysis.probe_bytes(4, 64, 2, 1024, 4, 100) > 3.9 * small  # twice the tokens: four times the kernels

@@ -2,7 +2,7 @@
 
 Each module carries its kernel map at init beside its forward (`kernel`, the neural-tangents stax idiom): the block's
 map composes its norms', attention's and MLP's maps in the order its forward calls them, with the gains it was built
-with, so theory and model cannot drift apart (`sigprop.theory.propagate` runs the model's maps block by block).
+with, so theory and model cannot drift apart (`sigprop.studies.theory.propagate` runs the model's maps block by block).
 """
 
 from __future__ import annotations
@@ -163,7 +163,7 @@ class Block(nn.Module):
 
     def kernel(self, K: Kernel, ctx) -> Kernel:
         """The kernel after this block at init, given the kernel K before it: `forward` term by term, each module by its
-        own map (`ctx` says how a random-W^Q softmax enters and carries state across blocks; `sigprop.theory`)."""
+        own map (`ctx` says how a random-W^Q softmax enters and carries state across blocks; `sigprop.studies.theory`)."""
         spec, g = self.spec, self.init_gains
         ones = torch.ones(K.shape[:-1], dtype=K.dtype)
         if spec.norm_position == "sphere":  # each branch normalised, a step alpha towards it, the state back on the sphere

@@ -156,7 +156,7 @@ class Transformer(nn.Module, PyTorchModelHubMixin, library_name="sigprop"):
 
     def kernels(self, K: torch.Tensor, ctx) -> list[torch.Tensor]:
         """The token kernels after 0..L blocks at init from the embeddings' kernel K, each block by its own map (`Block.kernel`)
-        in forward order; `ctx` (`sigprop.theory.KernelContext`) says how a random-W^Q softmax enters and carries state."""
+        in forward order; `ctx` (`sigprop.studies.theory.KernelContext`) says how a random-W^Q softmax enters and carries state."""
         kernels = [K]
         for block in self.blocks:
             kernels.append(block.kernel(kernels[-1], ctx))

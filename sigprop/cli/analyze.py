@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sigprop.analysis import DATA_SOURCES, DTYPES, analyze
+from sigprop.studies.analysis import DATA_SOURCES, DTYPES, analyze
 from sigprop.cli.app import app, console, folder
 from sigprop.errors import SigpropError, check_choice
 from sigprop.runs import check_writable

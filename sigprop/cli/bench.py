@@ -8,8 +8,8 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from sigprop.benchmark import DEFAULT_BLOCKS, bench, format_rows, save_json
-from sigprop.probe_overhead import PROBE_BUDGET, probe_overhead
+from sigprop.perf.benchmark import DEFAULT_BLOCKS, bench, format_rows, save_json
+from sigprop.perf.probe_overhead import PROBE_BUDGET, probe_overhead
 from sigprop.cli.app import app, console, pick_vocab, split_list, vocab_alias
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sigprop.analysis import DATA_SOURCES
+from sigprop.studies.analysis import DATA_SOURCES
 from sigprop.cli.app import app, console, split_list
 from sigprop.errors import check_choice
 
@@ -28,7 +28,7 @@ def phase_cmd(
     list_only: bool = typer.Option(False, "--list", help="List the diagrams and exit."),
 ) -> None:
     """Final-layer cos_mean and eff_rank (or the attention-entropy ratio) over two knobs (theory), measured points marked; the paper's setting starred."""
-    from sigprop.phases import DIAGRAMS, check_diagrams, phase
+    from sigprop.studies.phases import DIAGRAMS, check_diagrams, phase
     from sigprop.runs import atomic_write_bytes
 
     if list_only:

@@ -76,8 +76,8 @@ def budget_table(scale: str, root: Path) -> Table:
 
 
 def launcher_options():
-    """The cluster options `reproduce` and `sweep` share (sigprop.cluster), as typer parameters."""
-    from sigprop.cluster import LAUNCHERS
+    """The cluster options `reproduce` and `sweep` share (sigprop.training.cluster), as typer parameters."""
+    from sigprop.training.cluster import LAUNCHERS
 
     return dict(
         launcher=typer.Option("local", "--launcher", help=f"Where runs train: {', '.join(LAUNCHERS)} (one job per run through submitit; needs sigprop[cluster])."),
@@ -121,7 +121,7 @@ def reproduce_cmd(
     gpus: int = _L["gpus"], mem: float = _L["mem"],
 ) -> None:
     """Regenerate a figure/table of the paper from real training runs (finished runs are reused, unfinished resumed)."""
-    from sigprop.cluster import Launcher
+    from sigprop.training.cluster import Launcher
     from sigprop.recipes import RECIPES, reproduce
     from sigprop.recipes.records import gallery, shown
 

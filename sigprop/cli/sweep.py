@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from sigprop.analysis import DATA_SOURCES, DTYPES
+from sigprop.studies.analysis import DATA_SOURCES, DTYPES
 from sigprop.cli.analyze import check_output_dir
 from sigprop.cli.app import app, console, split_list
 from sigprop.cli.reproduce import _L, jobs_table
@@ -48,8 +48,8 @@ def sweep_cmd(
     gpus: int = _L["gpus"], mem: float = _L["mem"],
 ) -> None:
     """Any analyze metric over a grid; mean +- std over seeds per layer, theory convergence with width."""
-    from sigprop.cluster import Launcher
-    from sigprop.sweeps import sweep
+    from sigprop.training.cluster import Launcher
+    from sigprop.studies.sweeps import sweep
 
     where = Launcher(launcher, partition=partition, time=time, cpus=cpus, gpus=gpus, mem=mem)
     check_output_dir(out, "sweep.json")

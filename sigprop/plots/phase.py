@@ -12,7 +12,8 @@ from sigprop.plots.style import TEXTWIDTH, paper_style, scale_note
 
 AXIS_LABELS = {"beta_ff": r"MLP-branch gain $\beta_{FF}$", "depth": "depth L", "alpha_sa": r"skip gain $\alpha_{SA}$",
                "beta_sa": r"attention-branch gain $\beta_{SA}$", "alpha": r"shaped $\alpha$ (weight on $I$)",
-               "gamma": r"shaped $\gamma$ (weight on $C$)", "query_init": r"query scale $\sigma_Q$ (std of $W^Q$)"}
+               "gamma": r"shaped $\gamma$ (weight on $C$)", "query_init": r"query scale $\sigma_Q$ (std of $W^Q$)",
+               "seq_len": "context length T"}
 CMAPS = {"cos_mean": "magma", "eff_rank": "viridis", "attn_entropy_ratio": "cividis"}
 UNIT = ("cos_mean", "attn_entropy_ratio")  # metrics in [0, 1]: one fixed colour scale
 

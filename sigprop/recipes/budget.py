@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sigprop.flops import BF16_SLOWDOWN, CPU_THREAD_RATE, config_flops_per_token
+from sigprop.perf.flops import BF16_SLOWDOWN, CPU_THREAD_RATE, config_flops_per_token
 from sigprop.recipes.records import find_shared
 from sigprop.runs import RunDir
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sigprop.cluster import Launcher
+from sigprop.training.cluster import Launcher
 from sigprop.errors import SigpropError
 from sigprop.recipes.base import Context, Recipe, RunPlan, run_id, select, undecided_at
 from sigprop.recipes.records import FINISHED, compact, copy_records, find_shared, gallery, shown
@@ -68,7 +68,7 @@ def ensure_run(p: RunPlan, cfg: TrainConfig, path: Path, data_cache: dict, cache
 
 
 def train_job(p: RunPlan, cfg: TrainConfig, path: Path, cache_dir, threads: int) -> str:
-    """One run as a cluster job (`sigprop.cluster`): train (or resume) it under its run lock; returns its status."""
+    """One run as a cluster job (`sigprop.training.cluster`): train (or resume) it under its run lock; returns its status."""
     ensure_run(p, cfg, Path(path), {}, cache_dir, True, threads)
     return (RunDir(path).summary() or {}).get("status", "unknown")
 
@@ -223,7 +223,7 @@ def reproduce(
     one of these globs (comma-separated), e.g. "4x128-*-s0" to split a study across processes or days;
     the figures are drawn from whatever finished runs exist. thin: compact every finished run's records for
     committing beside a figure: train-loss rows every `thin` steps (all evals kept), gzipped (`recipes.records`).
-    launcher: train the runs as one job each through submitit (`sigprop.cluster`: slurm, local-submitit) and wait
+    launcher: train the runs as one job each through submitit (`sigprop.training.cluster`: slurm, local-submitit) and wait
     for them; the figures are drawn here once they are done."""
     scale = scale or default_scale(name)
     if replot:
@@ -265,7 +265,7 @@ def reproduce(
         if status == "interrupted":
             raise SigpropError(f"run {str(path)!r} was interrupted; run `sigprop reproduce {recipe.name} --scale {scale}` again to resume it")
     if jobs:
-        from sigprop.cluster import run_jobs
+        from sigprop.training.cluster import run_jobs
 
         statuses = run_jobs(launcher, train_job, [(p, cfg, runs_dir / f, cache_dir, threads or launcher.cpus) for p, cfg, f in jobs],
                             [f for _, _, f in jobs], out / "submitit", f"sigprop-{recipe.name}", say=lambda s: console.print(s, highlight=False))

@@ -19,7 +19,7 @@ def runs(scale: str) -> list[RunPlan]:
 
 
 def make(ctx: Context) -> dict:
-    from sigprop.analysis import analyze
+    from sigprop.studies.analysis import analyze
 
     a = analyze("all", progress=ctx.progress, cache_dir=ctx.cache_dir, **ANALYZE[ctx.scale])
     a.save(ctx.out)

@@ -1,5 +1,5 @@
 """Table 1 (efficiency columns): parameters and relative training throughput per block in the encoder
-(Crammed BERT) setting, measured with `sigprop.benchmark`, plus exact parameter counts at the paper's sizes
+(Crammed BERT) setting, measured with `sigprop.perf.benchmark`, plus exact parameter counts at the paper's sizes
 (claim 12). GLUE scores are out of reach of this toolkit and are not attempted."""
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def paper_params() -> pd.DataFrame:
 
 
 def make(ctx: Context) -> dict:
-    from sigprop.benchmark import bench
+    from sigprop.perf.benchmark import bench
 
     settings = BENCH[ctx.scale]
     df = bench(list(BLOCKS), kind="encoder", progress=ctx.progress, **settings)

@@ -13,7 +13,7 @@ import torch
 
 from sigprop.blocks import get_spec
 from sigprop.errors import SigpropError
-from sigprop.flops import BF16_SLOWDOWN, CPU_THREAD_RATE, config_flops_per_token
+from sigprop.perf.flops import BF16_SLOWDOWN, CPU_THREAD_RATE, config_flops_per_token
 from sigprop.runs import CONFIG, RunDir, load_runs
 from sigprop.training.config import get_config
 from sigprop.training.loop import Run, train

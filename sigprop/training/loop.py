@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from sigprop.blocks import BlockSpec
-from sigprop.cpu import tune_malloc
+from sigprop.perf.cpu import tune_malloc
 from sigprop.errors import SigpropError
 from sigprop.runs import CONFIG, RunDir, RunLock
 from sigprop.training import distributed as ddp

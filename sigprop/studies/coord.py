@@ -26,7 +26,7 @@ POINTS = {"stream": None, "attn_out": "blocks.*.hook_attn_out", "mlp_out": "bloc
 
 def coord_point(block: str, sets: list[str], width: int, depth: int, seed: int, settings, cache_dir: str | None) -> pd.DataFrame:
     """Rows (step, point, layer, metric='rms', value) for one model trained `settings.coord_steps` steps."""
-    from sigprop.analysis import input_tokens
+    from sigprop.studies.analysis import input_tokens
     from sigprop.blocks import ModelConfig, Transformer, get_spec
     from sigprop.probes import probe
     from sigprop.training.config import TrainConfig

@@ -32,11 +32,11 @@ from torch import nn
 from sigprop.blocks.attention import Attention
 from sigprop.blocks.model import ModelConfig, Transformer, build_model, param_groups
 from sigprop.blocks.spec import PRESETS, get_spec
-from sigprop.cpu import tune_malloc as cpu_tune_malloc
+from sigprop.perf.cpu import tune_malloc as cpu_tune_malloc
 from sigprop.errors import SigpropError, check_choice, check_positive
-from sigprop.flops import MODES, model_flops_per_token
+from sigprop.perf.flops import MODES, model_flops_per_token
 from sigprop.runs import atomic_write_bytes
-from sigprop.timers import DTYPES, alive_bytes, check_device, cpu_step_peak_bytes, matmul_peak_sample, timed
+from sigprop.perf.timers import DTYPES, alive_bytes, check_device, cpu_step_peak_bytes, matmul_peak_sample, timed
 
 DEFAULT_BLOCKS = ("pre-ln", "parallel", "sas", "sas-p", "sas-p-nonorm")
 
@@ -126,7 +126,7 @@ class BenchSettings:
     baseline: str
     matmul_n: int
     threads: int
-    malloc_tuned: bool = False  # glibc kept freed memory for reuse (sigprop.cpu.tune_malloc)
+    malloc_tuned: bool = False  # glibc kept freed memory for reuse (sigprop.perf.cpu.tune_malloc)
 
 
 @contextmanager
@@ -228,7 +228,7 @@ def bench(
     (tokens/s over the baseline's, same mode/seq) and `params_vs_base`. `explicit=True` also times
     shaped attention through its explicit T x T path. `threads` sets torch's intra-op threads for the run
     (restored after; 1 is the fair choice when other jobs share the cores). `tune_malloc` (CPU) keeps freed
-    memory in glibc's heap (`sigprop.cpu.tune_malloc`, process-wide) as `sp.train` does. Returns a DataFrame; `df.attrs` holds the
+    memory in glibc's heap (`sigprop.perf.cpu.tune_malloc`, process-wide) as `sp.train` does. Returns a DataFrame; `df.attrs` holds the
     settings and the measured matmul peak.
     """
     names = [get_spec(b).name for b in _as_list(blocks)]  # validates every name

@@ -6,7 +6,7 @@ collapse) over a 2-D grid of knobs.
     p.points     # the measured points: x, y, metric, measured, theory, gap
     p.plot(out)  # heatmap per metric, measured points as circles in the same colours, the paper's setting starred
 
-The grid comes from `sigprop.theory.propagate` (seconds: no network is built), on the input kernel of one
+The grid comes from `sigprop.studies.theory.propagate` (seconds: no network is built), on the input kernel of one
 probe batch embedded as the model would embed it. Depth diagrams use one propagation to the largest depth
 per column: with beta_ff given explicitly, the kernel after l blocks of a deeper stack is that of depth l.
 """
@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sigprop.analysis import COLLAPSE_COS, input_tokens
+from sigprop.studies.analysis import COLLAPSE_COS, input_tokens
 from sigprop.blocks import BlockSpec, ModelConfig, Transformer, get_spec
 from sigprop.blocks.spec import BETA_FF_REF, BETA_FF_REF_DEPTH
 from sigprop.errors import SigpropError, choice_error
 from sigprop.probes import KERNEL_METRICS, measure
-from sigprop.theory import propagate
+from sigprop.studies.theory import propagate
 
 METRICS = ("cos_mean", "eff_rank")
 #: Agreement asked of a measured point with the theory's colour: |cos_mean gap| and relative eff_rank gap.
@@ -38,7 +38,9 @@ ABSOLUTE = ("cos_mean", "attn_entropy_ratio")
 
 @dataclass(frozen=True)
 class Diagram:
-    """A 2-D slice through the knobs of one block: x and y are knob names (or 'depth')."""
+    """A 2-D slice through the knobs of one block: x and y are knob names, 'depth', or (x only) 'seq_len', the context
+    length T: theory then reads the top-left T x T block of the input kernel (position t's embedding does not depend on
+    the length) and the measured points the first T tokens."""
 
     name: str
     block: str
@@ -56,7 +58,7 @@ class Diagram:
     metrics: tuple[str, ...] = METRICS
 
     def spec(self, x: float, y: float | None = None) -> BlockSpec:
-        knobs = {self.x: x} if self.x != "depth" else {}
+        knobs = {self.x: x} if self.x not in ("depth", "seq_len") else {}
         if y is not None and self.y != "depth":
             knobs[self.y] = y
         return get_spec(self.block, self.sets).replace(**knobs)
@@ -67,6 +69,7 @@ _BETA_FF = tuple(float(v) for v in np.round(np.geomspace(0.02, 1.0, 12), 4))
 _UNIT = tuple(float(v) for v in np.round(np.linspace(0.0, 1.0, 9), 3))  # 9 steps: a sampled-softmax point costs ~0.3 s CPU
 _QK = tuple(float(v) for v in np.round(np.geomspace(0.005, 5.0, 8), 4))
 _RESID = tuple(float(v) for v in np.round(np.geomspace(0.125, 4.0, 6), 4))
+_CONTEXT = (4, 8, 16, 32, 64, 128, 256)
 _SHAPED = tuple(float(v) for v in np.round(np.linspace(0.0, 1.5, 13), 3))
 
 DIAGRAMS: dict[str, Diagram] = {
@@ -83,6 +86,12 @@ DIAGRAMS: dict[str, Diagram] = {
                 r"standard init ($\sigma_Q$=0.02, $\beta_{SA}$=1)", sets=("beta_ff=0",), log_x=True,
                 metrics=("cos_mean", "attn_entropy_ratio"),
                 title=r"attention-only Pre-LN: query scale $\sigma_Q$ × attention-branch gain $\beta_{SA}$ (L=18): rank vs entropy collapse"),
+        # rank collapse over context length and depth (attention-only naive skipless, beta_ff = 0): causal averaging
+        # aligns token t with the tokens before it, so every context collapses with depth; a longer one holds on a
+        # few blocks longer (more early-late pairs), the opposite of what a "more tokens averaged" intuition says
+        Diagram("context-depth", "skipless", "seq_len", "depth", _CONTEXT, _DEPTHS, (128, 18),
+                "paper: T=128, L=18", sets=("beta_ff=0",), log_x=True,
+                title=r"attention-only naive skipless block: context length $T$ × depth $L$"),
         Diagram("shaped-alpha-gamma", "sas", "alpha", "gamma", _SHAPED, _SHAPED, (1.0, 1.0),
                 r"paper: $\alpha=\beta=\gamma=1$ ($A=I$)", title=r"SAS, shaped attention $\alpha I + \beta A - \gamma C$: $\alpha$ × $\gamma$ ($\beta$=1, L=18)"),
     ]
@@ -106,7 +115,7 @@ class Phase:
     def scale_text(self) -> str:
         s = self.settings
         return (f"at init · heatmap: theory on the input kernel of one batch · circles: measured at d={s['width']}, "
-                f"H={s['heads']}, T={s['seq_len']}, batch {s['batch']}, data {s['data']}, seed {s['seed']}\n"
+                f"H={s['heads']}, T={'the x axis' if self.diagram.x == 'seq_len' else s['seq_len']}, batch {s['batch']}, data {s['data']}, seed {s['seed']}\n"
                 f"tolerance |Δcos| ≤ {TOLERANCE['cos_mean']}, |Δeff_rank| / eff_rank ≤ {TOLERANCE['eff_rank']}, "
                 f"|Δentropy ratio| ≤ {TOLERANCE['attn_entropy_ratio']}")
 
@@ -139,13 +148,21 @@ def _theory_metrics(th, layer: int, metrics: Sequence[str]) -> dict[str, float]:
     return {m: th.entropy[layer - 1] if m == "attn_entropy_ratio" else float(KERNEL_METRICS[m](K).mean()) for m in metrics}
 
 
+def context(d: Diagram, x: float, full: torch.Tensor) -> torch.Tensor:
+    """An input kernel (B, T, T) or tokens (B, T) cut to the grid point's context length on a 'seq_len' axis."""
+    if d.x != "seq_len":
+        return full
+    T = int(x)
+    return full[..., :T, :T] if full.is_floating_point() else full[:, :T]
+
+
 def theory_grid(d: Diagram, cfg: ModelConfig, sigma0: torch.Tensor, samples: int = 4, seed: int = 0) -> pd.DataFrame:
     """Final-layer metrics predicted at every grid point."""
     rows = []
     if d.y == "depth":
         top = max(d.ys)
         for x in d.xs:
-            th = propagate(d.spec(x), cfg.replace(depth=int(top)), sigma0, samples=samples, seed=seed)
+            th = propagate(d.spec(x), cfg.replace(depth=int(top)), context(d, x, sigma0), samples=samples, seed=seed)
             for y in d.ys:
                 rows += [{"x": x, "y": y, "metric": m, "value": v} for m, v in _theory_metrics(th, int(y), d.metrics).items()]
     else:
@@ -190,6 +207,8 @@ def phase(
     if diagram not in DIAGRAMS:
         raise choice_error("phase diagram", diagram, DIAGRAMS)
     d = DIAGRAMS[diagram]
+    if d.x == "seq_len":  # the diagram's own axis sets the context: the longest T on it
+        seq_len = int(max(d.xs))
     tokens, vocab, desc = input_tokens(data, batch, seq_len, vocab_size, seed, cache_dir, progress, max_bytes)
     cfg = ModelConfig(depth=d.depth, width=width, heads=heads, vocab_size=vocab, context=seq_len)
     t0 = time.perf_counter()
@@ -216,7 +235,7 @@ def _measure_point(d: Diagram, x: float, y: float, cfg: ModelConfig, tokens: tor
     torch.manual_seed(seed)
     model = Transformer(spec, c)
     entropy = "attn_entropy_ratio" in d.metrics
-    p = measure(model, tokens, kernels=True, attention=entropy)
+    p = measure(model, context(d, x, tokens), kernels=True, attention=entropy)
     K = {layer: torch.from_numpy(k) for layer, k in p.kernels.items()}
     meas = {m: float(KERNEL_METRICS[m](K[max(K)]).mean()) for m in d.metrics if m != "attn_entropy_ratio"}
     if entropy:

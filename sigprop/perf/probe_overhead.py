@@ -1,7 +1,7 @@
 """What a probe pass costs against a training step, and the probe cadence that keeps it in budget.
 
 `probe_overhead` times `sigprop.probes.measure` on a fixed probe batch beside one training step of each block,
-interleaved as in `sigprop.benchmark.bench`; `sigprop bench --probes` prints it.
+interleaved as in `sigprop.perf.benchmark.bench`; `sigprop bench --probes` prints it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from sigprop.benchmark import BenchSettings, _as_list, _build_cases, _num_threads
-from sigprop.timers import DTYPES, check_device, timed
+from sigprop.perf.benchmark import BenchSettings, _as_list, _build_cases, _num_threads
+from sigprop.perf.timers import DTYPES, check_device, timed
 from sigprop.blocks.spec import get_spec
 from sigprop.errors import check_choice, check_positive
 

@@ -7,7 +7,7 @@
     a.plot()       # cos_mean and eff_rank vs depth (measured solid, theory dashed)
 
     sp.analyze(model)                                  # any nn.Module (its block stack is found)
-    sp.analyze(model="DIR_OR_HUB_ID", revisions=[...])  # pretrained checkpoints (sigprop.pretrained)
+    sp.analyze(model="DIR_OR_HUB_ID", revisions=[...])  # pretrained checkpoints (sigprop.studies.pretrained)
     sp.analyze(run="runs/sas", all_checkpoints=True)    # a training run's kept checkpoints, on the run's own data
 """
 
@@ -28,7 +28,7 @@ from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, get_spe
 from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.probes import cosine_kernel, measure
 from sigprop.probes.metrics import COLLAPSE_COS, batch_corr_of_kernel, layer_exponent
-from sigprop.theory import TheoryResult, propagate, propagate_batch, propagate_grad
+from sigprop.studies.theory import TheoryResult, propagate, propagate_batch, propagate_grad
 
 DATA_SOURCES = ("code", "random", "repeat")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -451,7 +451,7 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
                     seed: int, data: str, vocab_size: int, dtype: str, kernels: bool, grad: bool, max_bytes: int | None,
                     progress: bool, outliers: bool = False, inputs: torch.Tensor | None = None) -> Analysis:
     """`analyze` of models sigprop did not build: one entry per module or checkpoint, on one batch each."""
-    from sigprop.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
+    from sigprop.studies.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
     from sigprop.probes import probe_points
 
     check_choice("dtype", dtype, DTYPES)

@@ -9,7 +9,7 @@
 Every grid point is one `analyze` call (one block, one width, depth and seed, one set of knob values),
 cached as a CSV under `out/points/` keyed by its settings, so an interrupted sweep resumes where it stopped.
 Points run in spawned worker processes with `workers=None` (one per free core; the CLI default) or `workers=n`,
-or as one cluster job each with `launcher=Launcher("slurm", ...)` (`sigprop.cluster`; `sigprop sweep --launcher slurm`).
+or as one cluster job each with `launcher=Launcher("slurm", ...)` (`sigprop.training.cluster`; `sigprop sweep --launcher slurm`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sigprop.analysis import DATA_SOURCES, resolve_blocks
+from sigprop.studies.analysis import DATA_SOURCES, resolve_blocks
 from sigprop.blocks.spec import parse_set
-from sigprop.cluster import Launcher
+from sigprop.training.cluster import Launcher
 from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.runs import atomic_write_bytes, atomic_write_json
 
@@ -103,14 +103,14 @@ def run_point(point: Point, settings: Settings, cache_dir: str | None = None) ->
     """Analyze one grid point (or run its coordinate check): tidy rows tagged with the sweep variables."""
     import torch
 
-    from sigprop.analysis import analyze
+    from sigprop.studies.analysis import analyze
 
     torch.set_num_threads(1)  # one process per core; threads inside would only fight each other
     knobs = {k: knob_text(v) if isinstance(v, tuple) else v for k, v in point.knobs}
     tags = {"block": point.block, "width": point.width, "depth": point.depth, "seed": point.seed, **knobs}
     sets = point_sets(point, settings)
     if settings.coord_steps:
-        from sigprop.coord import coord_point
+        from sigprop.studies.coord import coord_point
 
         df = coord_point(point.block, sets, point.width, point.depth, point.seed, settings, cache_dir)
         return df.assign(**tags)[[*tags, "step", "point", "layer", "metric", "value"]]
@@ -311,7 +311,7 @@ def sweep(
 
     seeds: a count (seeds 0..n-1) or explicit seeds. grid: {knob: values} or CLI-style ["beta_ff=0.05,0.1"].
     init: "fixed" or "fan-in" (see INIT_SCALINGS); use "fan-in" to see the theory gap shrink as d^-1/2.
-    coord_steps > 0 runs a coordinate check instead (`sigprop.coord`): returns a CoordCheck.
+    coord_steps > 0 runs a coordinate check instead (`sigprop.studies.coord`): returns a CoordCheck.
     workers: processes for the points (None = one per free core; `sigprop sweep` uses that). Workers are
     spawned, so a script that asks for more than one must call sweep under `if __name__ == "__main__":`.
     launcher: submit the points not cached yet as one job each (slurm, local-submitit) and wait for them; needs `out`
@@ -359,7 +359,7 @@ def sweep(
         atomic_write_json(Path(out) / "sweep.json", {"blocks": names, "widths": widths, "depths": depths, "seeds": seed_list,
                                                      "grid": grid, "settings": asdict(settings)})
     if data == "code":  # build the corpus cache once here, not in every worker at the same time
-        from sigprop.analysis import input_tokens
+        from sigprop.studies.analysis import input_tokens
 
         input_tokens(data, 1, seq_len, vocab_size, 0, cache_dir, progress, max_bytes)
     if launcher is not None and launcher.submits:
@@ -371,7 +371,7 @@ def sweep(
         frames = _run_points(points, settings, folder, cache_dir, workers or default_workers(len(points)), progress)
     df = pd.concat(frames, ignore_index=True)
     if coord_steps:
-        from sigprop.coord import CoordCheck
+        from sigprop.studies.coord import CoordCheck
 
         return CoordCheck(df=df, variables=[*AXES, *grid], settings=settings)
     return Sweep(df=df, variables=[*AXES, *grid], settings=settings, knobs=list(grid))
@@ -392,7 +392,7 @@ def _run_points(points: list[Point], settings: Settings, folder: Path | None, ca
         else:
             todo.append(i)
     if launcher is not None and launcher.submits and todo:
-        from sigprop.cluster import run_jobs
+        from sigprop.training.cluster import run_jobs
 
         say = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
         done = run_jobs(launcher, _cached_point, [(points[i], settings, folder, cache_dir) for i in todo],
