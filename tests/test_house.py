@@ -69,3 +69,19 @@ def test_lower_rooms_import_nothing_from_higher_ones():
     bad = [(m, d) for m, deps in imports().items() for room, banned in FORBIDDEN.items() if m.startswith(room)
            for d in deps if d.startswith(banned)]
     assert not bad, bad
+
+
+def test_imports_sit_at_the_top():
+    """sigprop's own modules are imported at the top of a module; only the CLI defers them (a fast `sigprop --help`),
+    and elsewhere only the figures (matplotlib) and the recipe registry, which a caller may never need."""
+    deferred = []
+    for f in PACKAGE.rglob("*.py"):
+        if f.parent.name == "cli":
+            continue
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for n in ast.walk(node):
+                    if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("sigprop") and \
+                            not n.module.startswith(("sigprop.plots", "sigprop.recipes")):
+                        deferred.append(f"{f.relative_to(PACKAGE)}:{n.lineno} {n.module}")
+    assert not deferred, deferred

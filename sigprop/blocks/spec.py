@@ -27,6 +27,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
+from sigprop.blocks.spa import check_target
 from sigprop.errors import SigpropError, check_choice, choice_error
 
 Attention = Literal["softmax", "value_skipinit", "shaped", "u-spa", "e-spa"]
@@ -158,8 +159,6 @@ class BlockSpec:
                                f"with value and proj dense or reparam, value_init = proj_init = 'orthogonal', no first_layer_value "
                                f"(got value={self.value!r}/{self.value_init!r}, proj={self.proj!r}/{self.proj_init!r})")
         if self.attention in ("u-spa", "e-spa"):
-            from sigprop.blocks.spa import check_target
-
             check_target(self.attention, self.spa_rho if self.attention == "u-spa" else self.spa_gamma)
         if self.parallel and self.norm_position in ("post", "sphere"):
             raise SigpropError(f"norm_position={self.norm_position!r} is not defined for parallel=True; accepted: 'pre', 'peri'")

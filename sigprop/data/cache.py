@@ -24,7 +24,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from tokenizers import Tokenizer
 
-from sigprop.data.codeparrot import DEFAULT_MAX_BYTES, local_identity, records_corpus
+from sigprop.data.codeparrot import DEFAULT_MAX_BYTES, HUB_ID, local_identity, records_corpus
 from sigprop.data.corpus import Corpus, Document, packages_corpus, packages_identity, stdlib_corpus, stdlib_identity
 from sigprop.data.packed import batch_indices, cut_rows, open_rows, write_tokens
 from sigprop.data.tokenizer import MAX_VOCAB, MIN_VOCAB, special_ids, tokenizer_sha256, train_tokenizer
@@ -113,8 +113,6 @@ def source_identity(source: str) -> dict:
     if source == "packages":
         return packages_identity()
     if source == "codeparrot":
-        from sigprop.data.codeparrot import HUB_ID
-
         return {"source": HUB_ID}  # the stream's first max_bytes are fixed
     if Path(source).exists():
         return local_identity(Path(source))

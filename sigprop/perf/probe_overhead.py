@@ -12,10 +12,11 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from sigprop.perf.benchmark import BenchSettings, _as_list, _build_cases, _num_threads
-from sigprop.perf.timers import DTYPES, check_device, timed
 from sigprop.blocks.spec import get_spec
 from sigprop.errors import check_choice, check_positive
+from sigprop.perf.benchmark import BenchSettings, _as_list, _build_cases, _num_threads
+from sigprop.perf.timers import DTYPES, check_device, timed
+from sigprop.probes import measure
 
 #: Probe cadences considered for the default (one probe pass every N training steps).
 CADENCES = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
@@ -60,8 +61,6 @@ def probe_overhead(
 
 def _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab, dtype, device, repeats, warmup,
                     budget, progress) -> pd.DataFrame:
-    from sigprop.probes import measure  # the probes API: a probed no-grad forward
-
     names = [get_spec(b).name for b in _as_list(blocks)]
     check_choice("dtype", dtype, DTYPES)
     for name, value in (("repeats", repeats), ("batch", batch), ("probe_batch", probe_batch), ("seq", seq)):

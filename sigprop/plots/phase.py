@@ -6,9 +6,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import Normalize
 
+from sigprop.blocks.spec import BETA_FF_REF, BETA_FF_REF_DEPTH
 from sigprop.plots.signal import METRIC_LABELS
-from sigprop.probes.metrics import COLLAPSE_COS
 from sigprop.plots.style import TEXTWIDTH, paper_style, scale_note
+from sigprop.probes.metrics import COLLAPSE_COS
 
 AXIS_LABELS = {"beta_ff": r"MLP-branch gain $\beta_{FF}$", "depth": "depth L", "alpha_sa": r"skip gain $\alpha_{SA}$",
                "beta_sa": r"attention-branch gain $\beta_{SA}$", "alpha": r"shaped $\alpha$ (weight on $I$)",
@@ -28,8 +29,6 @@ def _edges(values: np.ndarray, log: bool) -> np.ndarray:
 
 def phase_figure(p):
     """One panel per metric: theory heatmap (final layer), rank-collapse contour, measured circles, paper star."""
-    from sigprop.blocks.spec import BETA_FF_REF, BETA_FF_REF_DEPTH
-
     d = p.diagram
     metrics = list(dict.fromkeys(p.grid.metric))
     log_y = d.y == "depth"

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from sigprop.training.cluster import Launcher
+from sigprop.data import load_data
 from sigprop.errors import SigpropError
 from sigprop.recipes.base import Context, Recipe, RunPlan, run_id, select, undecided_at
 from sigprop.recipes.records import FINISHED, compact, copy_records, find_shared, gallery, shown
 from sigprop.runs import CONFIG, RunDir, atomic_write_json, held_by, load_runs, read_json
-from sigprop.training import TrainConfig
+from sigprop.training import TrainConfig, TrainingDiverged, train
+from sigprop.training.cluster import Launcher, run_jobs
 
 
 @dataclass
@@ -36,8 +37,6 @@ class Result:
 def _data_for(cfg: TrainConfig, cache: dict, cache_dir, progress: bool):
     key = (cfg.source, cfg.vocab_size, cfg.seq_len, cfg.max_bytes)
     if key not in cache:
-        from sigprop.data import load_data
-
         cache[key] = load_data(cfg.source, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, cache_dir=cache_dir,
                                progress=progress, max_bytes=cfg.max_bytes)
     return cache[key]
@@ -54,8 +53,6 @@ def ensure_run(p: RunPlan, cfg: TrainConfig, path: Path, data_cache: dict, cache
     """Finished -> reuse (False); started -> resume; absent -> train. Returns True if it trained.
 
     A diverged run counts as finished (it would diverge again); its summary says so and the plot shows it."""
-    from sigprop.training import TrainingDiverged, train
-
     run = RunDir(path)
     if finished(path, cfg):
         return False
@@ -265,8 +262,6 @@ def reproduce(
         if status == "interrupted":
             raise SigpropError(f"run {str(path)!r} was interrupted; run `sigprop reproduce {recipe.name} --scale {scale}` again to resume it")
     if jobs:
-        from sigprop.training.cluster import run_jobs
-
         statuses = run_jobs(launcher, train_job, [(p, cfg, runs_dir / f, cache_dir, threads or launcher.cpus) for p, cfg, f in jobs],
                             [f for _, _, f in jobs], out / "submitit", f"sigprop-{recipe.name}", say=lambda s: console.print(s, highlight=False))
         trained += [f for _, _, f in jobs]

@@ -5,6 +5,7 @@ collapses the tokens with depth; SAS's identity attention keeps the embedding's 
 from __future__ import annotations
 
 from sigprop.recipes.base import Context, Recipe, RunPlan, verdict
+from sigprop.studies.analysis import analyze
 
 #: analyze() settings per scale; ci and cpu read the same corpus caches as the training recipes
 ANALYZE = {
@@ -19,8 +20,6 @@ def runs(scale: str) -> list[RunPlan]:
 
 
 def make(ctx: Context) -> dict:
-    from sigprop.studies.analysis import analyze
-
     a = analyze("all", progress=ctx.progress, cache_dir=ctx.cache_dir, **ANALYZE[ctx.scale])
     a.save(ctx.out)
     summary = a.summary()

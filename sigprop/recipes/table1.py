@@ -8,6 +8,7 @@ import pandas as pd
 import torch
 
 from sigprop.blocks import build_model
+from sigprop.perf.benchmark import bench
 from sigprop.plots.bench import plot_bench
 from sigprop.recipes.base import Context, Recipe, RunPlan, verdict
 from sigprop.runs import atomic_write_bytes
@@ -41,8 +42,6 @@ def paper_params() -> pd.DataFrame:
 
 
 def make(ctx: Context) -> dict:
-    from sigprop.perf.benchmark import bench
-
     settings = BENCH[ctx.scale]
     df = bench(list(BLOCKS), kind="encoder", progress=ctx.progress, **settings)
     plot_bench(df, ctx.out / "table1")

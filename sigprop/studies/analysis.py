@@ -24,11 +24,16 @@ import torch
 from rich.progress import track
 from torch import nn
 
-from sigprop.blocks import PRESETS, BlockSpec, ModelConfig, Transformer, get_spec
+from sigprop.blocks import BlockSpec, ModelConfig, PRESETS, Transformer, build_model, get_spec
+from sigprop.data import load_data
 from sigprop.errors import SigpropError, check_choice, check_positive
-from sigprop.probes import cosine_kernel, measure
+from sigprop.probes import cosine_kernel, measure, probe_points
 from sigprop.probes.metrics import COLLAPSE_COS, batch_corr_of_kernel, layer_exponent
+from sigprop.runs import CONFIG, RunDir
+from sigprop.studies.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
 from sigprop.studies.theory import TheoryResult, propagate, propagate_batch, propagate_grad
+from sigprop.training.checkpoint import load_checkpoint, load_kept
+from sigprop.training.resolve import stored_run
 
 DATA_SOURCES = ("code", "random", "repeat")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16}
@@ -80,8 +85,6 @@ def input_tokens(
     check_choice("data", data, DATA_SOURCES)
     g = torch.Generator().manual_seed(seed)
     if data == "code":
-        from sigprop.data import load_data
-
         d = load_data(source="code", vocab_size=vocab_size, seq_len=seq_len, cache_dir=cache_dir, progress=progress, max_bytes=max_bytes)
         return d.probe_batch(batch, seed=seed)[:, :seq_len], d.vocab_size, "code (stdlib validation split)"
     if data == "random":
@@ -451,9 +454,6 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
                     seed: int, data: str, vocab_size: int, dtype: str, kernels: bool, grad: bool, max_bytes: int | None,
                     progress: bool, outliers: bool = False, inputs: torch.Tensor | None = None) -> Analysis:
     """`analyze` of models sigprop did not build: one entry per module or checkpoint, on one batch each."""
-    from sigprop.studies.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
-    from sigprop.probes import probe_points
-
     check_choice("dtype", dtype, DTYPES)
     for name, v in (("batch", batch), ("seq_len", seq_len)):
         check_positive(name, v)
@@ -499,9 +499,6 @@ def _analyze_models(module: nn.Module | None, source: str | None, revisions: lis
 def run_checkpoints(run: str | Path, all_checkpoints: bool = False) -> list[tuple[int, Path]]:
     """[(step, file or folder)] of a run: its final checkpoint (checkpoints/last.pt, else its last kept snapshot), or
     with all_checkpoints every kept snapshot plus last.pt where it holds a step none of them has."""
-    from sigprop.runs import CONFIG, RunDir
-    from sigprop.training.checkpoint import load_checkpoint
-
     rd = RunDir(run)
     if not rd.has(CONFIG):
         raise SigpropError(f"{str(rd.path)!r} is not a training run (no {CONFIG}); accepted: a folder written by sigprop train")
@@ -524,12 +521,6 @@ def _analyze_run(path: Path, all_checkpoints: bool, *, batch: int, dtype: str, k
     """`analyze` of a run's checkpoints: one entry per checkpoint (label run@stepN), each model rebuilt from the run's
     config.json (build_model) with its weights loaded, all probed on the run's own data: the probe rows of its
     training (same corpus, vocabulary, length and seed; the same rows as its probes when batch = its probe_batch)."""
-    from sigprop.blocks import build_model
-    from sigprop.data import load_data
-    from sigprop.runs import CONFIG, RunDir
-    from sigprop.training.checkpoint import load_checkpoint, load_kept
-    from sigprop.training.resolve import stored_run
-
     check_choice("dtype", dtype, DTYPES)
     check_positive("batch", batch)
     points = run_checkpoints(path, all_checkpoints)

@@ -19,6 +19,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from sigprop.blocks import ModelConfig, Transformer, get_spec
+from sigprop.probes import probe
+from sigprop.runs import atomic_write_bytes
+from sigprop.studies.analysis import input_tokens
+from sigprop.training.config import TrainConfig
+from sigprop.training.optim import make_optimizer
 
 #: Probe points: the residual stream after each block and the two branch outputs (sigprop hook names).
 POINTS = {"stream": None, "attn_out": "blocks.*.hook_attn_out", "mlp_out": "blocks.*.hook_mlp_out"}
@@ -26,12 +32,6 @@ POINTS = {"stream": None, "attn_out": "blocks.*.hook_attn_out", "mlp_out": "bloc
 
 def coord_point(block: str, sets: list[str], width: int, depth: int, seed: int, settings, cache_dir: str | None) -> pd.DataFrame:
     """Rows (step, point, layer, metric='rms', value) for one model trained `settings.coord_steps` steps."""
-    from sigprop.studies.analysis import input_tokens
-    from sigprop.blocks import ModelConfig, Transformer, get_spec
-    from sigprop.probes import probe
-    from sigprop.training.config import TrainConfig
-    from sigprop.training.optim import make_optimizer
-
     s = settings
     steps = s.coord_steps
     tokens, vocab, _ = input_tokens(s.data, s.batch * (steps + 1), s.seq_len + 1 if s.data != "code" else s.seq_len,
@@ -106,8 +106,6 @@ class CoordCheck:
     def save(self, out: str | Path) -> list[Path]:
         from sigprop.plots import savefig
         from sigprop.plots.sweep import coord_figure
-        from sigprop.runs import atomic_write_bytes
-
         out = Path(out)
         paths = [out / "coord.csv", out / "coord_growth.csv"]
         atomic_write_bytes(paths[0], self.df.to_csv(index=False).encode())

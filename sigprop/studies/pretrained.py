@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from sigprop.data.corpus import stdlib_corpus
 from sigprop.errors import SigpropError, check_choice
 from sigprop.probes import cosine_kernel, measure, probe_points
 
@@ -81,8 +82,6 @@ def load_pretrained(source: str, revision: str | None = None, dtype: torch.dtype
 
 def code_tokens(tokenizer, batch: int, seq_len: int, seed: int, max_bytes: int | None = None) -> torch.Tensor:
     """`batch` windows of `seq_len` tokens of the stdlib validation split, through the model's own tokenizer."""
-    from sigprop.data.corpus import stdlib_corpus
-
     docs = stdlib_corpus(max_bytes=max_bytes).val
     if not docs:
         raise SigpropError("the code corpus has no validation files; raise max_bytes")

@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sigprop.studies.analysis import DATA_SOURCES, resolve_blocks
+from sigprop.blocks import get_spec
 from sigprop.blocks.spec import parse_set
-from sigprop.training.cluster import Launcher
 from sigprop.errors import SigpropError, check_choice, check_positive
-from sigprop.runs import atomic_write_bytes, atomic_write_json
+from sigprop.runs import RunLock, atomic_write_bytes, atomic_write_json
+from sigprop.studies.analysis import DATA_SOURCES, analyze, input_tokens, resolve_blocks
+from sigprop.studies.coord import CoordCheck, coord_point
+from sigprop.training.cluster import Launcher, run_jobs
 
 #: The sweep variables, in column order (knob columns follow).
 AXES = ("block", "width", "depth", "seed")
@@ -92,8 +94,6 @@ def point_sets(point: Point, settings: Settings) -> list[str]:
     """The point's knob overrides, plus init_std when it follows the width (init='fan-in')."""
     sets = point.sets()
     if settings.init == "fan-in":
-        from sigprop.blocks import get_spec
-
         std = get_spec(point.block, sets).init_std * math.sqrt(REF_WIDTH / point.width)
         sets.append(f"init_std={std!r}")
     return sets
@@ -103,15 +103,11 @@ def run_point(point: Point, settings: Settings, cache_dir: str | None = None) ->
     """Analyze one grid point (or run its coordinate check): tidy rows tagged with the sweep variables."""
     import torch
 
-    from sigprop.studies.analysis import analyze
-
     torch.set_num_threads(1)  # one process per core; threads inside would only fight each other
     knobs = {k: knob_text(v) if isinstance(v, tuple) else v for k, v in point.knobs}
     tags = {"block": point.block, "width": point.width, "depth": point.depth, "seed": point.seed, **knobs}
     sets = point_sets(point, settings)
     if settings.coord_steps:
-        from sigprop.studies.coord import coord_point
-
         df = coord_point(point.block, sets, point.width, point.depth, point.seed, settings, cache_dir)
         return df.assign(**tags)[[*tags, "step", "point", "layer", "metric", "value"]]
     a = analyze(point.block, depth=point.depth, width=point.width, heads=settings.heads, seq_len=settings.seq_len,
@@ -340,8 +336,6 @@ def sweep(
     grid = coerce_grid(grid) if isinstance(grid, Mapping) else parse_grid(grid)
     if init == "fan-in" and "init_std" in grid:
         raise SigpropError("init='fan-in' sets init_std per width; sweep init_std with init='fixed' instead")
-    from sigprop.blocks import get_spec
-
     for name in names:  # build every spec once here, so a bad knob value fails now, not in a worker
         for kv in itertools.product(*[[(k, v) for v in vals] for k, vals in grid.items()]):
             get_spec(name, Point(name, 1, 1, 0, tuple(kv)).sets())
@@ -359,20 +353,14 @@ def sweep(
         atomic_write_json(Path(out) / "sweep.json", {"blocks": names, "widths": widths, "depths": depths, "seeds": seed_list,
                                                      "grid": grid, "settings": asdict(settings)})
     if data == "code":  # build the corpus cache once here, not in every worker at the same time
-        from sigprop.studies.analysis import input_tokens
-
         input_tokens(data, 1, seq_len, vocab_size, 0, cache_dir, progress, max_bytes)
     if launcher is not None and launcher.submits:
-        from sigprop.runs import RunLock
-
         with RunLock(out):  # one writer per sweep folder, as per run folder
             frames = _run_points(points, settings, folder, cache_dir, 1, progress, launcher)
     else:
         frames = _run_points(points, settings, folder, cache_dir, workers or default_workers(len(points)), progress)
     df = pd.concat(frames, ignore_index=True)
     if coord_steps:
-        from sigprop.studies.coord import CoordCheck
-
         return CoordCheck(df=df, variables=[*AXES, *grid], settings=settings)
     return Sweep(df=df, variables=[*AXES, *grid], settings=settings, knobs=list(grid))
 
@@ -392,8 +380,6 @@ def _run_points(points: list[Point], settings: Settings, folder: Path | None, ca
         else:
             todo.append(i)
     if launcher is not None and launcher.submits and todo:
-        from sigprop.training.cluster import run_jobs
-
         say = (lambda s: print(s, file=sys.stderr, flush=True)) if progress else (lambda s: None)
         done = run_jobs(launcher, _cached_point, [(points[i], settings, folder, cache_dir) for i in todo],
                         [_label(points[i]) for i in todo], folder.parent / "submitit", "sigprop-sweep", say=say)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from sigprop.data import mlm_mask
 from sigprop.errors import SigpropError
 from sigprop.training.config import TrainConfig
 
@@ -15,8 +16,6 @@ def batch_for_step(data, cfg: TrainConfig, split: str, step: int, mask: dict | N
     rows = data.batch(split, cfg.batch_size, step, seed=seed)
     if cfg.kind == "decoder":
         return rows[:, :-1], rows[:, 1:]
-    from sigprop.data import mlm_mask
-
     g = torch.Generator().manual_seed(hash_seed(seed, split, step))
     return mlm_mask(rows[:, :-1], mask["mask"], data.vocab_size, p=cfg.mlm_p, generator=g, special_ids=mask["special_ids"])
 

@@ -12,11 +12,13 @@ import pandas as pd
 import torch
 
 from sigprop.blocks import get_spec
+from sigprop.data import load_data
 from sigprop.errors import SigpropError
 from sigprop.perf.flops import BF16_SLOWDOWN, CPU_THREAD_RATE, config_flops_per_token
-from sigprop.runs import CONFIG, RunDir, load_runs
+from sigprop.runs import CONFIG, RunDir, atomic_write_bytes, load_runs
 from sigprop.training.config import get_config
 from sigprop.training.loop import Run, train
+from sigprop.training.resolve import resolve
 
 SUMMARY_COLUMNS = ["block", "params", "final_eval_loss", "tokens_per_s", "train_time_s", "wall_time_s", "steps", "status"]
 
@@ -53,16 +55,12 @@ def compare(
         summary = run_dir.summary() if run_dir.has(CONFIG) and not overwrite else None
         if summary is not None and summary.get("status") == "done" and summary.get("steps") == cfg.steps:
             # reuse only if the stored run is this exact experiment (resolve() raises otherwise)
-            from sigprop.training.resolve import resolve
-
             resolve(spec, cfg, (), {}, run_dir.read_json(CONFIG))
             runs.append(Run(path, "done", summary["step"], summary))
             if not quiet:
                 print(f"{spec.name}: reusing finished run {path}")
             continue
         if data is None:
-            from sigprop.data import load_data
-
             data = load_data(cfg.source, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, cache_dir=cache_dir, progress=not quiet, max_bytes=cfg.max_bytes)
         resume = run_dir.has(CONFIG) and not overwrite
         if not quiet:
@@ -73,8 +71,6 @@ def compare(
             break  # interrupted: stop the whole comparison (resume it by running compare again)
     table = pd.DataFrame([{c: r.summary.get(c) for c in SUMMARY_COLUMNS} for r in runs], columns=SUMMARY_COLUMNS)
     out.mkdir(parents=True, exist_ok=True)
-    from sigprop.runs import atomic_write_bytes
-
     atomic_write_bytes(out / "summary.csv", table.to_csv(index=False).encode())
     if figures and runs:
         from sigprop.plots.training import plot_loss_curves, plot_training_probes

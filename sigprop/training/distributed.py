@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from sigprop.errors import SigpropError
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,6 @@ def pick_device(name: str) -> torch.device:
     """'auto' -> cuda if available else cpu; otherwise the named device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    from sigprop.errors import SigpropError
-
     try:
         dev = torch.device(name)
     except RuntimeError:

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from sigprop.blocks import BlockSpec
-from sigprop.perf.cpu import tune_malloc
+from sigprop.data import load_data
 from sigprop.errors import SigpropError
+from sigprop.perf.cpu import tune_malloc
 from sigprop.runs import CONFIG, RunDir, RunLock
 from sigprop.training import distributed as ddp
 from sigprop.training.config import TrainConfig
@@ -86,8 +87,6 @@ def _open_run_dir(out: Path, resume: bool, overwrite: bool, dist: ddp.Dist, held
 
 def _load_data(cfg: TrainConfig, quiet: bool, dist: ddp.Dist, cache_dir):
     """Rank 0 builds the token cache first; the others then open it (no racing builds)."""
-    from sigprop.data import load_data
-
     def load(progress: bool):
         return load_data(cfg.source, vocab_size=cfg.vocab_size, seq_len=cfg.seq_len, cache_dir=cache_dir, progress=progress, max_bytes=cfg.max_bytes)
 
