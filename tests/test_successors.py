@@ -145,6 +145,20 @@ def test_ngpt_keeps_states_and_weight_rows_on_the_unit_sphere_through_training(t
         assert torch.allclose(x.norm(dim=-1), torch.ones(x.shape[:-1]), atol=1e-4), layer
 
 
+
+def test_the_pre_ln_baseline_skips_the_raw_stream_not_its_norm():
+    """nGPT's public baseline had x = norm(x) + attn(norm(x)) (NVIDIA/ngpt issue #1: it made the baseline diverge at
+    larger LRs and inflated nGPT's speed-up). Pre-LN here is x + attn(norm(x)): with both branches' output weights at
+    zero a block returns its input exactly, at any scale of the stream."""
+    m = sp.build_model("pre-ln", seed=0, depth=2, width=32, heads=4, vocab_size=64, context=16)
+    with torch.no_grad():
+        for b in m.blocks:
+            b.attn.proj.weight.zero_()
+            b.mlp.w_out.weight.zero_()
+        x = 10 * torch.randn(2, 8, 32)
+        assert torch.equal(m.blocks[0](x), x)
+
+
 # ------------------------------------------------------------------------------------------------
 # The failure modes recent theory names: entropy collapse, the spectral gap, the exponents
 # ------------------------------------------------------------------------------------------------
