@@ -33,32 +33,46 @@ def _panels(n: int, height: float = 2.3):
     return fig, list(axes[0])
 
 
+#: the y label of every gap panel: which side of 0 is ahead
+GAP_LABEL = "eval-loss gap to Pre-LN (%)\nbelow 0: ahead of Pre-LN"
+
+
 def plot_gap_vs_tokens(curves: pd.DataFrame, path: str | Path, note: str = "", floor: float = 1.0,
                        reach: dict | None = None, lrs: dict | None = None, titles: dict | None = None,
-                       cap: float = 40.0) -> list[Path]:
+                       cap: float = 40.0, diverged: dict | None = None) -> list[Path]:
     """curves: size, block, tokens, mean, std, n (gap to Pre-LN in % per eval). One panel per size; each block
-    a line with its ± std band over seeds; the grey band is ±`floor` % (the smallest gap that counts as a match).
-    `reach[(size, block)]` = tokens from which the gap stays at or below its band (a dashed vertical line);
-    `lrs[(size, block)]` = the peak LR each block ran at, written with the seed counts under the panel's title;
-    `titles[size]` replaces a panel's first title line ('<size> (depth x width)'); `cap` is the highest y drawn (%)."""
+    a line with its marker and its ± std band over seeds (shaded in its colour); the hatched band is ±`floor` %
+    (the smallest gap that counts as a match). Blocks drawn earlier get wider lines underneath, so a curve that
+    coincides with a later one still shows. `reach[(size, block)]` = tokens from which the gap stays at or below
+    its band (a dashed vertical line); `lrs[(size, block)]` = the peak LR each block ran at (a number, or a phrase
+    such as 'lr rising to 6e-4'), written with the seed counts under the panel's title; `titles[size]` replaces a
+    panel's first title line ('<size> (depth x width)'); `cap` is the highest y drawn (%); `diverged[(size, block)]`
+    = the step where that block's run diverged: an x at its curve's last point, and the legend says so."""
     sizes = list(dict.fromkeys(curves["size"]))
     with paper_style():
         fig, axes = _panels(max(1, len(sizes)), height=2.6)
         handles: dict[str, object] = {}
         for ax, size in zip(axes, sizes):
             d = curves[curves["size"] == size]
-            band = ax.axhspan(-floor, floor, color="0.85", lw=0, zorder=0)
+            band = ax.axhspan(-floor, floor, facecolor="none", edgecolor="0.6", hatch="////", lw=0, zorder=0)
             handles.setdefault(f"±{floor:g}% (match floor)", band)
             ax.axhline(0, color="0.3", lw=0.6, ls=":")
             seeds = {}
-            for block, g in d.groupby("block", sort=False):
+            blocks = list(dict.fromkeys(d.block))
+            for k, (block, g) in enumerate(d.groupby("block", sort=False)):
                 st = block_style(block)
                 g = g.sort_values("tokens")
                 seeds[st["label"]] = n = int(g["n"].max())
-                (line,) = ax.plot(g["tokens"], g["mean"], color=st["color"])
-                handles.setdefault(st["label"], line)
+                ax.plot(g["tokens"], g["mean"], color=st["color"], marker=st["marker"], ms=3.5,
+                        markevery=(0.04 * k, 0.12), lw=1.2 + 0.7 * (len(blocks) - 1 - k), zorder=2 + k)
+                handles.setdefault(st["label"], Line2D([], [], color=st["color"], marker=st["marker"], ms=3.5, lw=1.3))
                 if n >= 2:
                     ax.fill_between(g["tokens"], g["mean"] - g["std"], g["mean"] + g["std"], color=st["color"], alpha=0.2, lw=0)
+                step = (diverged or {}).get((size, block))
+                if step is not None and len(g):
+                    x = ax.plot(g["tokens"].iloc[-1:], g["mean"].iloc[-1:], color=st["color"], marker="X", ms=8, mec="k",
+                                mew=0.5, ls="none", zorder=10)[0]
+                    handles[f"{st['label']} diverged (step {step:,})"] = x
                 x = (reach or {}).get((size, block))
                 if x is not None:
                     ax.axvline(x, color=st["color"], lw=0.8, ls="--")
@@ -69,28 +83,34 @@ def plot_gap_vs_tokens(curves: pd.DataFrame, path: str | Path, note: str = "", f
             top = float(np.nanmax(d["mean"] + d["std"].fillna(0))) if len(d) else 10.0
             low = float(np.nanmin(d["mean"] - d["std"].fillna(0))) if len(d) else -2.0
             ax.set_ylim(min(-2 * floor, low - 0.5), max(3 * floor, min(1.05 * top, cap)))
-        axes[0].set_ylabel("eval-loss gap to Pre-LN (%)")
+        axes[0].set_ylabel(GAP_LABEL)
         if (curves["n"] >= 2).any():
-            handles["± 1 std over seeds"] = Patch(color="0.5", alpha=0.2, lw=0)
-        handles["caught up: inside the band from here on"] = Line2D([], [], color="0.4", lw=0.8, ls="--")
-        fig.tight_layout(rect=(0, 0.12, 1, 1))
-        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), frameon=False,
-                   bbox_to_anchor=(0.5, 0.05))
+            handles["shaded: ± 1 std over seeds"] = Patch(facecolor="0.45", alpha=0.3, lw=0)
+        if reach:
+            handles["caught up: inside the band from here on"] = Line2D([], [], color="0.4", lw=0.8, ls="--")
+        rows = 1 if sum(len(t) + 6 for t in handles) <= 22 * fig.get_figwidth() else 2
+        fig.tight_layout(rect=(0, 0.06 + 0.06 * rows, 1, 1))
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=-(-len(handles) // rows), frameon=False,
+                   bbox_to_anchor=(0.5, 0.03 * (2 - rows)))
         _note(fig, note)
     return savefig(fig, path)
 
 
+def _lr(v: float | str) -> str:
+    return f"lr {v:g}" if isinstance(v, (int, float)) else str(v)
+
+
 def _panel_note(size: str, d: pd.DataFrame, seeds: dict[str, int], lrs: dict) -> str:
-    """'lr 4e-3, 3 seeds' when every block shares both; else each block's LR and seeds, Pre-LN's LR first."""
+    """'all at lr 4e-3, 3 seeds' when every block shares both; else each block's LR and seeds, Pre-LN's LR first."""
     blocks = ["pre-ln", *dict.fromkeys(d.block)]
     lr = {b: lrs.get((size, b)) for b in blocks}
     if len(set(lr.values())) == 1 and None not in lr.values() and len(set(seeds.values())) == 1:
         n = next(iter(seeds.values()))
-        return f"all at lr {lr['pre-ln']:g}, {n} seed{'s' * (n != 1)}"
-    parts = [f"Pre-LN lr {lr['pre-ln']:g}" if lr["pre-ln"] is not None else "Pre-LN"]
+        return f"all at {_lr(lr['pre-ln'])}, {n} seed{'s' * (n != 1)}"
+    parts = [f"Pre-LN {_lr(lr['pre-ln'])}" if lr["pre-ln"] is not None else "Pre-LN"]
     for b in blocks[1:]:
         label, n = block_style(b)["label"], seeds.get(block_style(b)["label"], 0)
-        parts.append(f"{label}" + (f" {lr[b]:g}" if lr[b] is not None else "") + f" ({n} seed{'s' * (n != 1)})")
+        parts.append(f"{label}" + (f" {_lr(lr[b]).removeprefix('lr ')}" if lr[b] is not None else "") + f" ({n} seed{'s' * (n != 1)})")
     return ", ".join(parts)
 
 

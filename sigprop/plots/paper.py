@@ -133,9 +133,9 @@ def plot_final_vs_knob(table: pd.DataFrame, x: str, path: str | Path, note: str 
                 st = (styles or {}).get(g, block_style(str(g), i))
                 ax.errorbar(d[x], d["mean"], yerr=d["std"], color=st["color"], marker=st["marker"], mfc="none", ls="none",
                             capsize=2, ms=6)
-        for label, value, color in refs:
-            if value is not None and math.isfinite(value):
-                ax.axhline(value, color=color, ls="--", lw=1.0, label=label)
+        drawn_refs = [(lab, v, c) for lab, v, c in refs if v is not None and math.isfinite(v)]
+        for k, (label, value, color) in enumerate(drawn_refs):
+            ax.axhline(value, color=color, ls=REF_STYLES[k % len(REF_STYLES)], lw=1.0, label=f"{label} ({value:.3f})")
         if logx:
             ax.set_xscale("log")
             xs = sorted(set(table[x].astype(float)))
@@ -145,9 +145,44 @@ def plot_final_vs_knob(table: pd.DataFrame, x: str, path: str | Path, note: str 
         ax.set_ylabel(ylabel)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best")
+        _label_refs(ax, drawn_refs, [(d[x].astype(float).to_numpy(), d.final_eval_loss.astype(float).to_numpy())
+                                     for _, d in (table.groupby(group) if group else [(None, table)])])
         _note(fig, note)
         fig.tight_layout()
         return savefig(fig, path)
+
+
+#: line styles of reference lines, in order: two references at the same value still show as two patterns
+REF_STYLES = ("--", ":", "-.")
+
+
+def _label_refs(ax, refs: list[tuple[str, float, str]], curves: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    """Name each reference line on the axes, at the x where the curves are farthest from the lines: the highest
+    reference's label above its line, the others' below theirs, so two lines at nearly the same value get two
+    readable labels."""
+    if not refs:
+        return
+    lo, hi = ax.get_xlim()
+    log = ax.get_xscale() == "log"
+    u0, u1 = (np.log10(lo), np.log10(hi)) if log else (lo, hi)
+    half = 0.15 * (u1 - u0)  # about half a label's width
+    centres = np.linspace(u0 + half, u1 - half, 15)
+
+    def room(c: float) -> float:
+        """The curves' smallest distance to any reference over the label's span."""
+        span = np.linspace(c - half, c + half, 15)
+        span = 10 ** span if log else span
+        gaps = [np.abs(np.interp(span, cx[ok][np.argsort(cx[ok])], cy[ok][np.argsort(cx[ok])]) - v).min()
+                for cx, cy in curves if (ok := np.isfinite(cx) & np.isfinite(cy)).sum() >= 2 for _, v, _ in refs]
+        return min(gaps, default=0.0)
+
+    best = max(centres, key=room)
+    x = 10 ** best if log else best
+    order = sorted(refs, key=lambda r: -r[1])
+    for k, (label, value, color) in enumerate(order):
+        ax.annotate(f"{label} {value:.3f}", (x, value), xytext=(0, 2 if k == 0 else -2), textcoords="offset points",
+                    ha="center", va="bottom" if k == 0 else "top", fontsize=6.5, color=color,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.3, "alpha": 0.8})
 
 
 def gain_frame(probes: pd.DataFrame, run: str, metric: str) -> pd.DataFrame:

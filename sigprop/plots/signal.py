@@ -26,30 +26,42 @@ METRIC_LABELS = {
 def depth_curves(df: pd.DataFrame, metrics: tuple[str, ...] = ("cos_mean", "eff_rank"), note: str = ""):
     """One panel per metric: value vs layer for each block; measured solid with markers, theory dashed.
 
-    df: tidy rows with columns block, layer, metric, value, source (measured | theory).
+    df: tidy rows with columns block, layer, metric, value, source (measured | theory). The legend above has one
+    entry per measured curve (its block's colour and marker); a second legend below says how to read the line styles
+    (its keys are black, so no block entry can be mistaken for them). Blocks whose curves coincide stay visible: each
+    block puts its markers on different layers (`markevery` offset by its index).
     """
+    blocks = list(dict.fromkeys(df.block))
+    every = min(4, max(1, len(blocks)))
     with paper_style():
         fig, axes = plt.subplots(1, len(metrics), figsize=(TEXTWIDTH, 2.5), squeeze=False)
         for ax, metric in zip(axes[0], metrics):
-            for i, block in enumerate(dict.fromkeys(df.block)):
+            for i, block in enumerate(blocks):
                 st = block_style(block, i)
                 for source, ls, marker in (("measured", "-", st["marker"]), ("theory", "--", None)):
                     d = df[(df.block == block) & (df.metric == metric) & (df.source == source)].sort_values("layer")
                     if d.empty:
                         continue
-                    ax.plot(d.layer, d.value, ls=ls, marker=marker, color=st["color"],
-                            label=st["label"] if source == "measured" else None, alpha=1.0 if source == "measured" else 0.8)
+                    ax.plot(d.layer, d.value, ls=ls, marker=marker, color=st["color"], markevery=(i % every, every),
+                            label=st["label"] if source == "measured" else None, alpha=1.0 if source == "measured" else 0.8,
+                            lw=1.3 if source == "measured" else 1.0, zorder=2 if source == "measured" else 3)
             ax.set_xlabel("layer (0 = embedding)")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(METRIC_LABELS.get(metric, metric))
             if metric == "cos_mean":
                 ax.set_ylim(-0.02, 1.02)
-        handles, labels = axes[0][0].get_legend_handles_labels()
-        if (df.source == "theory").any():
-            handles.append(plt.Line2D([], [], color="0.3", ls="--"))
-            labels.append("theory (infinite width)")
-        fig.tight_layout(rect=(0, 0, 1, 0.86 if len(labels) > 5 else 0.92))
-        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 5), bbox_to_anchor=(0.5, 1.0))
+        handles: dict[str, object] = {}
+        for ax in axes[0]:  # one entry per block with a measured curve in any panel
+            for h, label in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(label, h)
+        theory = bool((df.source == "theory").any())
+        rows = -(-len(handles) // 6)
+        fig.tight_layout(rect=(0, 0.06 if theory else 0, 1, 1 - 0.07 * rows))
+        fig.legend(list(handles.values()), list(handles), loc="upper center", ncol=min(len(handles), 6), bbox_to_anchor=(0.5, 1.0))
+        if theory:  # the line-style key, apart from the blocks
+            fig.legend([plt.Line2D([], [], color="k", marker="o", ms=3), plt.Line2D([], [], color="k", ls="--", lw=1.0)],
+                       ["measured (solid, each block's marker)", "theory, infinite width (dashed, the block's colour)"],
+                       loc="lower left", ncol=2, bbox_to_anchor=(0.0, -0.02), fontsize=6.5, handlelength=2.5)
         if note:
             scale_note(fig, note)
     return fig

@@ -7,10 +7,15 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-#: Paper names, colours and markers, used consistently in every figure.
+#: Paper names, colours and markers, used consistently in every figure. Every preset of `sigprop.blocks` has its own
+#: colour and its own marker (tests/test_figure_honesty.py): no grey (grey is theory and reference lines), no two
+#: colours closer than ΔE 20 (CIELAB), none closer than ΔE 4 under simulated deuteranopia or protanopia, and a distinct
+#: marker, so that no reader has to tell blocks apart by colour alone. The paper's blocks keep their long-standing
+#: (tab10) colours, whose red/green and blue/purple pairs are close for colour-blind readers: their markers differ.
+#: The blocks added since (Post-LN's old cyan was E-SPA's) take tones that differ from those in lightness too.
 BLOCK_STYLE: dict[str, dict[str, str]] = {
     "pre-ln": {"label": "Pre-LN", "color": "#1f77b4", "marker": "o"},
-    "post-ln": {"label": "Post-LN", "color": "#17becf", "marker": "v"},  # not grey: grey is the theory lines
+    "post-ln": {"label": "Post-LN", "color": "#000080", "marker": "v"},
     "parallel": {"label": "Parallel", "color": "#ff7f0e", "marker": "s"},
     "skipless": {"label": "Naive skipless", "color": "#8c564b", "marker": "x"},
     "v-skipinit": {"label": "V-SkipInit", "color": "#d62728", "marker": "^"},
@@ -20,11 +25,13 @@ BLOCK_STYLE: dict[str, dict[str, str]] = {
     "u-spa": {"label": "U-SPA", "color": "#bcbd22", "marker": "<"},
     "e-spa": {"label": "E-SPA", "color": "#17becf", "marker": ">"},
     "op": {"label": "OP", "color": "#bd9e39", "marker": "h"},
-    "dyt": {"label": "DyT", "color": "#5254a3", "marker": "d"},
-    "derf": {"label": "Derf", "color": "#8ca252", "marker": "p"},
-    "peri-ln": {"label": "Peri-LN", "color": "#ad494a", "marker": "H"},
-    "gated": {"label": "Gated attn.", "color": "#a55194", "marker": "X"},
+    "dyt": {"label": "DyT", "color": "#882255", "marker": "d"},
+    "derf": {"label": "Derf", "color": "#1b9e77", "marker": "p"},
+    "peri-ln": {"label": "Peri-LN", "color": "#800000", "marker": "H"},
+    "gated": {"label": "Gated attn.", "color": "#008080", "marker": "X"},
+    "ngpt": {"label": "nGPT", "color": "#d6616b", "marker": "8"},
 }
+#: colours of blocks that are not presets (custom specs), none of them a preset's
 _EXTRA_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 
 #: Figure widths in inches: one column and full text width of a conference paper.

@@ -7,6 +7,7 @@ the contrast, one seed). The early transient is drawn densely by the plateau stu
 from __future__ import annotations
 
 from sigprop.plots.paper import Line, plot_cos_heatmap
+from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
 
@@ -20,10 +21,20 @@ def runs(scale: str) -> list[RunPlan]:
             for s in seeds for b in BLOCKS if b != "skipless" or s == seeds[0]]
 
 
+def stamp(ctx: Context, drawn: dict[str, str], last: dict[str, dict[int, float]]) -> tuple[str, dict[str, str]]:
+    """The stamp and panel titles from the data: each panel's seed from its run's config, and the seeds the
+    numbers of result.json (claim 20) read, per block."""
+    seed = dict(zip(ctx.runs.configs.run, ctx.runs.configs["train.seed"]))
+    titles = {b: f"{block_style(b)['label']}, seed {int(seed[r])}" for b, r in drawn.items() if r in seed}
+    drew = sorted({int(seed[r]) for r in drawn.values() if r in seed})
+    numbers = "; ".join(f"{block_style(b)['label']} {', '.join(map(str, s))}" for b, s in last.items())
+    text = (f"heatmaps: one run each, seed {', '.join(map(str, drew))}; claim 20's numbers (result.json) over seeds: "
+            f"{numbers}")
+    return text, titles
+
+
 def make(ctx: Context) -> dict:
     seeds, p = seeds_for(ctx.scale), ctx.runs.probes
-    lines = [Line.of(ctx.line(f"{b}-s{seeds[0]}"), b) for b in BLOCKS]
-    plot_cos_heatmap(p, lines, ctx.out / "cos_training", ctx.note(f"seed {seeds[0]}"))
     cos = p[(p.source == "probe") & (p.metric == "cos_mean")]
     done = set(ctx.finished().slug)
     peak, last = {}, {}
@@ -33,6 +44,10 @@ def make(ctx: Context) -> dict:
                 d = cos[cos.run == ctx.line(f"{b}-s{s}")]
                 peak.setdefault(b, {})[s] = float(d.value.max())
                 last.setdefault(b, {})[s] = float(d[d.step == d.step.max()].value.max())
+    drawn = {b: ctx.line(f"{b}-s{seeds[0]}") for b in BLOCKS}
+    text, titles = stamp(ctx, drawn, last)
+    lines = [Line.of(r, b, titles.get(b)) for b, r in drawn.items()]
+    plot_cos_heatmap(p, lines, ctx.out / "cos_training", ctx.note(text))
     # the claim is about where training ends up: a transient alignment early in training is allowed (and shown)
     n = min(len(last.get(b, {})) for b in ("pre-ln", "sas-p"))
     ok = all(v < COLLAPSED for b in ("pre-ln", "sas-p") for v in last.get(b, {}).values())

@@ -16,12 +16,12 @@ import dataclasses
 
 import pandas as pd
 
-from sigprop.plots.training import plot_loss_curves
+from sigprop.plots.style import block_style
+from sigprop.plots.training import machines, plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for, peak_lr
 from sigprop.recipes.records import FINISHED, overlap
 from sigprop.recipes.stats import NOT_REPRODUCED, Gap, not_decidable, paired_gap, verdict_for
-from sigprop.runs import ENV, read_json
 
 BLOCKS = ("pre-ln", "parallel", "v-skipinit", "sas", "sas-p", "sas-p-nonorm")
 #: two runs' tokens/s compare only when they trained side by side for this fraction of the shorter one's time
@@ -128,33 +128,54 @@ def _nonorm_claim(ctx: Context, t: pd.DataFrame, fmt: str, seeds: tuple[int, ...
                    + "; " + _gap_text(f"per step: SAS-P no norm at lr {NONORM_LOW_LR:g} vs Pre-LN", gap[NONORM_LOW]))
 
 
-def _clock_note(ctx: Context, seed: int) -> str:
-    """'time: each run's own clock', naming the CPUs where the drawn runs trained on different ones (their minutes
-    do not compare across CPUs; the gallery's runs come from several sessions and machines)."""
-    cpus: dict[str, list[str]] = {}
+def drawn_runs(ctx: Context, seed: int) -> dict[str, str]:
+    """block -> the run of `seed` that the figure draws: of the block's finished runs at that seed (SAS-P without
+    norms also at NONORM_LOW_LR), the lowest final eval loss among those that did not diverge; a block whose every
+    run diverged is drawn with that run (and labelled diverged by the plot), never as its best LR."""
+    t = ctx.finished(seed=seed) if "seed" in ctx.table() else ctx.finished().iloc[:0]
+    out = {}
     for b in BLOCKS:
-        path = ctx.runs.paths.get(ctx.line(f"{b}-s{seed}"))
-        if path is not None and (path / ENV).is_file():
-            e = read_json(path / ENV)
-            name = " ".join(w for w in e.get("device_name", "?").replace("(R)", "").split() if w != "Processor")
-            cpus.setdefault(name + (" (bf16)" if e.get("cpu_bf16") else ""), []).append(b)
-    if len(cpus) <= 1:
-        return "time: each run's own clock"
-    return ("\ntime: each run's own clock, on different CPUs (" + "; ".join(f"{cpu}: {', '.join(bs)}" for cpu, bs in cpus.items())
-            + "): compare minutes only within one CPU")
+        slugs = [f"{b}-s{seed}"] + ([f"{NONORM_LOW}-s{seed}"] if b == "sas-p-nonorm" else [])
+        rows = t[t.slug.isin(slugs)]
+        ok = rows[rows.status != "diverged"]
+        pick = ok.loc[ok.final_eval_loss.astype(float).idxmin()] if len(ok) else (rows.iloc[0] if len(rows) else None)
+        if pick is not None:
+            out[b] = pick.run
+    return out
+
+
+def _lr_text(ctx: Context, drawn: dict[str, str], seed: int) -> tuple[str, str, dict[str, str]]:
+    """From the drawn runs' own configs: the stamp's lr ('0.004' or '0.004, SAS-P no norm 0.002'), a sentence on
+    why a block is drawn off the common LR (its runs at that LR diverged), and the legend label of such a block."""
+    cfg = ctx.runs.configs.set_index("run")
+    lr = {b: float(cfg.at[r, "train.lr"]) for b, r in drawn.items()}
+    common = max(set(lr.values()), key=list(lr.values()).count)
+    odd = {b: v for b, v in lr.items() if v != common}
+    status = dict(zip(ctx.table().run, ctx.table().status))
+    why = []
+    for b in odd:
+        gone = [r for r in ctx.finished(seed=seed).run if status.get(r) == "diverged" and cfg.at[r, "block"] == b]
+        why += [f"{block_style(b)['label']} diverged at lr {float(cfg.at[r, 'train.lr']):g} (seed {seed})" for r in gone]
+    text = f"{common:g}" + "".join(f", {block_style(b)['label']} {v:g}" for b, v in odd.items())
+    labels = {drawn[b]: f"{block_style(b)['label']}, lr {v:g}" for b, v in odd.items()}
+    return text, "; ".join(why), labels
 
 
 def make(ctx: Context) -> dict:
-    # Curves of the first seed only (one line per block); the time axis is each run's own training clock, so
-    # compare it only between runs made under the same load (the gallery's ran two at a time, one thread each).
+    # Curves of the first seed only (one line per block), each block at the LR where it did best without diverging.
+    # The time axis is each run's own training clock: the plot draws only the runs timed on Pre-LN's CPU.
     s0 = seeds_for(ctx.scale)[0]
-    first = {ctx.line(f"{b}-s{s0}") for b in BLOCKS} & set(ctx.runs.configs.run)
-    drawn = dataclasses.replace(ctx.runs, configs=ctx.runs.configs[ctx.runs.configs.run.isin(first)])
-    lrs = {b: peak_lr(b) for b in BLOCKS}
-    lr_text = "" if ctx.scale != "cpu" else ("each block at its catch-up best LR; " if len(set(lrs.values())) == 1 else
-                                            "peak LR " + ", ".join(f"{b} {v:g}" for b, v in lrs.items()) + "; ")
-    plot_loss_curves(drawn, ctx.out / "fig5_fig26", note=ctx.note(f"{lr_text}seed {s0} drawn; {_clock_note(ctx, s0)}"),
-                     headroom=1.0)
+    chosen = drawn_runs(ctx, s0)
+    order = {r: i for i, r in enumerate(chosen.values())}
+    cfg = ctx.runs.configs[ctx.runs.configs.run.isin(order)].sort_values("run", key=lambda c: c.map(order))
+    drawn = dataclasses.replace(ctx.runs, configs=cfg)
+    lr, why, labels = _lr_text(ctx, chosen, s0)
+    where = machines(drawn)
+    clocks = set(where.get(r) for r in chosen.values() if r in where)
+    clock = ("time: each run's own clock" + ("; the time panel draws only the runs timed on Pre-LN's CPU" if len(clocks) > 1 else ""))
+    extra = (f"seed {s0} drawn, each block at the LR of its lowest final loss among runs that did not diverge"
+             + (f" ({why})" if why else "") + f"; {clock}")
+    plot_loss_curves(drawn, ctx.out / "fig5_fig26", note=ctx.note(extra, lr=lr), headroom=1.0, labels=labels)
     numbers, claims = block_claims(ctx)
     return {"numbers": numbers, "claims": claims}
 

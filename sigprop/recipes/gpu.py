@@ -27,7 +27,7 @@ import pandas as pd
 from sigprop.plots.catchup import plot_gap_vs_tokens
 from sigprop.plots.paper import Line, plot_cos_heatmap, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
+from sigprop.recipes.base import PAPER, Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.plateau import COLLAPSED
 from sigprop.recipes.catch_up import gap_by_eval, reach_tokens
 from sigprop.recipes.stats import FLOOR_PCT, MIN_SEEDS, not_decidable, paired_gap, rel_gap, verdict_for
@@ -63,6 +63,19 @@ def title(stage: str, base: TrainConfig, scale: str) -> str:
     if stage == "short":
         return f"{base.warmup:.0%} warm-up ({base.warmup_steps} steps) to lr {base.lr:g}"
     return f"the paper's schedule: its first {base.replace(**PREFIX[scale]).steps:,} steps"
+
+
+def lr_reached(cfg: TrainConfig) -> float | str:
+    """The peak LR a run reached, from its own config: its lr, or, where the run ends inside its warm-up (the paper's
+    prefix: 1,200 of 2,000 warm-up steps), the lr it rose to by its last step, said as such."""
+    return cfg.lr if cfg.warmup_steps < cfg.steps else f"lr rising to {cfg.lr:g}"
+
+
+def panel_title(stage: str, cfg: TrainConfig, size: str) -> str:
+    """The gap figure's panel title, two short lines: the schedule each stage's runs trained under."""
+    if stage == "short":
+        return f"{size}, {cfg.warmup_steps}-step warm-up\nto lr {cfg.lr:g}, then linear decay"
+    return f"{size}, the paper's first {cfg.steps:,} steps\n(warm-up: lr {PAPER.lr:g} at step {PAPER.warmup_steps:,})"
 
 
 def devices(ctx: Context) -> list[str]:
@@ -172,9 +185,12 @@ def make(ctx: Context) -> dict | None:
                   titles=("train", "eval"))
     curves = pd.concat([gap_curves(ctx, st, paired[st]) for st in stages], ignore_index=True)
     reach = reach_tokens(curves, fixed=FLOOR_PCT)
-    lrs = {(st, b): numbers[st]["peak_lr"] for st, runs in stages.items() for b in runs}
+    cfgs = {st: ctx.plans[ctx.folders.index(runs["pre-ln"])].config(c) for st, runs in stages.items()}
+    lrs = {(st, b): lr_reached(cfgs[st]) for st, runs in stages.items() for b in runs}
+    gone = {(st, b): int(numbers[st]["stopped_at_step"][b]) for st in stages for b, v in numbers[st]["status"].items()
+            if v == "diverged"}
     plot_gap_vs_tokens(curves, ctx.out / "gpu_gap", note, reach={k: v for k, v in reach.items() if v is not None}, lrs=lrs,
-                       titles={st: f"{size}, {title(st, c, ctx.scale)}" for st in stages}, cap=200.0)
+                       titles={st: panel_title(st, cfgs[st], size) for st in stages}, cap=200.0, diverged=gone)
     short = f"{c.warmup_steps}-step warm-up"
     heat = [Line.of(r, b, f"{block_style(b)['label']}\n{'paper warm-up' if st == 'prefix' else short}")
             for st, runs in stages.items() for b, r in runs.items() if b in PREFIX_BLOCKS]

@@ -4,6 +4,10 @@ collapses the tokens with depth; SAS's identity attention keeps the embedding's 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
 from sigprop.recipes.base import Context, Recipe, RunPlan, verdict
 from sigprop.studies.analysis import analyze
 
@@ -32,6 +36,22 @@ def make(ctx: Context) -> dict:
     return {"note": a.scale_text(), "numbers": {"cos_mean_last": last, "cos_mean_embedding": first, "verdicts": a.verdicts,
                                                "max_theory_error": dict(zip(summary.block, err.astype(float))) if err is not None else {}},
             "claims": [verdict(19, ok, ev)]}
+
+
+def replot(folder: str | Path, metrics: tuple[str, ...] = ("cos_mean", "eff_rank")) -> list[Path]:
+    """Redraw `<folder>/rank_collapse.{png,pdf}` of a saved analysis (this recipe's output, or `sigprop analyze --out`)
+    from its own metrics.csv and analysis.json, without measuring again: the committed rank-collapse figures, the
+    README's among them, are what their committed numbers draw."""
+    import pandas as pd
+
+    from sigprop.analysis import Analysis
+    from sigprop.plots.signal import depth_curves
+    from sigprop.plots.style import savefig
+
+    folder = Path(folder)
+    settings = json.loads((folder / "analysis.json").read_text())["settings"]
+    note = Analysis.scale_text(SimpleNamespace(settings=settings))  # the stamp `analyze` wrote, from the same settings
+    return savefig(depth_curves(pd.read_csv(folder / "metrics.csv"), metrics=metrics, note=note), folder / "rank_collapse")
 
 
 RECIPE = Recipe(
