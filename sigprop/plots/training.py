@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from sigprop.runs import ENV, read_json
 from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, layer_colors, paper_style, savefig, scale_note
 
 
@@ -40,8 +41,6 @@ def machine_of(env: dict) -> str:
 
 def machines(runs) -> dict[str, str]:
     """run -> `machine_of` its env.json, for the runs whose folder is known and holds one."""
-    from sigprop.runs import ENV, read_json
-
     return {run: machine_of(read_json(path / ENV)) for run, path in (getattr(runs, "paths", None) or {}).items()
             if (path / ENV).is_file()}
 

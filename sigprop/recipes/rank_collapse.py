@@ -8,8 +8,12 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import pandas as pd
+
+from sigprop.plots.signal import depth_curves
+from sigprop.plots.style import savefig
 from sigprop.recipes.base import Context, Recipe, RunPlan, verdict
-from sigprop.studies.analysis import analyze
+from sigprop.studies.analysis import Analysis, analyze
 
 #: analyze() settings per scale; ci and cpu read the same corpus caches as the training recipes
 ANALYZE = {
@@ -42,12 +46,6 @@ def replot(folder: str | Path, metrics: tuple[str, ...] = ("cos_mean", "eff_rank
     """Redraw `<folder>/rank_collapse.{png,pdf}` of a saved analysis (this recipe's output, or `sigprop analyze --out`)
     from its own metrics.csv and analysis.json, without measuring again: the committed rank-collapse figures, the
     README's among them, are what their committed numbers draw."""
-    import pandas as pd
-
-    from sigprop.analysis import Analysis
-    from sigprop.plots.signal import depth_curves
-    from sigprop.plots.style import savefig
-
     folder = Path(folder)
     settings = json.loads((folder / "analysis.json").read_text())["settings"]
     note = Analysis.scale_text(SimpleNamespace(settings=settings))  # the stamp `analyze` wrote, from the same settings
