@@ -1,8 +1,8 @@
 """Issue 30: shaped attention's mix alpha V + beta SDPA - gamma C V as one Triton kernel forward and backward.
 
-On a machine without a GPU the kernels run in Triton's interpreter (conftest sets TRITON_INTERPRET=1): the same kernel
-source, so value and gradient are checked against the explicit T x T arithmetic here; speed needs a GPU
-(benchmarks/gpu_speed.sh). Skipped only where triton is not installed (`pip install 'sigprop[gpu]'`).
+Value and gradient against the explicit T x T arithmetic in float64. On a machine without a GPU the kernels run in
+Triton's interpreter (conftest sets TRITON_INTERPRET=1), the same kernel source; with one (benchmarks/gpu_speed.sh's
+first stage) every test runs on CUDA, compiled. Skipped only where triton is not installed (`pip install 'sigprop[gpu]'`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sigprop.blocks.fused import ENV, mix_compiled, mix_fused, mix_torch, resolv
 from sigprop.blocks.model import build_model
 from sigprop.kernels.softmax import centring_matrix
 
+DEV = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 needs_triton = pytest.mark.skipif(not triton_available(), reason="triton is not installed (pip install 'sigprop[gpu]')")
 
 #: (causal, padded keys, heads, head_dim, T, gains per head, gamma, scale): T = 37 spans two 32-token tiles (the running
@@ -38,7 +39,7 @@ def explicit_mix(v, s, alpha, beta, gamma, scale, causal, key_mask, heads):
     per_head = lambda g: g.double().expand(heads).view(1, heads, 1, 1)  # noqa: E731
     y = per_head(alpha) * vh + per_head(beta) * sh
     if gamma is not None:
-        C = centring_matrix(T, causal, None if causal else key_mask, dtype=torch.float64)
+        C = centring_matrix(T, causal, None if causal else key_mask, dtype=torch.float64, device=v.device)
         y = y - per_head(gamma) * (C @ vh)
     y = y.transpose(1, 2).reshape(B, T, D)
     return y * scale.double() if scale is not None else y
@@ -48,14 +49,14 @@ def inputs(case: str, dtype=torch.float32, seed: int = 0):
     causal, padded, H, dh, T, per_head, has_gamma, has_scale = CASES[case]
     g = torch.Generator().manual_seed(seed)
     B, shape = 2, (H,) if per_head else ()
-    v = torch.randn(B, T, H * dh, generator=g).to(dtype).requires_grad_()
-    s = torch.randn(B, T, H * dh, generator=g).to(dtype).requires_grad_()
-    gain = lambda: (0.5 + torch.rand(shape, generator=g)).requires_grad_()  # noqa: E731
+    v = torch.randn(B, T, H * dh, generator=g).to(DEV, dtype).requires_grad_()
+    s = torch.randn(B, T, H * dh, generator=g).to(DEV, dtype).requires_grad_()
+    gain = lambda: (0.5 + torch.rand(shape, generator=g)).to(DEV).requires_grad_()  # noqa: E731
     alpha, beta, gamma = gain(), gain(), gain() if has_gamma else None
-    scale = torch.tensor(0.7, requires_grad=True) if has_scale else None
+    scale = torch.tensor(0.7, device=DEV, requires_grad=True) if has_scale else None
     mask = None
     if padded:
-        mask = torch.ones(B, T, dtype=torch.bool)
+        mask = torch.ones(B, T, dtype=torch.bool, device=DEV)
         mask[1, -9:] = False
     return (v, s, alpha, beta, gamma, scale, causal, mask, H)
 
@@ -63,7 +64,7 @@ def inputs(case: str, dtype=torch.float32, seed: int = 0):
 def value_and_grads(fn, args):
     y = fn(*args)
     leaves = [a for a in args[:6] if isinstance(a, torch.Tensor)]
-    go = torch.randn(y.shape, generator=torch.Generator().manual_seed(7)).to(args[0].dtype).to(y.dtype)  # same values for all
+    go = torch.randn(y.shape, generator=torch.Generator().manual_seed(7)).to(DEV, args[0].dtype).to(y.dtype)  # same for all
     return y, [g.double() for g in torch.autograd.grad(y, leaves, go)]
 
 
@@ -138,14 +139,14 @@ MODELS = {
 
 
 def loss_and_grads(block: str, kind: str, sets, impl: str, autocast: bool = False):
-    model = build_model(block, sets=sets, depth=2, width=48, heads=3, vocab_size=64, context=33, kind=kind, seed=0)
+    model = build_model(block, sets=sets, depth=2, width=48, heads=3, vocab_size=64, context=33, kind=kind, seed=0).to(DEV)
     with torch.no_grad():  # away from init: trained-looking gains, a nonzero W^Q
         gen = torch.Generator().manual_seed(3)
         for name, p in model.named_parameters():
             if p.ndim < 2:
-                p.add_(0.2 * torch.randn(p.shape, generator=gen))
+                p.add_(0.2 * torch.randn(p.shape, generator=gen).to(DEV))
             elif name.endswith("w_q.weight"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen).to(DEV))
     if impl == "explicit":
         for m in model.modules():
             if isinstance(m, Attention):
@@ -153,12 +154,12 @@ def loss_and_grads(block: str, kind: str, sets, impl: str, autocast: bool = Fals
     else:
         set_attn_impl(model, impl)
     gen = torch.Generator().manual_seed(1)
-    idx, tgt = torch.randint(0, 64, (2, 33), generator=gen), torch.randint(0, 64, (2, 33), generator=gen)
+    idx, tgt = (torch.randint(0, 64, (2, 33), generator=gen).to(DEV) for _ in range(2))
     mask = None
     if kind == "encoder":
-        mask = torch.ones(2, 33, dtype=torch.bool)
+        mask = torch.ones(2, 33, dtype=torch.bool, device=DEV)
         mask[1, -7:] = False
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+    with torch.autocast(DEV.type, dtype=torch.bfloat16, enabled=autocast):
         _, loss = model(idx, tgt, key_mask=mask)
     loss.backward()
     return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
@@ -198,14 +199,15 @@ def test_fused_path_saves_less_than_the_torch_ops() -> None:
     alpha's gradient, C V for gamma's, each branch's output for its gain's, a bf16 copy of the input per matmul)."""
     def saved_bytes(impl: str) -> int:
         model = set_attn_impl(build_model("sas-p", depth=2, width=64, heads=2, vocab_size=64, context=160, seed=0), impl)
-        x = torch.randn(4, 160, 64)  # T > 128: the CPU SDPA kernel runs in bf16 (attention.sdpa), as on a GPU
+        model.to(DEV)
+        x = torch.randn(4, 160, 64, device=DEV)  # T > 128: the CPU SDPA kernel runs in bf16 (attention.sdpa), as on a GPU
         seen: dict[int, int] = {}
 
         def pack(t: torch.Tensor) -> torch.Tensor:
             seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
             return t
 
-        with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast(DEV.type, dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             model.blocks[1](x)
         return sum(seen.values())
 
@@ -220,6 +222,7 @@ def test_branch_gains_are_folded_only_where_nothing_reads_the_module_outputs() -
     for impl in ("sdpa", "fused"):
         for hooked in (False, True):
             model = set_attn_impl(build_model("sas-p", depth=1, width=32, heads=2, vocab_size=64, context=16, seed=0), impl)
+            model.to(DEV)
             block = model.blocks[0]
             assert block.beta_sa.requires_grad and block.beta_ff.requires_grad
             with torch.no_grad():
@@ -229,7 +232,7 @@ def test_branch_gains_are_folded_only_where_nothing_reads_the_module_outputs() -
                 for name in ("attn", "mlp"):
                     getattr(block, name).register_forward_hook(
                         lambda m, i, o, key=(impl, name): seen.__setitem__(key, o.detach()))
-            loss[impl, hooked] = model(torch.arange(16)[None], torch.arange(1, 17)[None])[1]
+            loss[impl, hooked] = model(torch.arange(16, device=DEV)[None], torch.arange(1, 17, device=DEV)[None])[1]
             loss[impl, hooked].backward()
             assert block.beta_sa.grad is not None and block.beta_ff.grad is not None
     for name in ("attn", "mlp"):
@@ -239,7 +242,7 @@ def test_branch_gains_are_folded_only_where_nothing_reads_the_module_outputs() -
 
 
 def test_compile_impl_equals_the_explicit_matrix() -> None:
-    """attn_impl='compile': mix_torch through torch.compile (Inductor's C++ backend on this CPU)."""
+    """attn_impl='compile': mix_torch through torch.compile (Inductor: C++ on a CPU, Triton on a GPU)."""
     args = inputs("causal, 3 heads, T 37")
     y, grads = value_and_grads(mix_compiled, args)
     ref, ref_grads = value_and_grads(explicit_mix, args)
@@ -266,3 +269,58 @@ def test_auto_keeps_the_torch_ops_on_cpu_and_the_env_overrides(monkeypatch) -> N
         resolve_impl("auto", torch.device("cpu"))
     with pytest.raises(SigpropError, match="attn_impl.*accepted"):
         set_attn_impl(build_model("sas-p", depth=1, width=32, heads=2, vocab_size=64), "triton")
+
+
+# ------------------------------------------------------------------------------------------------
+# sigprop bench and the GPU scripts
+# ------------------------------------------------------------------------------------------------
+
+
+def _script(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_triton
+def test_bench_times_each_implementation_side_by_side(tmp_path) -> None:
+    from sigprop.benchmark import bench, save_json
+
+    df = bench(["pre-ln", "sas-p"], attn_impl="sdpa,fused", depth=1, width=32, heads=2, vocab=64, tokens=64, seq=16,
+               mode="train", repeats=2, warmup=0, memory=False, progress=False, device=DEV.type)
+    assert list(zip(df.block, df.path, df.attn_impl)) == [("pre-ln", "fast", "sdpa"), ("sas-p", "sdpa", "sdpa"),
+                                                          ("sas-p", "fused", "fused")]
+    assert df.attrs["settings"]["attn_impls"] == ("sdpa", "fused")
+    side = _script("summary").side_by_side([str(save_json(df, tmp_path / "b.json"))])
+    assert "| SAS-P (sdpa) | " in side and "| SAS-P (fused) | " in side
+    with pytest.raises(SigpropError, match="attn_impl.*accepted"):
+        bench(["sas-p"], attn_impl="triton", depth=1, width=32, heads=2, vocab=64, progress=False)
+
+
+@needs_triton
+def test_gpu_profile_tiny_says_where_the_time_and_memory_go(tmp_path) -> None:
+    """benchmarks/gpu_profile.py at a tiny size on this device: every case timed, profiled and grouped, the fused mix
+    found in its own group, and the fused SAS-P saving less for backward than the torch ops."""
+    prof = _script("gpu_profile")
+    assert prof.group_of("_mix_bwd", prof.KERNEL_GROUPS) == "shaped mix (fused Triton)"
+    assert prof.group_of("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n", prof.KERNEL_GROUPS) == "matmul"
+    assert prof.group_of("void at::native::vectorized_elementwise_kernel<4, MulFunctor>", prof.KERNEL_GROUPS) == "other elementwise"
+    args = ["--device", DEV.type, "--depth", "2", "--width", "64", "--heads", "2", "--batch", "2", "--seq", "160",
+            "--vocab", "128", "--warmup", "1", "--steps", "1", "--rows", "10", "--out", str(tmp_path)]
+    assert prof.main(args) == 0
+    import json
+
+    cases = json.loads((tmp_path / "profile.json").read_text())["cases"]
+    assert list(cases) == ["pre-ln", "sas-p (sdpa)", "sas-p (fused)"]
+    assert cases["sas-p (fused)"]["groups"]["shaped mix (fused Triton)"] > 0
+    assert "shaped mix (fused Triton)" not in cases["sas-p (sdpa)"]["groups"]
+    saved = {n: c["saved_mb"]["activations"] for n, c in cases.items()}
+    assert saved["sas-p (fused)"] < saved["sas-p (sdpa)"]
+    md = (tmp_path / "profile.md").read_text()
+    assert "| sas-p (fused) − pre-ln |" in md.splitlines()[2] and "MB saved for backward" in md
+    assert len(list(tmp_path.glob("kernels_*.txt"))) == 3
