@@ -7,6 +7,8 @@ first stage) every test runs on CUDA, compiled. Skipped only where triton is not
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -278,7 +280,6 @@ def test_auto_keeps_the_torch_ops_on_cpu_and_the_env_overrides(monkeypatch) -> N
 
 def _script(name: str):
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", path)
@@ -324,3 +325,46 @@ def test_gpu_profile_tiny_says_where_the_time_and_memory_go(tmp_path) -> None:
     md = (tmp_path / "profile.md").read_text()
     assert "| sas-p (fused) − pre-ln |" in md.splitlines()[2] and "MB saved for backward" in md
     assert len(list(tmp_path.glob("kernels_*.txt"))) == 3
+
+
+def _gpu_speed(tmp_path, cache, **env) -> tuple[str, Path]:
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "FIG": str(tmp_path / "fig"), "TINY": "1", "DEVICE": "cpu", "SCALE": "ci",
+           "PY": sys.executable, "SIGPROP_CACHE": str(cache), "SMOKE_K": "auto_keeps", **env}
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_speed.sh"
+    res = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, timeout=420)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    return (out / "gpu_speed.log").read_text(), out
+
+
+@needs_triton
+@pytest.mark.slow
+def test_gpu_speed_script_runs_every_stage_at_toy_sizes(tmp_path, cache) -> None:
+    """benchmarks/gpu_speed.sh end to end on this CPU (TINY, ci-scale seeds): every stage under its deadline, and $OUT
+    holds three files (a device call returns at most eight): the log, summary.md and one tarball of everything."""
+    import tarfile
+
+    log, out = _gpu_speed(tmp_path, cache, BUDGET_S="400")
+    for stage in ("smoke-tests", "smoke-train", "profile", "bench-v256", "bench-v512", "seeds", "compile"):
+        assert f"{stage}: rc=0" in log, log
+    assert "reproduce rc=0" in log and "attn_impl auto" in log
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_speed.log", "gpu_speed.tgz", "summary.md"]
+    summary = (out / "summary.md").read_text()
+    assert "| SAS-P (fused) |" in summary and "| sas-p (fused) − pre-ln |" in summary and "torch.compile" in summary
+    with tarfile.open(out / "gpu_speed.tgz") as tar:
+        names = set(tar.getnames())
+        assert {"./bench_v256.json", "./bench_v512.json", "./bench_compile.json", "./profile/profile.json",
+                "./scale/gpu_runs.tgz"} <= names
+        with tarfile.open(fileobj=tar.extractfile("./scale/gpu_runs.tgz")) as runs:
+            finished = {Path(n).parts[-2] for n in runs.getnames() if n.endswith("summary.json")}
+    assert len(finished) == 2 and all("-paper-prefix-s1-" in r for r in finished)  # Pre-LN and SAS-P, seed 1
+
+
+def test_gpu_speed_script_skips_a_stage_without_time_for_it(tmp_path, cache) -> None:
+    log, out = _gpu_speed(tmp_path, cache, BUDGET_S="40", STAGES="profile,compile")
+    assert "profile: skipped" in log and "compile: skipped" in log and "done" in log
+    assert (out / "gpu_speed.tgz").exists()
