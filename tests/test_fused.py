@@ -416,3 +416,18 @@ def test_gpu_speed_script_skips_a_stage_without_time_for_it(tmp_path, cache) -> 
     log, out = _gpu_speed(tmp_path, cache, BUDGET_S="40", STAGES="profile,compile")
     assert "profile: skipped" in log and "compile: skipped" in log and "done" in log
     assert (out / "gpu_speed.tgz").exists()
+
+
+@needs_triton
+def test_mix_traffic_counts_less_for_the_fused_block(capsys) -> None:
+    """benchmarks/mix_traffic.py at a tiny size: the fused SAS-P launches fewer ops, moves fewer bytes and saves less
+    than today's torch ops, and the module state it patches (bf16 CPU SDPA, stubbed launches) is restored."""
+    from sigprop.blocks import attention, triton_mix
+
+    before = attention.CPU_FP32_SDPA_MAX_T, triton_mix.kernels
+    assert _script("mix_traffic").main(["--batch", "2", "--scale-to", "4096", "--width", "64", "--heads", "2", "--seq", "32"]) == 0
+    assert (attention.CPU_FP32_SDPA_MAX_T, triton_mix.kernels) == before
+    rows = {tuple(c.strip() for c in line.split("|")[1:3]): [float(c) for c in line.split("|")[3:8]]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| sas")}
+    sdpa, fused = rows["sas-p", "sdpa"], rows["sas-p", "fused"]
+    assert all(f < s for f, s in zip(fused, sdpa)), (fused, sdpa)  # ops, elementwise ops, GB, ms, MB saved
