@@ -143,7 +143,7 @@ def profiled(step, dev: torch.device, rows: int) -> tuple[dict[str, float], list
         groups[g] = groups.get(g, 0.0) + us / 1e3
         top.append([e.key[:120], us / 1e3, e.count, g])
     top.sort(key=lambda r: -r[1])
-    table = averages.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=rows)
+    table = averages.table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=rows)
     return groups, top[:rows], table
 
 

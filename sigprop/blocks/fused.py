@@ -11,8 +11,8 @@ SAS and SAS-P their FLOP advantage on an H200 (benchmarks/README.md). Implementa
   (nothing then multiplies the (B, T, d) output again), under autocast V enters in the autocast dtype (the copy SDPA
   reads and saves, so backward saves nothing new) and the output keeps the dtype the torch ops would give.
 - "compile": the same arithmetic as torch ops in cumsum form, through torch.compile (Inductor fuses it).
-- "auto" (default): $SIGPROP_ATTN_IMPL if set; else inside torch.compile the torch ops in cumsum form (Inductor
-  fuses them with the rest of the model); else "fused" on CUDA when triton is installed; else "sdpa".
+- "auto" (default): inside torch.compile the torch ops in cumsum form (Inductor fuses them with the rest of the
+  model); else $SIGPROP_ATTN_IMPL if set; else "fused" on CUDA when triton is installed; else "sdpa".
 
 On CPU tensors "fused" runs the kernels in Triton's interpreter (numpy): correct but slow, for tests only.
 """
@@ -56,12 +56,12 @@ def resolve_impl(impl: str, device: torch.device) -> str:
     """The implementation `impl` means on `device`: "auto" becomes "sdpa", "fused" or "compile" (see the module doc)."""
     if impl != "auto":
         return impl
+    if torch.compiler.is_compiling():  # first: no environment lookup for dynamo to trace
+        return "compile"
     env = os.environ.get(ENV, "").strip()
     if env and env != "auto":
         check_choice(f"${ENV}", env, IMPLS)
         return env
-    if torch.compiler.is_compiling():
-        return "compile"
     return "fused" if device.type == "cuda" and triton_available() else "sdpa"
 
 
