@@ -301,6 +301,35 @@ def test_compile_impl_equals_the_explicit_matrix() -> None:
         torch.testing.assert_close(g, r, rtol=1e-5, atol=5e-5)
 
 
+def test_a_compiled_model_traces_the_cumsum_form() -> None:
+    """Inside torch.compile, auto means the torch ops in cumsum form with the gains folded (dynamo traces them; the
+    eager backend needs no C compiler): the same loss and gradients as the eager model."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    ref = loss_and_grads("sas-p", "decoder", (), "sdpa")
+    model = build_model("sas-p", depth=2, width=48, heads=3, vocab_size=64, context=33, seed=0).to(DEV)
+    with torch.no_grad():  # the perturbation loss_and_grads applies
+        gen = torch.Generator().manual_seed(3)
+        for name, p in model.named_parameters():
+            if p.ndim < 2:
+                p.add_(0.2 * torch.randn(p.shape, generator=gen).to(DEV))
+            elif name.endswith("w_q.weight"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen).to(DEV))
+    seen = []
+    orig = Attention.mix_impl
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Attention, "mix_impl", lambda self, device: seen.append(orig(self, device)) or seen[-1])
+        gen = torch.Generator().manual_seed(1)
+        idx, tgt = (torch.randint(0, 64, (2, 33), generator=gen).to(DEV) for _ in range(2))
+        loss = torch.compile(model, backend="eager")(idx, tgt)[1]
+    loss.backward()
+    assert "compile" in seen
+    torch.testing.assert_close(loss.detach(), ref[0], rtol=1e-6, atol=1e-6)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, ref[1][n], rtol=1e-4, atol=1e-6, msg=n)
+
+
 # ------------------------------------------------------------------------------------------------
 # The automatic choice
 # ------------------------------------------------------------------------------------------------
