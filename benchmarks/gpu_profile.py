@@ -30,7 +30,7 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # no "USDT ... profiler_start" l
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
 from sigprop.benchmark import _adamw, _make_step  # noqa: E402
-from sigprop.blocks.attention import set_attn_impl  # noqa: E402
+from sigprop.blocks.fused import set_attn_impl  # noqa: E402
 from sigprop.blocks.fused import IMPLS  # noqa: E402
 from sigprop.blocks.model import build_model  # noqa: E402
 from sigprop.errors import SigpropError, check_choice  # noqa: E402

@@ -14,7 +14,7 @@
 # the logs), so a call cut short still returns what finished. Here, afterwards:
 #   tar xzf gpu_speed.tgz -C /tmp/gs && cp /tmp/gs/*.json benchmarks/results/ && tar xzf /tmp/gs/scale/gpu_runs.tgz
 # STAGES picks stages (default smoke,profile,bench,seeds,compile); TINY=1 DEVICE=cpu SCALE=ci runs every stage at toy
-# sizes on a CPU in a minute or two (tests/test_fused.py does).
+# sizes on a CPU in a minute or two (tests/test_gpu_scripts.py does).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,7 +27,7 @@ SCALE=${SCALE:-gpu}  # the gpu recipe's scale for the seeds (ci: seconds on a CP
 FIG=${FIG:-figures/gpu}
 ONLY=${ONLY:-$([ "$SCALE" = ci ] && echo '*-paper-prefix-s1' || echo '*-paper-prefix-s1,*-paper-prefix-s2')}  # ci has s0, s1
 SEED_IMPL=${SEED_IMPL:-auto}  # attn_impl of the seeds' training runs (auto: fused where the smoke passed)
-SMOKE_K=${SMOKE_K:-not gpu_}  # pytest -k of the smoke's tests/test_fused.py (not the tests that run these scripts)
+SMOKE_K=${SMOKE_K:-}  # pytest -k of the smoke's tests/test_fused.py (empty: all of it)
 PY=${PY:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MPLBACKEND=Agg KINETO_LOG_LEVEL=6
 export SIGPROP_CACHE=${SIGPROP_CACHE:-/tmp/sigprop-cache}
@@ -77,7 +77,7 @@ fi
 IMPLS=sdpa,fused
 if want smoke; then
   SMOKE=$(mktemp -d)
-  stage smoke-tests 150 30 $PY -m pytest -x -q -p no:cacheprovider tests/test_fused.py -k "$SMOKE_K"
+  stage smoke-tests 150 30 $PY -m pytest -x -q -p no:cacheprovider tests/test_fused.py ${SMOKE_K:+-k "$SMOKE_K"}
   if [ $? -ne 0 ]; then
     IMPLS=sdpa; SEED_IMPL=sdpa; export SIGPROP_ATTN_IMPL=sdpa
     log "fused kernels failed their tests (smoke-tests.log): every later stage uses attn_impl=sdpa"

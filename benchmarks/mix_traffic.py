@@ -26,7 +26,7 @@ from torch.utils._pytree import tree_flatten
 
 import sigprop.blocks.attention as attention
 import sigprop.blocks.triton_mix as triton_mix
-from sigprop.blocks.attention import set_attn_impl
+from sigprop.blocks.fused import set_attn_impl
 from sigprop.blocks.model import build_model
 
 #: ops that move no data (views, allocation)

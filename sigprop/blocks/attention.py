@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
 
-from sigprop.blocks.fused import FUSING, autocast_input, check_impl, mix_compiled, mix_fused, resolve_impl
+from sigprop.blocks.fused import FUSING, autocast_input, mix_compiled, mix_fused, resolve_impl
 from sigprop.blocks.spa import SPA_ATTENTION, spa_attention
 from sigprop.blocks.spec import BlockSpec
 from sigprop.errors import SigpropError
@@ -191,15 +191,6 @@ def make_matrix(kind: str, init: str, alpha: float, beta: float, d: int, spec: B
     if kind == "dense":
         return DenseMatrix(d, init, spec.init_std)
     return ReparamMatrix(d, init, alpha, beta, spec.is_trainable(gains))
-
-
-def set_attn_impl(model: nn.Module, impl: str) -> nn.Module:
-    """Set how every sigprop attention module in `model` computes the shaped mix (`sigprop.blocks.fused.IMPLS`)."""
-    check_impl(impl)
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.impl = impl
-    return model
 
 
 class Attention(nn.Module):

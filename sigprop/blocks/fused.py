@@ -65,6 +65,15 @@ def resolve_impl(impl: str, device: torch.device) -> str:
     return "fused" if device.type == "cuda" and triton_available() else "sdpa"
 
 
+def set_attn_impl(model: nn.Module, impl: str) -> nn.Module:
+    """Set how every sigprop attention module in `model` (those with `mix_impl`) computes the shaped mix."""
+    check_impl(impl)
+    for m in model.modules():
+        if hasattr(m, "mix_impl"):
+            m.impl = impl
+    return model
+
+
 def autocast_input(x: torch.Tensor) -> torch.Tensor:
     """x in the autocast dtype where autocast is on for its device: one copy, shared by every matmul that reads x (each
     would otherwise cast, and save, its own) and by the fused mix."""
