@@ -4,7 +4,8 @@ Two paths compute the same thing:
 - fast: never forms a per-batch T x T matrix.
     shaped:  (alpha I + beta softmax(QK^T) - gamma C) V = alpha V + beta SDPA(Q,K,V) - gamma C V
     where C V is the causal running mean of V (decoder; a GEMM with the constant (T, T) matrix C for short T)
-    or the mean over non-padding tokens (encoder).
+    or the mean over non-padding tokens (encoder). How that mix is computed is `Attention.impl`
+    (`sigprop.blocks.fused`): today's torch ops on CPU, one Triton kernel forward and backward on CUDA.
 - explicit: builds the full attention matrix and passes it through `hook_matrix` (its softmax part through
   `hook_pattern`), for probes.
 U-SPA / E-SPA (`sigprop.blocks.spa`) add a fixed positional bias Gamma_l to the logits and rescale each
