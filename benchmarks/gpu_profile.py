@@ -129,17 +129,17 @@ def profiled(step, dev: torch.device, rows: int) -> tuple[dict[str, float], list
         if cuda:
             torch.cuda.synchronize()
     averages = prof.key_averages()
+    kernels = [e for e in averages if str(getattr(e, "device_type", "")).split(".")[-1] == "CUDA"]
+    if cuda and kernels:  # kernels only (ops would count their kernels' time again)
+        timed_rows = [(e, e.self_device_time_total, KERNEL_GROUPS) for e in kernels]
+    elif cuda:  # a profiler that lists no kernel rows: the ops' self device time
+        timed_rows = [(e, e.self_device_time_total, OP_GROUPS) for e in averages]
+    else:
+        timed_rows = [(e, e.self_cpu_time_total, OP_GROUPS) for e in averages]
     groups: dict[str, float] = {}
     top = []
-    for e in averages:
-        if cuda:  # kernels only (ops would count their kernels' time again)
-            if str(getattr(e, "device_type", "")).split(".")[-1] != "CUDA":
-                continue
-            us = getattr(e, "self_device_time_total", None)
-            us = us if us is not None else e.self_cuda_time_total
-        else:
-            us = e.self_cpu_time_total
-        g = group_of(e.key, KERNEL_GROUPS if cuda else OP_GROUPS)
+    for e, us, patterns in timed_rows:
+        g = group_of(e.key, patterns)
         groups[g] = groups.get(g, 0.0) + us / 1e3
         top.append([e.key[:120], us / 1e3, e.count, g])
     top.sort(key=lambda r: -r[1])

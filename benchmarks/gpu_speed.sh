@@ -2,7 +2,8 @@
 # Issue 30 on one GPU in one call (~9.5 minutes on an H100/H200): where SAS/SAS-P lose time on a GPU, and does the fused
 # shaped-attention mix (attn_impl=fused, sigprop/blocks/fused.py) win it back?
 #   1. smoke: tests/test_fused.py on CUDA (the Triton kernels compiled, against the explicit T x T matrix) and three bf16
-#      SAS-P training steps at ci scale; if the fused tests fail, every later stage runs attn_impl=sdpa only;
+#      SAS-P training steps at ci scale; if the kernels' values or gradients are wrong, every later stage runs
+#      attn_impl=sdpa only (other failures are logged);
 #   2. profile: benchmarks/gpu_profile.py: Pre-LN, SAS-P (sdpa), SAS-P (fused), one training step each at 18 x 768,
 #      batch 128 x T 128, bf16: kernels by self CUDA time, memory saved for backward, the difference to Pre-LN;
 #   3. bench: sigprop bench of Pre-LN, Parallel, SAS, SAS-P with --attn-impl sdpa,fused, train and infer, bf16, peak
@@ -77,10 +78,13 @@ fi
 IMPLS=sdpa,fused
 if want smoke; then
   SMOKE=$(mktemp -d)
-  stage smoke-tests 150 30 $PY -m pytest -x -q -p no:cacheprovider tests/test_fused.py ${SMOKE_K:+-k "$SMOKE_K"}
-  if [ $? -ne 0 ]; then
+  stage smoke-tests 150 30 $PY -m pytest -q -p no:cacheprovider tests/test_fused.py ${SMOKE_K:+-k "$SMOKE_K"}
+  rc=$?  # 1: some test failed. Only the kernels' own value and gradient, or a whole model's, gate the fused path
+  if [ $rc -gt 1 ] || grep -qE "^FAILED .*(explicit_matrix_value_and_gradient|equals_sdpa_and_explicit)" "$WORK/smoke-tests.log"; then
     IMPLS=sdpa; SEED_IMPL=sdpa; export SIGPROP_ATTN_IMPL=sdpa
     log "fused kernels failed their tests (smoke-tests.log): every later stage uses attn_impl=sdpa"
+  elif [ $rc -eq 1 ]; then
+    log "some fused tests failed, not the kernels' values and gradients: $(grep -c '^FAILED' "$WORK/smoke-tests.log") (smoke-tests.log)"
   fi
   stage smoke-train 90 20 $PY -m sigprop train --block sas-p --scale ci --precision bf16 --steps 3 --out "$SMOKE/bf16" --quiet
   pack
