@@ -13,7 +13,7 @@
 #   5. compile: with >= 100 s left, sigprop bench of SAS-P with --attn-impl fused,compile (Inductor) at V = 8192.
 # After every stage $OUT holds gpu_speed.log, summary.md and gpu_speed.tgz (the JSONs, the profile, the runs' records,
 # the logs), so a call cut short still returns what finished. Here, afterwards:
-#   tar xzf gpu_speed.tgz -C /tmp/gs && cp /tmp/gs/*.json benchmarks/results/ && tar xzf /tmp/gs/scale/gpu_runs.tgz
+#   mkdir -p /tmp/gs && tar xzf gpu_speed.tgz -C /tmp/gs && cp /tmp/gs/*.json benchmarks/results/ && tar xzf /tmp/gs/scale/gpu_runs.tgz
 # STAGES picks stages (default smoke,profile,bench,seeds,compile); TINY=1 DEVICE=cpu SCALE=ci runs every stage at toy
 # sizes on a CPU in a minute or two (tests/test_gpu_scripts.py does).
 set -uo pipefail
