@@ -13,7 +13,7 @@
 #   5. compile: with >= 100 s left, sigprop bench of SAS-P with --attn-impl fused,compile (Inductor) at V = 8192.
 # After every stage $OUT holds gpu_speed.log, summary.md and gpu_speed.tgz (the JSONs, the profile, the runs' records,
 # the logs), so a call cut short still returns what finished. Here, afterwards:
-#   mkdir -p /tmp/gs && tar xzf gpu_speed.tgz -C /tmp/gs && cp /tmp/gs/*.json benchmarks/results/ && tar xzf /tmp/gs/scale/gpu_runs.tgz
+#   unpack as benchmarks/README.md says (section 'Issue 30'): JSONs and profile to benchmarks/results, the runs' records
 # STAGES picks stages (default smoke,profile,bench,seeds,compile); TINY=1 DEVICE=cpu SCALE=ci runs every stage at toy
 # sizes on a CPU in a minute or two (tests/test_gpu_scripts.py does).
 set -uo pipefail
@@ -98,9 +98,9 @@ fi
 if want bench; then
   for V in "${VOCABS[@]}"; do
     stage "bench-v$V" 150 45 $PY -m sigprop bench --device "$DEVICE" --blocks pre-ln,parallel,sas,sas-p "${SIZE[@]}" \
-      --vocab-size "$V" --dtype bf16 --mode train,infer --attn-impl "$IMPLS" "${REPS[@]}" --json "$WORK/bench_v$V.json"
+      --vocab-size "$V" --dtype bf16 --mode train,infer --attn-impl "$IMPLS" "${REPS[@]}" --json "$WORK/gpu_fused_v$V.json"
   done
-  files=$(cd "$WORK" && ls bench_v*.json 2> /dev/null)
+  files=$(cd "$WORK" && ls gpu_fused_v*.json 2> /dev/null)
   if [ -n "$files" ]; then
     { echo "## sigprop bench, paired ratio to Pre-LN (ratio of medians)"; echo
       (cd "$WORK" && $PY "$ROOT/benchmarks/summary.py" --side-by-side $files; echo; $PY "$ROOT/benchmarks/summary.py" $files)
@@ -120,9 +120,9 @@ fi
 
 if want compile && [ "$(left)" -ge 100 ] && [ "$IMPLS" = sdpa,fused ]; then
   stage compile 150 80 $PY -m sigprop bench --device "$DEVICE" --blocks pre-ln,sas-p "${SIZE[@]}" --vocab-size "${VOCABS[0]}" \
-    --dtype bf16 --mode train,infer --attn-impl fused,compile "${REPS[@]}" --json "$WORK/bench_compile.json"
-  [ -f "$WORK/bench_compile.json" ] && { echo; echo "## fused vs torch.compile of the mix"; echo
-    (cd "$WORK" && $PY "$ROOT/benchmarks/summary.py" bench_compile.json); } >> "$WORK/summary.md" 2>&1
+    --dtype bf16 --mode train,infer --attn-impl fused,compile "${REPS[@]}" --json "$WORK/gpu_fused_compile.json"
+  [ -f "$WORK/gpu_fused_compile.json" ] && { echo; echo "## fused vs torch.compile of the mix"; echo
+    (cd "$WORK" && $PY "$ROOT/benchmarks/summary.py" gpu_fused_compile.json); } >> "$WORK/summary.md" 2>&1
   pack
 elif want compile; then
   log "compile: skipped, $(left) s left (needs 100) or the fused kernels failed"

@@ -86,7 +86,7 @@ def test_gpu_speed_script_runs_every_stage_at_toy_sizes(tmp_path, cache) -> None
     assert "| SAS-P (fused) |" in summary and "| sas-p (fused) − pre-ln |" in summary and "torch.compile" in summary
     with tarfile.open(out / "gpu_speed.tgz") as tar:
         names = set(tar.getnames())
-        assert {"./bench_v256.json", "./bench_v512.json", "./bench_compile.json", "./profile/profile.json",
+        assert {"./gpu_fused_v256.json", "./gpu_fused_v512.json", "./gpu_fused_compile.json", "./profile/profile.json",
                 "./scale/gpu_runs.tgz"} <= names
         with tarfile.open(fileobj=tar.extractfile("./scale/gpu_runs.tgz")) as runs:
             finished = {Path(n).parts[-2] for n in runs.getnames() if n.endswith("summary.json")}
