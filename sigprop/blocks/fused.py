@@ -1,15 +1,16 @@
 """How shaped attention computes its mix alpha V + beta SDPA - gamma C V: the implementation choice (issue 30).
 
-On a GPU the mix is memory-bound: written as torch ops it is ~6 elementwise passes forward (and more backward, with
-the gains' reductions) over the (B, T, d) stream, each as slow as a d x d matmul over the same tokens, which cost
-SAS and SAS-P their FLOP advantage on an H200 (benchmarks/README.md). Implementations (`attn_impl`):
+On a GPU the mix is memory-bound: as torch ops it is several elementwise passes forward (more backward, with the
+gains' reductions) over the (B, T, d) stream, each about as slow as a d x d matmul over the same tokens; SAS and SAS-P
+ran at 0.7-0.8x Pre-LN on an H200 (benchmarks/README.md). Implementations (`attn_impl`):
 
 - "sdpa": today's torch ops (two addcmul, C V as a small GEMM up to T = 256, else a cumsum); the CPU default, where
   the mix is 1-2% of a step and every committed CPU result was made with it.
 - "fused": one Triton kernel forward and one backward (`sigprop.blocks.triton_mix`); the gains' gradients come from
-  per-sequence partial sums in the same backward pass; the block's scalar gain beta_sa is folded into the kernel
-  (nothing then multiplies the (B, T, d) output again), under autocast V enters in the autocast dtype (the copy SDPA
-  reads and saves, so backward saves nothing new) and the output keeps the dtype the torch ops would give.
+  per-sequence partial sums in the same backward pass; the block's beta_sa is folded into the kernel and its beta_ff
+  into W_out (`Block`), so nothing multiplies a (B, T, d) branch output again; under autocast V enters in the autocast
+  dtype (the copy SDPA reads and saves, so backward saves nothing new) and the output is in that dtype too, like a
+  projection's.
 - "compile": the same arithmetic as torch ops in cumsum form, through torch.compile (Inductor fuses it).
 - "auto" (default): inside torch.compile the torch ops in cumsum form (Inductor fuses them with the rest of the
   model); else $SIGPROP_ATTN_IMPL if set; else "fused" on CUDA when triton is installed; else "sdpa".
