@@ -29,12 +29,11 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # no "USDT ... profiler_start" l
 
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from sigprop.benchmark import _adamw, _make_step  # noqa: E402
-from sigprop.blocks.fused import set_attn_impl  # noqa: E402
-from sigprop.blocks.fused import IMPLS  # noqa: E402
+from sigprop.blocks.fused import IMPLS, set_attn_impl  # noqa: E402
 from sigprop.blocks.model import build_model  # noqa: E402
 from sigprop.errors import SigpropError, check_choice  # noqa: E402
-from sigprop.timers import DTYPES, check_device, cpu_step_peak_bytes, timed  # noqa: E402
+from sigprop.perf.benchmark import _adamw, _make_step  # noqa: E402
+from sigprop.perf.timers import DTYPES, check_device, cpu_step_peak_bytes, timed  # noqa: E402
 
 #: CUDA kernel names -> group, first match wins. Our Triton kernels are _mix_fwd/_mix_bwd; Inductor's start triton_.
 KERNEL_GROUPS = [

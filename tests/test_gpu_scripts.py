@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sigprop import SigpropError
-from sigprop.benchmark import bench, save_json
+from sigprop.perf.benchmark import bench, save_json
 from test_fused import DEV, needs_triton
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,6 +27,7 @@ import sys
 import torch
 from torch import nn
 
+from sigprop.blocks import triton_mix
 from sigprop.errors import SigpropError, check_choice
 
 IMPLS = ("auto", "sdpa", "fused", "compile")
@@ -148,8 +149,6 @@ class _FusedMix(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v, s, alpha, beta, gamma, scale, key_mask, causal, heads, out_dtype):
-        from sigprop.blocks.triton_mix import kernels
-
         B, T, D = v.shape
         v, s = v.contiguous(), s.contiguous()
         (a, a_st), (b, b_st) = _gain_arg(alpha, heads), _gain_arg(beta, heads)
@@ -157,7 +156,7 @@ class _FusedMix(torch.autograd.Function):
         sc = scale.detach().float().reshape(1) if scale is not None else a
         m = key_mask.to(torch.float32).contiguous() if key_mask is not None and not causal else a
         out = torch.empty((B, T, D), dtype=out_dtype, device=v.device)
-        fwd, _ = kernels(v.device.type)
+        fwd, _ = triton_mix.kernels(v.device.type)
         grid = (B, triton_cdiv(D, BLOCK_C))
         fwd[grid](v, s, out, a, b, g, sc, m, T, D, D // heads, v.stride(0), v.stride(1), s.stride(0), s.stride(1),
                   out.stride(0), out.stride(1), a_st, b_st, g_st, CAUSAL=causal, HAS_G=gamma is not None,
@@ -175,8 +174,6 @@ class _FusedMix(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        from sigprop.blocks.triton_mix import kernels
-
         v, s, a, b, g, sc, m, alpha, beta, gamma, scale = ctx.saved_tensors
         go = grad_out.contiguous()
         B, T, D = go.shape
@@ -186,7 +183,7 @@ class _FusedMix(torch.autograd.Function):
         ds = torch.empty((B, T, D), dtype=ctx.dtypes[1], device=go.device) if want_ds else go
         parts = torch.zeros((3, B, D), dtype=torch.float32, device=go.device)
         vv, ss = (v if v is not None else go), (s if s is not None else go)
-        _, bwd = kernels(go.device.type)
+        _, bwd = triton_mix.kernels(go.device.type)
         bwd[(B, triton_cdiv(D, BLOCK_C))](
             go, vv, ss, dv, ds, parts[0], parts[1], parts[2], a, b, g, sc, m, T, D, D // H, go.stride(0), go.stride(1),
             vv.stride(0), vv.stride(1), ss.stride(0), ss.stride(1), int(a.numel() == H and H > 1),

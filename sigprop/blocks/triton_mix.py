@@ -1,4 +1,4 @@
-"""Triton kernels for shaped attention's mix, forward and backward (imported only where triton is installed).
+"""Triton kernels for shaped attention's mix, forward and backward (triton itself is imported by `kernels`).
 
     out[b, t, c] = a_c v[b, t, c] + b_c s[b, t, c] - g_c (C v)[b, t, c],   a_c = scale alpha_h(c), likewise b_c, g_c
 
@@ -13,10 +13,14 @@ Backward, with G = dL/d out and C^T G the transposed mean (causal: sum_{u >= t} 
 written per sequence as (B, D) fp32 partial sums that `sigprop.blocks.fused` reduces to the gains' gradients.
 """
 
-from __future__ import annotations
+from __future__ import annotations  # the kernels' `tl.constexpr` annotations stay strings until triton reads them
 
-import triton
-import triton.language as tl
+from sigprop.errors import SigpropError
+
+#: triton and triton.language, imported by `kernels` at first use: triton is an optional extra, and on a CPU it must
+#: be imported after TRITON_INTERPRET=1 is set (`sigprop.blocks.fused.mix_fused` sets it). The kernels read `tl` from
+#: this module's globals when triton compiles or interprets them.
+triton = tl = None
 
 
 def _mix_fwd(V, S, O, A, Bt, G, SC, M, T, D, DH, svb, svt, ssb, sst, sob, sot, a_st, b_st, g_st,
@@ -144,9 +148,13 @@ def interpreting() -> bool:
 def kernels(device_type: str) -> tuple:
     """(forward, backward): compiled for CUDA; for CPU tensors run by Triton's interpreter (the same kernel source
     executed with numpy, for tests on machines without a GPU), which must have been on when triton was imported."""
-    if device_type != "cuda" and not interpreting():
-        from sigprop.errors import SigpropError
+    global triton, tl
+    if tl is None:
+        import triton as triton_
+        import triton.language as tl_
 
+        triton, tl = triton_, tl_
+    if device_type != "cuda" and not interpreting():
         raise SigpropError(f"attn_impl='fused' on {device_type} tensors runs Triton's interpreter, which was off when "
                            "triton was imported; accepted: set TRITON_INTERPRET=1 before Python starts, or a CUDA device")
     if device_type not in _JIT:
