@@ -37,7 +37,8 @@ def markdown(path: str) -> str:
 
 
 def side_by_side(paths: list[str]) -> str:
-    """Paired ratio to the baseline (ratio of medians in brackets): a row per block, a column per run and mode."""
+    """Paired ratio to the baseline (ratio of medians in brackets): a row per block (and attention implementation, where
+    a run timed several), a column per run and mode."""
     columns, cells, labels, ideal = [], {}, {}, {}
     for path in paths:
         df = load_json(path)
@@ -45,15 +46,15 @@ def side_by_side(paths: list[str]) -> str:
         for mode in s["modes"]:
             col = f"{s['depth']}×{s['width']} V={s['vocab']} {s['dtype']} {mode}"
             columns.append(col)
-            for r in df[(df["mode"] == mode) & (df["path"] == "fast")].itertuples():
-                labels[r.block] = r.label
-                cells[r.block, col] = f"{r.ratio_paired:.2f} ({r.ratio:.2f})"
+            for r in df[(df["mode"] == mode) & (df["path"] != "explicit")].itertuples():
+                labels[r.block, r.path] = r.label  # SAS-P, and SAS-P (fused) where `--attn-impl` asked for several
+                cells[(r.block, r.path), col] = f"{r.ratio_paired:.2f} ({r.ratio:.2f})"
                 ideal[col] = max(ideal.get(col, 1.0), r.ideal)
     head = "| ratio to Pre-LN, paired (of medians) | " + " | ".join(columns) + " |"
     lines = [head, "|" + "---|" * (len(columns) + 1)]
-    for block, label in labels.items():
-        if block != "pre-ln":
-            lines.append(f"| {label} | " + " | ".join(cells.get((block, c), "-") for c in columns) + " |")
+    for key, label in labels.items():
+        if key != ("pre-ln", "fast"):
+            lines.append(f"| {label} | " + " | ".join(cells.get((key, c), "-") for c in columns) + " |")
     lines.append("| FLOP ideal (SAS, SAS-P) | " + " | ".join(f"{ideal[c]:.3f}" for c in columns) + " |")
     return "\n".join(lines) + "\n"
 

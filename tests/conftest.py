@@ -1,5 +1,5 @@
-"""Test-wide settings: one torch thread (tiny models; avoids thread oversubscription on 2 cores) and a headless backend;
-the ci-scale token data shared by the training tests."""
+"""Test-wide settings: one torch thread (tiny models; avoids thread oversubscription on 2 cores), a headless backend,
+Triton's interpreter where there is no GPU; the ci-scale token data shared by the training tests."""
 
 import os
 from pathlib import Path
@@ -10,6 +10,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+# Without a GPU, Triton kernels (attn_impl='fused', tests/test_fused.py) run in its interpreter, which must be on
+# before triton is first imported (torch._dynamo imports it)
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

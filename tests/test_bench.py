@@ -23,7 +23,7 @@ from sigprop.perf.probe_overhead import CADENCES, default_cadence, probe_overhea
 
 TINY = dict(depth=2, width=32, heads=2, vocab=64, tokens=64, repeats=1, warmup=0, progress=False)
 COLUMNS = {
-    "block", "label", "path", "mode", "seq", "batch", "dtype", "device", "params", "params_vs_base",
+    "block", "label", "path", "attn_impl", "mode", "seq", "batch", "dtype", "device", "params", "params_vs_base",
     "params_per_block", "ratio", "ratio_paired", "step_ms", "step_ms_min", "step_ms_max", "tokens_per_s", "gflop_per_token",
     "ideal", "tflops", "mfu", "mem_peak_mb", "mem_step_mb", "mem_step_kb_per_token",
 }

@@ -317,7 +317,8 @@ def test_extras_are_named_for_what_they_enable_and_dev_has_them_all():
     assert names(extras["hf"]) == {"transformers", "datasets"}
     assert names(extras["log"]) == {"tensorboard", "wandb"}
     assert names(extras["cluster"]) == {"submitit"}
-    assert "sigprop[hf,log,cluster]" in extras["dev"] and {"pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "ipywidgets"} <= names(extras["dev"])
+    assert names(extras["gpu"]) == {"triton"}  # attn_impl='fused'; in dev so that its kernels are tested (interpreter)
+    assert "sigprop[hf,log,cluster,gpu]" in extras["dev"] and {"pytest", "hypothesis", "nbclient", "nbformat", "ipykernel", "ipywidgets"} <= names(extras["dev"])
     assert "torch==2.13.0" in (REPO / "Makefile").read_text() and '-e ".[dev]"' in (REPO / "Makefile").read_text()
 
 

@@ -4,7 +4,8 @@ Two paths compute the same thing:
 - fast: never forms a per-batch T x T matrix.
     shaped:  (alpha I + beta softmax(QK^T) - gamma C) V = alpha V + beta SDPA(Q,K,V) - gamma C V
     where C V is the causal running mean of V (decoder; a GEMM with the constant (T, T) matrix C for short T)
-    or the mean over non-padding tokens (encoder).
+    or the mean over non-padding tokens (encoder). How that mix is computed is `Attention.impl`
+    (`sigprop.blocks.fused`): today's torch ops on CPU, one Triton kernel forward and backward on CUDA.
 - explicit: builds the full attention matrix and passes it through `hook_matrix` (its softmax part through
   `hook_pattern`), for probes.
 U-SPA / E-SPA (`sigprop.blocks.spa`) add a fixed positional bias Gamma_l to the logits and rescale each
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import skip_init
 
+from sigprop.blocks.fused import FUSING, autocast_input, mix_compiled, mix_fused, resolve_impl
 from sigprop.blocks.spa import SPA_ATTENTION, spa_attention
 from sigprop.blocks.spec import BlockSpec
 from sigprop.errors import SigpropError
@@ -237,6 +239,7 @@ class Attention(nn.Module):
             self.w_gate = normal_linear(width, width if spec.attn_gate == "sigmoid" else heads, spec.init_std)
         self.first_values: torch.Tensor | None = None  # value residual: block 1's values, read by the model's forward
         self.explicit = False  # set by probes: build the T x T matrix and pass it through the hook points
+        self.impl = "auto"  # how the fast path computes the shaped mix: sigprop.blocks.fused.IMPLS (set_attn_impl)
         self.hook_pattern = HookPoint()  # (B, H, T, T) softmax probabilities A(X), explicit path only
         self.hook_matrix = HookPoint()  # (B, H, T, T) the full (shaped) attention matrix, explicit path only
 
@@ -253,9 +256,21 @@ class Attention(nn.Module):
         return x.view(B, T, self.heads, self.head_dim).transpose(1, 2)
 
     # -- forward ------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, v1: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, d); key_mask: (B, T) bool, True = real token (encoder padding); v1: block 1's values (value residual)."""
+    def mix_impl(self, device: torch.device) -> str | None:
+        """How this forward computes the shaped mix (`sigprop.blocks.fused`): "sdpa" | "fused" | "compile", or None
+        where there is no fast-path mix (softmax attention, U-/E-SPA, the explicit path, a logit soft-cap)."""
+        if self.spec.attention not in ("shaped", "value_skipinit") or self.explicit or self.spec.logit_softcap is not None:
+            return None
+        return resolve_impl(self.impl, device)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, v1: torch.Tensor | None = None,
+                scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d); key_mask: (B, T) bool, True = real token (encoder padding); v1: block 1's values (value residual);
+        scale: a gain on the output (the block's beta_sa), folded into the fused mix where nothing follows it."""
         B, T, d = x.shape
+        mix = self.mix_impl(x.device)
+        if mix in FUSING:  # under autocast one low-precision copy of x for every reader
+            x = autocast_input(x)
         q, k = self._split(self.w_q(x)), self._split(self.w_k(x))
         if self.q_norm is not None:
             q, k = self.q_norm(q.float()).to(q.dtype), self.k_norm(k.float()).to(k.dtype)  # fp32 norms under autocast
@@ -266,17 +281,21 @@ class Attention(nn.Module):
                 self.first_values = values
             elif v1 is not None:
                 values = lam * values + (1 - lam) * v1.to(values.dtype)
+        if mix in FUSING:
+            values = autocast_input(values)  # SDPA reads (and saves) this copy; so does the fused mix
         v = self._split(values)
+        folded = mix in FUSING and self.proj is None and self.w_gate is None
         if self.explicit or self.spec.logit_softcap is not None:
             y = self._merge(self._explicit(q, k, v, key_mask))
         elif self.spa:
             y = self._merge(self._spa_fast(q, k, v, key_mask))
         else:
-            y = self._fast(q, k, v, values, key_mask)
+            y = self._fast(q, k, v, values, key_mask, mix, scale if folded else None)
         if self.w_gate is not None:
             g = torch.sigmoid(self.w_gate(x))
             y = y * (g if g.shape[-1] == d else g.repeat_interleave(self.head_dim, dim=-1))
-        return self.proj(y) if self.proj is not None else y
+        y = self.proj(y) if self.proj is not None else y
+        return scale.to(y.dtype) * y if scale is not None and not folded else y
 
     def _merge(self, y: torch.Tensor) -> torch.Tensor:
         """(B, H, T, dh) -> (B, T, d): the heads side by side again."""
@@ -291,7 +310,7 @@ class Attention(nn.Module):
         g = g.to(like.dtype)
         return g if g.ndim == 0 else g.repeat_interleave(self.head_dim)
 
-    def _fast(self, q, k, v, values, key_mask):
+    def _fast(self, q, k, v, values, key_mask, mix: str | None = None, scale: torch.Tensor | None = None):
         mask = None if key_mask is None else key_mask[:, None, None, :]
         causal = self.causal and mask is None
         if mask is not None and self.causal:
@@ -299,6 +318,10 @@ class Attention(nn.Module):
         y = self._merge(sdpa(q, k, v, attn_mask=mask, is_causal=causal))
         if self.spec.attention == "softmax":
             return y
+        if mix in FUSING:  # one kernel (or one Inductor graph), the block's gain folded in
+            gamma = self.gamma if self.spec.attention == "shaped" else None
+            fn = mix_fused if mix == "fused" else mix_compiled
+            return fn(values, y, self.alpha, self.beta, gamma, scale, self.causal, key_mask, self.heads)
         # alpha V + beta SDPA - gamma C V in the (B, T, d) layout, two fused multiply-adds (addcmul) with gains per
         # channel; C V is the causal running mean (a small GEMM up to RUNNING_MEAN_GEMM_MAX_T) or the masked mean
         gain = {n: self._channel_gain(n, values) for n in ("alpha", "beta", "gamma")}

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sigprop.blocks.attention import Attention, HookPoint, ReparamMatrix, gain, normal_linear
+from sigprop.blocks.fused import FUSING, autocast_input
 from sigprop.blocks.norms import make_norm
 from sigprop.blocks.spec import BlockSpec
 from sigprop.kernels.maps import Kernel, activation_kernel, derivative_kernel, normalise, sym
@@ -29,7 +30,9 @@ class MLP(nn.Module):
         self.std, self.width, self.hidden = spec.init_std, width, hidden
         self.unit_rows = spec.norm_position == "sphere"  # nGPT: weight rows on the unit sphere (Transformer.renormalize_)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, d); scale: a gain on the output (the block's beta_ff), folded into W_out (a d x hidden multiply
+        instead of one over the (B, T, d) output, and nothing of that output saved for the gain's gradient)."""
         h = self.w_in(x)
         if self.activation == "relu":
             h = F.relu(h)
@@ -37,6 +40,8 @@ class MLP(nn.Module):
             h = F.leaky_relu(h, self.slope)
         elif self.activation == "gelu":
             h = F.gelu(h)
+        if scale is not None:
+            return F.linear(h, scale * self.w_out.weight)
         return self.w_out(h)
 
     def kernel(self, K: Kernel) -> Kernel:
@@ -98,6 +103,10 @@ class Block(nn.Module):
         self.init_gains = {n: float(v) for n, v in inits.items()}  # what `kernel` sees: the gains at init
         # A fixed gain needs no multiply when it is 1, and its term disappears when it is 0.
         self._fixed = {n: float(v) for n, v in inits.items() if not spec.is_trainable(n)}
+        # With a fused mix, beta_sa goes into attention's kernel and beta_ff into W_out, unless a norm sits between them
+        # (Peri-LN) or the gain costs nothing anyway
+        self._foldable = {n: spec.norm_position in ("pre", "post") and self._fixed.get(n) not in (0.0, 1.0)
+                          for n in ("beta_sa", "beta_ff")}
         self.hook_attn_out = HookPoint()  # beta_sa * MHA(...) branch output
         self.hook_mlp_out = HookPoint()  # beta_ff * MLP(...) branch output
         self.hook_mid = HookPoint()  # X^ between the sub-blocks (sequential only)
@@ -130,6 +139,20 @@ class Block(nn.Module):
             return x
         return getattr(self, name).to(x.dtype) * x
 
+    def _attn(self, h: torch.Tensor, key_mask, v1, fuse: bool, out=None) -> torch.Tensor | None:
+        """beta_sa out(MHA(h)) (None when beta_sa is fixed at 0). Where the block fuses (`sigprop.blocks.fused`), the
+        gain goes into attention's kernel (then the attention module's own output includes it), unless an output norm
+        `out` (Peri-LN) comes between them or a forward hook reads that module's output."""
+        if fuse and self._foldable["beta_sa"] and not self.attn._forward_hooks:
+            return self.attn(h, key_mask, v1, scale=self.beta_sa)
+        return self._scale("beta_sa", (out or _same)(self.attn(h, key_mask, v1)))
+
+    def _mlp(self, h: torch.Tensor, fuse: bool, out=None) -> torch.Tensor | None:
+        """beta_ff out(MLP(h)), the gain folded into W_out where the block fuses (as `_attn`)."""
+        if fuse and self._foldable["beta_ff"] and not self.mlp._forward_hooks:
+            return self.mlp(h, scale=self.beta_ff)
+        return self._scale("beta_ff", (out or _same)(self.mlp(h)))
+
     def _sum(self, *terms: torch.Tensor | None) -> torch.Tensor:
         out = None
         for t in terms:
@@ -146,19 +169,22 @@ class Block(nn.Module):
             m = self.hook_mlp_out(self.mlp(x))
             return unit(x + self.step("alpha_mlp", x) * (unit(m) - x))
         out_a, out_m = (self.ln_attn_out, self.ln_mlp_out) if spec.norm_position == "peri" else (_same, _same)
+        fuse = self.attn.mix_impl(x.device) in FUSING
         if spec.parallel:
             h = self.ln_1(x)
-            a = self.hook_attn_out(self._scale("beta_sa", out_a(self.attn(h, key_mask, v1))))
-            m = self.hook_mlp_out(self._scale("beta_ff", out_m(self.mlp(h))))
+            if fuse:
+                h = autocast_input(h)  # one low-precision copy for attention and the MLP (each would cast its own)
+            a = self.hook_attn_out(self._attn(h, key_mask, v1, fuse, out_a))
+            m = self.hook_mlp_out(self._mlp(h, fuse, out_m))
             return self._sum(self._scale("alpha_comb", x), a, m)
         if spec.norm_position == "post":
-            a = self.hook_attn_out(self._scale("beta_sa", self.attn(x, key_mask, v1)))
+            a = self.hook_attn_out(self._attn(x, key_mask, v1, fuse))
             x = self.hook_mid(self.ln_1(self._sum(self._scale("alpha_sa", x), a)))
-            m = self.hook_mlp_out(self._scale("beta_ff", self.mlp(x)))
+            m = self.hook_mlp_out(self._mlp(x, fuse))
             return self.ln_2(self._sum(self._scale("alpha_ff", x), m))
-        a = self.hook_attn_out(self._scale("beta_sa", out_a(self.attn(self.ln_1(x), key_mask, v1))))
+        a = self.hook_attn_out(self._attn(self.ln_1(x), key_mask, v1, fuse, out_a))
         x = self.hook_mid(self._sum(self._scale("alpha_sa", x), a))
-        m = self.hook_mlp_out(self._scale("beta_ff", out_m(self.mlp(self.ln_2(x)))))
+        m = self.hook_mlp_out(self._mlp(self.ln_2(x), fuse, out_m))
         return self._sum(self._scale("alpha_ff", x), m)
 
     def kernel(self, K: Kernel, ctx) -> Kernel:

@@ -24,7 +24,7 @@ def bench_table(df: pd.DataFrame, width: int = 200) -> Table:
     peak = df.attrs.get("peak_flops") or float("nan")
     title = (
         f"sigprop bench: L={s.get('depth')}, d={s.get('width')}, H={s.get('heads')}, V={s.get('vocab')}, "
-        f"{s.get('dtype')} on {s.get('device')} ({s.get('threads')} threads){' compiled' if s.get('compile') else ''}{', malloc tuned' if s.get('malloc_tuned') else ''}; "
+        f"{s.get('dtype')} on {s.get('device')} ({s.get('threads')} threads){' compiled' if s.get('compile') else ''}{', attn_impl ' + ','.join(s['attn_impls']) if list(s.get('attn_impls') or ['auto']) != ['auto'] else ''}{', malloc tuned' if s.get('malloc_tuned') else ''}; "
         f"median of {s.get('repeats')} interleaved repeats (paired: median of per-repeat ratios); matmul peak {peak / 1e12:.2f} TFLOP/s"
     )
     rows = format_rows(df)
@@ -66,6 +66,7 @@ def bench_cmd(
     warmup: int = typer.Option(2, help="Untimed warm-up steps per block."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile every model."),
     explicit: bool = typer.Option(False, "--explicit", help="Also time shaped attention on its explicit T x T path."),
+    attn_impl: str = typer.Option("auto", "--attn-impl", help="Shaped attention's mix: auto | sdpa | fused | compile, comma-separated to time several side by side (auto: fused on CUDA with triton, else sdpa; docs/performance.md)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Measure peak memory (one extra step per row)."),
     threads: int = typer.Option(None, help="torch intra-op threads for the run (default: torch's; 1 is fairest on a shared machine)."),
     tune_malloc: bool = typer.Option(True, "--tune-malloc/--no-tune-malloc", help="CPU: keep freed memory in glibc's heap (no page faults on big activations each step), as `sigprop train` does."),
@@ -78,7 +79,7 @@ def bench_cmd(
     df = bench(
         split_list(blocks), depth=depth, width=width, heads=heads, seq=seq, batch=batch, tokens=tokens,
         vocab=vocab, dtype=dtype, device=device, mode=mode, repeats=repeats, warmup=warmup, compile=compile,
-        explicit=explicit, memory=memory, threads=threads, tune_malloc=tune_malloc,
+        explicit=explicit, attn_impl=split_list(attn_impl), memory=memory, threads=threads, tune_malloc=tune_malloc,
     )
     console.print(bench_table(df, console.width))
     pdf = None

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from sigprop.blocks.attention import Attention
+from sigprop.blocks.fused import IMPLS, check_impl
 from sigprop.blocks.model import ModelConfig, Transformer, build_model, param_groups
 from sigprop.blocks.spec import PRESETS, get_spec
 from sigprop.perf.cpu import tune_malloc as cpu_tune_malloc
@@ -51,7 +52,7 @@ class _Case:
     """One (block, attention path, mode, seq) row: its model, step function and samples."""
 
     block: str
-    path: str  # "fast" | "explicit"
+    path: str  # "fast" (attn_impl auto) | "sdpa" | "fused" | "compile" (that attn_impl) | "explicit" (the T x T path)
     mode: str
     seq: int
     batch: int
@@ -127,6 +128,7 @@ class BenchSettings:
     matmul_n: int
     threads: int
     malloc_tuned: bool = False  # glibc kept freed memory for reuse (sigprop.perf.cpu.tune_malloc)
+    attn_impls: tuple[str, ...] = ("auto",)  # shaped attention's mix implementations timed (sigprop.blocks.fused)
 
 
 @contextmanager
@@ -157,12 +159,17 @@ def _build_cases(s: BenchSettings, device: torch.device) -> list[_Case]:
     cases = []
     for block in s.blocks:
         spec = get_spec(block)
-        paths = ["fast", "explicit"] if s.explicit and spec.attention != "softmax" else ["fast"]
+        paths = ["fast"]
+        if spec.attention in ("shaped", "value_skipinit"):  # a mix to implement: one case per attn_impl asked for
+            paths = ["fast" if i == "auto" else i for i in s.attn_impls] + (["explicit"] if s.explicit else [])
+        elif s.explicit and spec.attention != "softmax":
+            paths.append("explicit")
         for path in paths:  # one model (and one AdamW) per block and path, shared by its modes and seqs
             model = build_model(spec, cfg, seed=0).to(device)
             for m in model.modules():
                 if isinstance(m, Attention):
                     m.explicit = path == "explicit"
+                    m.impl = path if path in IMPLS else "auto"
             opt = _adamw(model) if "train" in s.modes else None
             run = torch.compile(model) if s.compile else model
             for mode in s.modes:
@@ -214,6 +221,7 @@ def bench(
     warmup: int = 2,
     compile: bool = False,
     explicit: bool = False,
+    attn_impl: str | Sequence[str] = "auto",
     memory: bool = True,
     baseline: str = "pre-ln",
     matmul_n: int | None = None,
@@ -226,7 +234,8 @@ def bench(
     `batch=None` keeps `tokens` per step (batch = tokens // seq), so a `seq` sweep compares memory
     per token at a fixed step size. The `baseline` block (added if missing) gives the `ratio` column
     (tokens/s over the baseline's, same mode/seq) and `params_vs_base`. `explicit=True` also times
-    shaped attention through its explicit T x T path. `threads` sets torch's intra-op threads for the run
+    shaped attention through its explicit T x T path; `attn_impl` (comma-separated) times shaped attention's mix with
+    each implementation of `sigprop.blocks.fused` (path "fast" = "auto"). `threads` sets torch's intra-op threads for the run
     (restored after; 1 is the fair choice when other jobs share the cores). `tune_malloc` (CPU) keeps freed
     memory in glibc's heap (`sigprop.perf.cpu.tune_malloc`, process-wide) as `sp.train` does. Returns a DataFrame; `df.attrs` holds the
     settings and the measured matmul peak.
@@ -239,6 +248,7 @@ def bench(
         names.insert(0, baseline)
     names = list(dict.fromkeys(names))
     check_choice("dtype", dtype, DTYPES)
+    impls = tuple(dict.fromkeys(check_impl(i) for i in _as_list(attn_impl))) or ("auto",)
     modes = [m.strip() for m in _as_list(mode)]
     for m in modes:
         check_choice("mode", m, MODES)
@@ -260,7 +270,7 @@ def bench(
     s = BenchSettings(
         tuple(names), depth, width, heads, tuple(seqs), batch, tokens, vocab, kind, dtype, device,
         tuple(dict.fromkeys(modes)), repeats, warmup, compile, explicit, memory, baseline, n,
-        threads or torch.get_num_threads(), malloc_tuned,
+        threads or torch.get_num_threads(), malloc_tuned, impls,
     )
     with _num_threads(threads):
         return _run(s, dev, progress)
@@ -317,8 +327,9 @@ def _table(cases: list[_Case], s: BenchSettings, peak: float) -> pd.DataFrame:
         rows.append(
             {
                 "block": c.block,
-                "label": block_style(c.block)["label"] + (" (explicit)" if c.path == "explicit" else ""),
+                "label": block_style(c.block)["label"] + (f" ({c.path})" if c.path != "fast" else ""),
                 "path": c.path,
+                "attn_impl": _impl_of(c, s),
                 "mode": c.mode,
                 "seq": c.seq,
                 "batch": c.batch,
@@ -356,6 +367,14 @@ def _table(cases: list[_Case], s: BenchSettings, peak: float) -> pd.DataFrame:
         [p / base.loc[k, "params"] - 1.0 for p, k in zip(df.params, key)],
     )
     return df
+
+
+def _impl_of(c: _Case, s: BenchSettings) -> str:
+    """What computed the case's attention: "sdpa" (SDPA, and today's mix where shaped), "fused", "compile", "explicit"."""
+    attn = c.model.blocks[0].attn
+    if c.path == "explicit":
+        return "explicit"
+    return attn.mix_impl(torch.device(s.device)) or "sdpa"
 
 
 def _num(x: float | None, fmt: str) -> str:
