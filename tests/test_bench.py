@@ -208,7 +208,8 @@ def test_probe_overhead_rows():
     df = probe_overhead(["pre-ln", "sas"], depth=1, width=32, heads=2, seq=16, batch=4, probe_batch=2,
                         vocab=64, repeats=1, warmup=0, progress=False)
     assert df.block.tolist() == ["pre-ln", "sas"]
-    assert (df.probe_ms > 0).all() and (df.step_ms > 0).all()
+    assert (df.probe_ms > 0).all() and (df.step_ms > 0).all() and (df.probe_before_ms > 0).all()
+    assert df.probe_before_per_step.tolist() == pytest.approx((df.probe_before_ms / df.step_ms).tolist())
     for r in df.itertuples():
         assert r.cadence == default_cadence(r.probe_per_step)
         assert math.isclose(r.overhead, r.probe_per_step / r.cadence)

@@ -41,10 +41,11 @@ def bench_table(df: pd.DataFrame, width: int = 200) -> Table:
 
 def probe_table(df: pd.DataFrame, budget: float) -> Table:
     table = Table(title=f"probe overhead: one probe pass every N training steps (default N keeps it <= {100 * budget:.0f}%)")
-    for c in ("block", "train ms/step", "probe ms", "probe / step", "default N", "overhead at N"):
+    for c in ("block", "train ms/step", "probe ms", "probe / step", "default N", "overhead at N", "before: probe ms", "before / step"):
         table.add_column(c, justify="left" if c == "block" else "right")
     for r in df.itertuples():
-        table.add_row(r.block, f"{r.step_ms:.1f}", f"{r.probe_ms:.1f}", f"{100 * r.probe_per_step:.1f}%", str(r.cadence), f"{100 * r.overhead:.2f}%")
+        table.add_row(r.block, f"{r.step_ms:.1f}", f"{r.probe_ms:.1f}", f"{100 * r.probe_per_step:.1f}%", str(r.cadence), f"{100 * r.overhead:.2f}%",
+                      f"{r.probe_before_ms:.1f}", f"{100 * r.probe_before_per_step:.1f}%")
     return table
 
 
