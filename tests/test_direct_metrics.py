@@ -8,6 +8,7 @@ import torch
 
 from sigprop import build_model
 from sigprop.probes import KERNEL_METRICS, measure
+from sigprop.probes import direct
 from sigprop.probes.direct import (chunk_size, cos_mean_x, gram, layer_metrics, reference_metrics, spectrum,
                                    using_reference)
 from sigprop.probes.metrics import cos_mean, eigenvalues, kernel
@@ -60,7 +61,8 @@ def test_every_default_metric_equals_the_kernel_path(T: int, d: int, masked: boo
     assert_same(new, old)
 
 
-def test_the_smaller_gram_has_the_kernels_nonzero_eigenvalues() -> None:
+def test_the_smaller_gram_has_the_kernels_nonzero_eigenvalues(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct, "GRAM_BLOCKED_FROM", 1)  # the blockwise product, as at T, d >= 512
     for T, d in [(30, 10), (10, 30)]:
         x = fixed(6, T, d, seed=1).double()
         assert gram(x).shape[-1] == min(T, d)
