@@ -175,6 +175,20 @@ def test_cli_table_json_and_figure(tmp_path):
     assert isinstance(bad.exception, SigpropError)
 
 
+def test_cli_probes_before_and_after(tmp_path):
+    from sigprop.cli import app
+
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, [
+        "bench", "--blocks", "pre-ln", "--depth", "1", "--width", "32", "--heads", "2", "--vocab", "64", "--tokens", "64",
+        "--seq", "16", "--repeats", "1", "--warmup", "0", "--no-memory", "--probes", "--probe-batch", "2",
+        "--json", str(tmp_path / "p.json"),
+    ])
+    assert res.exit_code == 0, res.output
+    assert "before / step" in res.output
+    rows = json.loads((tmp_path / "p.json").read_text())["probes"]
+    assert rows[0]["probe_before_ms"] > 0 and rows[0]["probe_ms"] > 0
+
+
 def test_table_keeps_the_key_columns_on_a_narrow_terminal(result):
     from sigprop.cli.bench import COMPACT, bench_table
 

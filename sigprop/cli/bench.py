@@ -71,6 +71,7 @@ def bench_cmd(
     threads: int = typer.Option(None, help="torch intra-op threads for the run (default: torch's; 1 is fairest on a shared machine)."),
     tune_malloc: bool = typer.Option(True, "--tune-malloc/--no-tune-malloc", help="CPU: keep freed memory in glibc's heap (no page faults on big activations each step), as `sigprop train` does."),
     probes: bool = typer.Option(False, "--probes", help="Also measure the probe-pass overhead per training step."),
+    probe_batch: int = typer.Option(8, "--probe-batch", help="Sequences in the probed batch of --probes (training's probe_batch; the cpu scale's is 4)."),
     json_path: Path = typer.Option(None, "--json", help="Write the results as JSON to this file."),
     out: Path = typer.Option(None, "--out", help="Write the bar figure (PNG + PDF) into this folder."),
 ) -> None:
@@ -87,7 +88,7 @@ def bench_cmd(
         t = int(df.seq.min())  # at the shortest sequence of the run
         pdf = probe_overhead(
             split_list(blocks), depth=depth, width=width, heads=heads, seq=t,
-            batch=batch or max(1, tokens // t), vocab=vocab, dtype=dtype, device=device,
+            batch=batch or max(1, tokens // t), probe_batch=probe_batch, vocab=vocab, dtype=dtype, device=device,
             repeats=repeats, warmup=warmup, threads=threads,
         )
         console.print(probe_table(pdf, PROBE_BUDGET))
