@@ -175,6 +175,20 @@ def test_cli_table_json_and_figure(tmp_path):
     assert isinstance(bad.exception, SigpropError)
 
 
+def test_cli_probes_before_and_after(tmp_path):
+    from sigprop.cli import app
+
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, [
+        "bench", "--blocks", "pre-ln", "--depth", "1", "--width", "32", "--heads", "2", "--vocab", "64", "--tokens", "64",
+        "--seq", "16", "--repeats", "1", "--warmup", "0", "--no-memory", "--probes", "--probe-batch", "2",
+        "--json", str(tmp_path / "p.json"),
+    ])
+    assert res.exit_code == 0, res.output
+    assert "before / step" in res.output
+    rows = json.loads((tmp_path / "p.json").read_text())["probes"]
+    assert rows[0]["probe_before_ms"] > 0 and rows[0]["probe_ms"] > 0
+
+
 def test_table_keeps_the_key_columns_on_a_narrow_terminal(result):
     from sigprop.cli.bench import COMPACT, bench_table
 
@@ -208,7 +222,8 @@ def test_probe_overhead_rows():
     df = probe_overhead(["pre-ln", "sas"], depth=1, width=32, heads=2, seq=16, batch=4, probe_batch=2,
                         vocab=64, repeats=1, warmup=0, progress=False)
     assert df.block.tolist() == ["pre-ln", "sas"]
-    assert (df.probe_ms > 0).all() and (df.step_ms > 0).all()
+    assert (df.probe_ms > 0).all() and (df.step_ms > 0).all() and (df.probe_before_ms > 0).all()
+    assert df.probe_before_per_step.tolist() == pytest.approx((df.probe_before_ms / df.step_ms).tolist())
     for r in df.itertuples():
         assert r.cadence == default_cadence(r.probe_per_step)
         assert math.isclose(r.overhead, r.probe_per_step / r.cadence)

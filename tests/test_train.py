@@ -18,6 +18,7 @@ from sigprop.blocks import get_spec as sp_get_spec
 import torch
 
 from sigprop.blocks import build_model, get_spec
+from sigprop.cli.train import probe_note
 from sigprop.errors import SigpropError
 from sigprop.runs import load_runs
 from sigprop.training import SCALES, TrainingDiverged, get_config, lr_at, train
@@ -122,6 +123,8 @@ def test_ci_run_learns_and_writes_the_run_store(tmp_path, data):
     assert env["torch"] == torch.__version__ and env["threads"] >= 1 and env["device"] == "cpu"
     s = run.summary
     assert s["final_eval_loss"] == pytest.approx(ev["eval_loss"].iloc[-1]) and s["params"] > 0 and s["tokens_per_s"] > 0
+    assert s["probe_passes"] == 4 and 0 < s["probe_time_frac"] < 1  # what the probes cost (issue 30)
+    assert s["probe_pass_s"] > 0 and s["probe_per_step"] == pytest.approx(s["probe_pass_s"] / (s["train_time_s"] / 30))
 
     p = run.probes()
     assert sorted(p["step"].unique()) == [0, 10, 20, 30]
@@ -252,6 +255,12 @@ def runner(cache, monkeypatch):
 
     monkeypatch.setenv("SIGPROP_CACHE", str(cache))
     return lambda args: CliRunner().invoke(app, args)
+
+
+def test_train_output_says_what_the_probes_cost() -> None:
+    s = {"probe_passes": 21, "probe_time_frac": 0.021, "probe_per_step": 0.12}
+    assert probe_note(s) == ", probes 2.1% of wall time (one pass = 0.12 steps)"
+    assert probe_note({**s, "probe_passes": 0}) == "" and probe_note({}) == ""
 
 
 def test_cli_train_sets_knobs_and_refuses_an_existing_dir(tmp_path, runner, data):

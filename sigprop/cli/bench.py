@@ -41,10 +41,11 @@ def bench_table(df: pd.DataFrame, width: int = 200) -> Table:
 
 def probe_table(df: pd.DataFrame, budget: float) -> Table:
     table = Table(title=f"probe overhead: one probe pass every N training steps (default N keeps it <= {100 * budget:.0f}%)")
-    for c in ("block", "train ms/step", "probe ms", "probe / step", "default N", "overhead at N"):
+    for c in ("block", "train ms/step", "probe ms", "probe / step", "default N", "overhead at N", "before: probe ms", "before / step"):
         table.add_column(c, justify="left" if c == "block" else "right")
     for r in df.itertuples():
-        table.add_row(r.block, f"{r.step_ms:.1f}", f"{r.probe_ms:.1f}", f"{100 * r.probe_per_step:.1f}%", str(r.cadence), f"{100 * r.overhead:.2f}%")
+        table.add_row(r.block, f"{r.step_ms:.1f}", f"{r.probe_ms:.1f}", f"{100 * r.probe_per_step:.1f}%", str(r.cadence), f"{100 * r.overhead:.2f}%",
+                      f"{r.probe_before_ms:.1f}", f"{100 * r.probe_before_per_step:.1f}%")
     return table
 
 
@@ -71,6 +72,7 @@ def bench_cmd(
     threads: int = typer.Option(None, help="torch intra-op threads for the run (default: torch's; 1 is fairest on a shared machine)."),
     tune_malloc: bool = typer.Option(True, "--tune-malloc/--no-tune-malloc", help="CPU: keep freed memory in glibc's heap (no page faults on big activations each step), as `sigprop train` does."),
     probes: bool = typer.Option(False, "--probes", help="Also measure the probe-pass overhead per training step."),
+    probe_batch: int = typer.Option(8, "--probe-batch", help="Sequences in the probed batch of --probes (training's probe_batch; the cpu scale's is 4)."),
     json_path: Path = typer.Option(None, "--json", help="Write the results as JSON to this file."),
     out: Path = typer.Option(None, "--out", help="Write the bar figure (PNG + PDF) into this folder."),
 ) -> None:
@@ -87,7 +89,7 @@ def bench_cmd(
         t = int(df.seq.min())  # at the shortest sequence of the run
         pdf = probe_overhead(
             split_list(blocks), depth=depth, width=width, heads=heads, seq=t,
-            batch=batch or max(1, tokens // t), vocab=vocab, dtype=dtype, device=device,
+            batch=batch or max(1, tokens // t), probe_batch=probe_batch, vocab=vocab, dtype=dtype, device=device,
             repeats=repeats, warmup=warmup, threads=threads,
         )
         console.print(probe_table(pdf, PROBE_BUDGET))

@@ -36,6 +36,14 @@ _HELP = {
 }
 
 
+def probe_note(summary: dict) -> str:
+    """', probes 2.1% of wall time (one pass = 0.12 steps)' from a run summary; '' when the run took no probes."""
+    frac, per_step = summary.get("probe_time_frac"), summary.get("probe_per_step")
+    if not summary.get("probe_passes") or frac is None:
+        return ""
+    return f", probes {100 * frac:.1f}% of wall time" + (f" (one pass = {per_step:.2f} steps)" if per_step is not None else "")
+
+
 def _overrides(**kw) -> dict:
     """CLI option names -> TrainConfig field names, dropping the ones not given."""
     rename = {"batch": "batch_size"}
@@ -98,7 +106,7 @@ def train_cmd(
         tps = "–" if s.get("tokens_per_s") is None else f"{s['tokens_per_s']:,.0f}"
         w8 = f" (W8A8 {s['final_eval_loss_w8a8']:.4f})" if s.get("final_eval_loss_w8a8") is not None else ""
         console.print(f"[bold]{s['block']}[/]: {s['step']} steps, eval loss {ev}{w8}, {s['params'] / 1e6:.2f}M params, "
-                      f"{tps} tok/s, {s['wall_time_s'] / 60:.1f} min -> {run.path}", highlight=False)
+                      f"{tps} tok/s, {s['wall_time_s'] / 60:.1f} min{probe_note(s)} -> {run.path}", highlight=False)
 
 
 @app.command("compare")

@@ -1,7 +1,8 @@
 """What a probe pass costs against a training step, and the probe cadence that keeps it in budget.
 
 `probe_overhead` times `sigprop.probes.measure` on a fixed probe batch beside one training step of each block,
-interleaved as in `sigprop.perf.benchmark.bench`; `sigprop bench --probes` prints it.
+interleaved as in `sigprop.perf.benchmark.bench`; `sigprop bench --probes` prints it. The probe pass before issue 30
+(kernel path, `sigprop.probes.direct.reference_metrics`) is timed in the same loop, so both read on one machine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sigprop.errors import check_choice, check_positive
 from sigprop.perf.benchmark import BenchSettings, _as_list, _build_cases, _num_threads
 from sigprop.perf.timers import DTYPES, check_device, timed
 from sigprop.probes import measure
+from sigprop.probes.direct import reference_metrics
 
 #: Probe cadences considered for the default (one probe pass every N training steps).
 CADENCES = (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000)
@@ -52,7 +54,7 @@ def probe_overhead(
 ) -> pd.DataFrame:
     """Cost of one probe pass (`sigprop.probes.measure(model, idx)` on a fixed probe batch) relative to
     one training step, interleaved; `cadence` is the smallest N with overhead <= budget at one probe
-    every N steps. One row per block.
+    every N steps. `probe_before_*`: the same pass on the kernel path (before issue 30). One row per block.
     """
     with _num_threads(threads):
         return _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab, dtype, device, repeats,
@@ -73,6 +75,12 @@ def _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab,
     probe_idx = torch.randint(0, vocab, (probe_batch, seq), generator=gen).to(dev)
     probes = {c.block: (lambda m=c.model: measure(m, probe_idx)) for c in cases}
     probe_times: dict[str, list[float]] = {c.block: [] for c in cases}
+    before_times: dict[str, list[float]] = {c.block: [] for c in cases}
+
+    def before(block: str) -> None:
+        with reference_metrics():
+            probes[block]()
+
 
     from rich.progress import Progress
 
@@ -87,10 +95,12 @@ def _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab,
             for c in cases:
                 c.times.append(timed(c.step, dev))
                 probe_times[c.block].append(timed(probes[c.block], dev))
+                before_times[c.block].append(timed(lambda b=c.block: before(b), dev))
                 bar.advance(task)
     rows = []
     for c in cases:
         t_step, t_probe = statistics.median(c.times), statistics.median(probe_times[c.block])
+        t_before = statistics.median(before_times[c.block])
         n = default_cadence(t_probe / t_step, budget)
         rows.append(
             {
@@ -100,6 +110,8 @@ def _probe_overhead(blocks, depth, width, heads, seq, batch, probe_batch, vocab,
                 "probe_per_step": t_probe / t_step,
                 "cadence": n,
                 "overhead": t_probe / (n * t_step),
+                "probe_before_ms": 1e3 * t_before,
+                "probe_before_per_step": t_before / t_step,
             }
         )
     return pd.DataFrame(rows)

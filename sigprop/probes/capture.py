@@ -6,8 +6,9 @@
 
 The layers are the model's canonical probe points (`sigprop.probes.points`): sigprop's models declare
 them, Hugging Face families come from an adapter table, anything else from its stack of same-class
-blocks. Each hook computes the kernel Sigma = X X^T / d of every sequence in float64 and only keeps the
-metrics of it (so memory stays O(rows)); kernels, attention matrices and activations are kept only
+blocks. Each hook computes the kernel metrics of every sequence in float64 from the activations directly
+(`sigprop.probes.direct`: the smaller of the T x T and d x d Gram for the spectrum, a chunk of sequences at a time)
+and only keeps the metrics (so memory stays O(rows)); kernels, attention matrices and activations are kept only
 when asked. Hooks are always removed, and attention is switched back to its fast path (sigprop's
 explicit flag, HF's attention implementation), when the `with` block ends, also when the forward raises.
 """
@@ -28,16 +29,15 @@ from torch import nn
 
 from sigprop.errors import SigpropError, check_choice
 from sigprop.probes.backward import lm_loss, weight_grad_norms
-from sigprop.probes.metrics import (KERNEL_METRICS, SPECTRAL_METRICS, attention_entropy, cos_mean, eigenvalues, kernel, kurtosis,
-                                    entropy_ratio, outlier_stats, singular_ratio, sink_share, token_norm)
+from sigprop.probes.direct import layer_cos_mean, layer_metrics
+from sigprop.probes.metrics import (KERNEL_METRICS, attention_entropy, entropy_ratio, outlier_stats, singular_ratio, sink_share,
+                                    token_norm)
 from sigprop.probes.layers import Layers, Target, points_or_none, resolve_layers, unwrap
 from sigprop.probes.sdpa import PatternSink, sdpa_route
 
 #: Metrics a probe can record per layer: the kernel metrics plus activation kurtosis.
 LAYER_METRICS = (*KERNEL_METRICS, "kurtosis")
 DEFAULT_METRICS = tuple(KERNEL_METRICS)
-#: Sequences per float64 chunk inside a hook (bounds the hook's extra memory).
-CHUNK = 16
 #: Up to this sequence length attention probes also record sigma_2 / sigma_1 of every attention matrix (an SVD per
 #: head and sequence: O(T^3), seconds per layer beyond it).
 SVD_MAX_T = 256
@@ -241,8 +241,7 @@ class Probe:
             self._add(t, "grad_norm", token_norm(g, ms), first)
             if self.keep_activations:
                 self._gradients[t.layer].append(g.clone())
-            self._add(t, "grad_cos_mean", torch.cat([cos_mean(kernel(g[s : s + CHUNK]), None if ms is None else ms[s : s + CHUNK])
-                                                     for s in range(0, g.shape[0], CHUNK)]), first)
+            self._add(t, "grad_cos_mean", layer_cos_mean(g, ms), first)
 
         return hook
 
@@ -268,23 +267,11 @@ class Probe:
             if self.outliers:  # pooled over the call's whole batch: one row per call, at its first sequence
                 for name, v in outlier_stats(x, mask).items():
                     self._add(t, name, v.reshape(1), first)
-            values: dict[str, list[torch.Tensor]] = defaultdict(list)
-            for start in range(0, x.shape[0], CHUNK):  # float64 per chunk: bounded memory
-                xs = x[start : start + CHUNK]
-                ms = None if mask is None else mask[start : start + CHUNK].to(x.device)
-                K = kernel(xs)
-                lam = eigenvalues(K, ms) if SPECTRAL_METRICS.keys() & set(self.metric_names) else None
-                for name in self.metric_names:
-                    if name in SPECTRAL_METRICS:
-                        values[name].append(SPECTRAL_METRICS[name](lam))
-                    elif name in KERNEL_METRICS:
-                        values[name].append(KERNEL_METRICS[name](K, ms))
-                    else:
-                        values[name].append(kurtosis(xs, ms))
-                if self.keep_kernels:
-                    self._kernels[t.layer].append(K.cpu().numpy())
+            values, kernels = layer_metrics(x, mask, self.metric_names, self.keep_kernels)
             for name in self.metric_names:
-                self._add(t, name, torch.cat(values[name]), first)
+                self._add(t, name, values[name], first)
+            if kernels:
+                self._kernels[t.layer].extend(K.cpu().numpy() for K in kernels)
             if self.keep_activations:
                 self._activations[t.layer].append(x.clone())
 

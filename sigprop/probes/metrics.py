@@ -1,7 +1,8 @@
 """Signal-propagation metrics: pure, batched torch functions (one definition each; design.md).
 
 For one sequence X in R^{T x d} the kernel is Sigma = X X^T / d (T x T). Every rank metric is a
-function of the kernel alone, so theory (which predicts kernels) and measurement share one code path.
+function of the kernel alone, so theory (which predicts kernels) and measurement share one definition; probes
+compute the same numbers from X without the T x T kernel (`sigprop.probes.direct`, held equal to these to 1e-6).
 All kernel metrics take `(K, mask=None)`: K is (..., T, T), mask is (..., T) bool (True = real token)
 and restricts the metric to real tokens (encoder padding). They return (...,) float64 tensors.
 

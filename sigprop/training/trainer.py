@@ -76,7 +76,8 @@ class State:
     """What a checkpoint carries besides weights, optimiser and RNG."""
 
     step: int = 0
-    clock: dict = field(default_factory=lambda: {"time": 0.0, "wall": 0.0, "tokens": 0, "probe_time": 0.0, "eval_time": 0.0})
+    clock: dict = field(default_factory=lambda: {"time": 0.0, "wall": 0.0, "tokens": 0, "probe_time": 0.0, "eval_time": 0.0,
+                                                 "probes": 0})
     last_eval: float | None = None
     losses: list[float] = field(default_factory=list)  # recent train losses for the summary (last 20 kept)
     guard: Guard | None = None
@@ -182,8 +183,10 @@ class Trainer:
         extra += [measure(model, idx, layers=f"blocks.*.hook_{kind}").metrics.assign(step=at, source=kind) for kind in self.branches]
         rows = pd.concat([m, g, *extra], ignore_index=True)[["step", "source", "layer", "module", "metric", "head", "value"]]
         self.run_dir.append(PROBES, rows.to_dict(orient="records"))
-        self.logger.log_scalars(at, probe_scalars(rows))
+        if self.logger.loggers:  # tagging every row costs ~10 ms a pass at the cpu scale: only for a tracker
+            self.logger.log_scalars(at, probe_scalars(rows))
         self.state.clock["probe_time"] += time.perf_counter() - t0
+        self.state.clock["probes"] += 1
 
     def snapshot(self) -> dict:
         """What a checkpoint after the current step records besides model and optimiser (taken now)."""
@@ -268,6 +271,7 @@ class Trainer:
             "train_time_s": clock["time"], "wall_time_s": clock["wall"],
             "tokens_per_s": clock["tokens"] / clock["time"] if clock["time"] else None,
             "probe_time_frac": clock["probe_time"] / clock["wall"] if clock["wall"] else None,
+            **probe_cost(clock, st.step),
             "eval_time_frac": clock["eval_time"] / clock["wall"] if clock["wall"] else None,
             "precision": "bf16" if self.bf16 else "fp32", "world_size": dist.world_size, "scale": cfg.scale,
         }
@@ -313,6 +317,16 @@ class Trainer:
                 elif st.step % cfg.ckpt_every == 0:
                     self.pending = self.snapshot()  # written once the next step's loss shows these weights have not blown up
         return self.finish("done")
+
+
+def probe_cost(clock: dict, steps: int) -> dict:
+    """What the probes cost this run: passes, seconds per pass and one pass as a fraction of a training step (None
+    where unknown: no pass yet, or a checkpoint from before passes were counted)."""
+    passes = clock.get("probes", 0)
+    per_pass = clock["probe_time"] / passes if passes else None
+    step = clock["time"] / steps if steps else None
+    return {"probe_passes": passes, "probe_pass_s": per_pass,
+            "probe_per_step": per_pass / step if per_pass is not None and step else None}
 
 
 def fmt(x: float | None) -> str:
