@@ -115,8 +115,9 @@ def run(block: str, depth: int, width: int, heads: int, seq_len: int, batch: int
             c["time_ratio"] = c["time_s"] / b["time_s"]
             # the same ratio within each repeat (drift cancels), its median: the number to trust on a loaded machine
             c["paired_time_ratio"] = statistics.median(x / y for x, y in zip(times[probed], times[base]))
-            c["memory_ratio"] = c["peak_mb"] / b["peak_mb"]
-            c["tensor_memory_ratio"] = c["tensor_mb"] / b["tensor_mb"]
+            # a baseline below the allocator's resolution (tiny models) has no ratio
+            c["memory_ratio"] = c["peak_mb"] / b["peak_mb"] if b["peak_mb"] > 0 else float("nan")
+            c["tensor_memory_ratio"] = c["tensor_mb"] / b["tensor_mb"] if b["tensor_mb"] > 0 else float("nan")
     return {"settings": dict(block=block, depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, vocab=vocab,
                              repeats=repeats, threads=torch.get_num_threads(), torch=torch.__version__,
                              load_before=load, load_after=_loadavg()), "cases": out}
