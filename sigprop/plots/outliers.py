@@ -38,7 +38,8 @@ def plot_layer_curves(curves: pd.DataFrame, path: str | Path, metric: str = "of_
                         lo = lo.where(lo > g["mean"] / 10, g["mean"] / 10)
                     ax.fill_between(g.step, lo, hi, color=colors[layer], alpha=0.15, lw=0)
             n = int(d["n"].max()) if len(d) else 0
-            ax.set_title((titles or {}).get(name, name) + f" ({n} seed{'s' * (n != 1)})")
+            # the seed count on its own line: four panels side by side leave ~2.3 in per title
+            ax.set_title((titles or {}).get(name, name) + f"\n({n} seed{'s' * (n != 1)})")
             ax.set_xlabel("step")
             if log:
                 ax.set_yscale("log")
