@@ -205,7 +205,7 @@ class Attention(nn.Module):
             raise SigpropError(f"attention={spec.attention!r} follows a depth schedule; build it with depth=")
         self.layer, self.depth = layer, depth
         self.head_dim = width // heads
-        self.w_q = normal_linear(width, width, spec.init_std if spec.query_init is None else spec.query_init)
+        self.w_q = normal_linear(width, width, spec.query_std)
         self.w_k = normal_linear(width, width, spec.init_std)
 
         if layer == 0 and spec.first_layer_value and spec.value == "identity":
@@ -389,7 +389,7 @@ class Attention(nn.Module):
 
     def logit_std(self) -> float:
         """The std of a logit between unit-norm tokens at init: std(W^Q) std(W^K) d, or 1 under QK-norm (unit-RMS heads)."""
-        q_std = self.spec.init_std if self.spec.query_init is None else self.spec.query_init
+        q_std = self.spec.query_std
         if self.q_norm is not None:
             return 1.0 if q_std > 0 else 0.0
         return q_std * self.spec.init_std * self.width
@@ -407,9 +407,8 @@ class Attention(nn.Module):
         the shaped softmax of `ctx`'s logits (exactly C at W^Q = 0; sampled Gaussian logits or C otherwise)."""
         if self.spa:
             target = self.spec.spa_rho if self.spec.attention == "u-spa" else self.spec.spa_gamma
-            q_std = self.spec.init_std if self.spec.query_init is None else self.spec.query_init
-            if q_std != 0:
-                ctx.note(f"random W^Q (std {q_std}) around the {self.spec.attention} bias replaced by W^Q = 0")
+            if self.spec.query_std != 0:
+                ctx.note(f"random W^Q (std {self.spec.query_std}) around the {self.spec.attention} bias replaced by W^Q = 0")
             return ctx.fixed(spa_attention(self.spec.attention, target, self.layer, self.depth, ctx.T)[0])
         return self.shape(ctx.softmax_draws(N, self.spec, self.layer, self.logit_std()), ctx.C)
 

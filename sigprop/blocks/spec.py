@@ -186,6 +186,11 @@ class BlockSpec:
         return gain in self.trainable
 
     @property
+    def query_std(self) -> float:
+        """The std of W^Q at init: `query_init` where set (0 for the paper's skipless blocks), else `init_std`."""
+        return self.init_std if self.query_init is None else self.query_init
+
+    @property
     def skipless(self) -> bool:
         """No identity path around attention (the paper's topic)."""
         if self.parallel:

@@ -24,7 +24,7 @@ from sigprop.blocks.norms import LayerNorm, NoNorm, RMSNorm
 from sigprop.blocks.spec import BlockSpec
 from sigprop.errors import SigpropError
 from sigprop.kernels.maps import Kernel
-from sigprop.kernels.softmax import SOFTMAX, KernelContext, check_softmax
+from sigprop.kernels.softmax import SOFTMAX, KernelContext
 from sigprop.probes.metrics import KERNEL_METRICS
 
 __all__ = ["SOFTMAX", "TheoryResult", "GradTheoryResult", "model_at_init", "propagate", "propagate_batch", "propagate_grad"]
@@ -86,13 +86,12 @@ def propagate(
         raise SigpropError(f"sigma0 must be a float kernel of shape (T, T) or (B, T, T), got {got}")
     if not torch.isfinite(sigma0).all():
         raise SigpropError("sigma0 holds NaN or inf; accepted: a finite kernel, e.g. X @ X.T / d of the embeddings")
-    check_softmax(softmax)
     K = sigma0.to(torch.float64)
     K = K[None] if K.ndim == 2 else K
     T = K.shape[-1]
     if key_mask is not None and tuple(key_mask.shape) != (K.shape[0], T):
         raise SigpropError(f"key_mask must have shape (B, T) = ({K.shape[0]}, {T}), got {tuple(key_mask.shape)}")
-    ctx = KernelContext(T, cfg.causal, cfg.width, softmax, samples, seed, key_mask=key_mask)
+    ctx = KernelContext(T, cfg.causal, cfg.width, softmax, samples, seed, key_mask=key_mask)  # checks `softmax`
     kernels = model_at_init(spec, cfg).kernels(K, ctx)
     return TheoryResult(spec=spec, kernels=kernels, notes=ctx.notes, key_mask=key_mask, entropy=ctx.entropy)
 
@@ -109,10 +108,9 @@ def propagate_batch(spec: BlockSpec, cfg: ModelConfig, x0: torch.Tensor, softmax
     """
     if not isinstance(x0, torch.Tensor) or x0.ndim != 3:
         raise SigpropError(f"x0 must be embeddings of shape (B, T, d), got {getattr(x0, 'shape', type(x0).__name__)}")
-    check_softmax(softmax)
     B, T, d = x0.shape
+    ctx = KernelContext(T, cfg.causal, cfg.width, softmax, samples, seed, joint=B)  # checks `softmax` first
     flat = x0.reshape(B * T, d).to(torch.float64)
-    ctx = KernelContext(T, cfg.causal, cfg.width, softmax, samples, seed, joint=B)
     kernels = model_at_init(spec, cfg).kernels((flat @ flat.T / d)[None], ctx)
     return TheoryResult(spec=spec, kernels=kernels, notes=ctx.notes, entropy=ctx.entropy)
 
@@ -149,12 +147,11 @@ class GradTheoryResult:
 
 
 def _check_grad_exact(spec: BlockSpec, model: Transformer) -> None:
-    q_std = spec.init_std if spec.query_init is None else spec.query_init
     skip = spec.alpha_comb if spec.parallel else spec.alpha_sa
     identity_vp = any(b.attn.linear_map().deterministic is not None for b in model.blocks)
     norms = all(isinstance(n, (NoNorm, RMSNorm, LayerNorm)) for b in model.blocks for n in (b.ln_1, b.ln_2) if n is not None)
     plain = spec.attn_gate == "none" and spec.value_residual is None
-    if q_std != 0 or spec.norm_position != "pre" or (skip != 0 and identity_vp) or not norms or not plain:
+    if spec.query_std != 0 or spec.norm_position != "pre" or (skip != 0 and identity_vp) or not norms or not plain:
         raise SigpropError(
             f"the gradient theory is exact only for pre-norm blocks (RMS/Layer norm or none) with W^Q = 0, no gate or value "
             f"residual, and no skip beside identity values (e.g. sas, sas-p, v-skipinit); {spec.name!r} has "
