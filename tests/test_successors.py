@@ -92,11 +92,24 @@ def test_value_residual_mixes_the_first_blocks_values_into_every_later_block():
             out[lam] = sp.build_model("pre-ln", sets=sets, depth=3, width=32, heads=2, vocab_size=50, context=8)(idx)[0]
     assert torch.equal(out[None], out[1.0]) and not torch.allclose(out[None], out[0.5])
 
+def test_dyt_and_derf_scale_the_embeddings_by_one_learnable_sqrt_width_as_dyts_llama_recipe():
+    """jiachenzhu/DyT other_tasks/LLaMA: x = embed(idx) * shared_scale, shared_scale a parameter initialised at sqrt(d)."""
+    idx = torch.randint(0, 50, (2, 8))
+    for block in ("dyt", "derf"):
+        torch.manual_seed(0)
+        m = sp.build_model(block, depth=1, width=64, heads=2, vocab_size=50, context=8)
+        torch.manual_seed(0)
+        plain = sp.build_model(block, sets=["embed_scale=none"], depth=1, width=64, heads=2, vocab_size=50, context=8)
+        with torch.no_grad():
+            assert torch.allclose(m.embed(idx), 8.0 * plain.embed(idx))
+        assert m.embed.scale.requires_grad and m.embed.scale.ndim == 0 and plain.embed.scale is None
+    assert sp.get_spec("pre-ln").embed_scale == "none"
+
 
 @pytest.mark.parametrize("sets, needle", [(["norm=batch"], "dyt, derf"), (["norm_position=sphere", "parallel=true"], "peri"),
                                            (["sphere_alpha=0"], "sphere_alpha"), (["value_residual=2"], "value_residual"),
                                            (["attn_gate=tanh"], "sigmoid-head"), (["norm_alpha=0"], "norm_alpha"),
-                                           (["norm_position=mix"], "peri")])
+                                           (["norm_position=mix"], "peri"), (["embed_scale=2"], "sqrt-width")])
 def test_bad_values_are_one_line(sets, needle):
     with pytest.raises(SigpropError) as e:
         sp.get_spec("pre-ln", sets)

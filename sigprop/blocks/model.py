@@ -58,17 +58,21 @@ def embedding(n: int, d: int) -> nn.Embedding:
 class Embedding(nn.Module):
     """Token + learned position embeddings; its output is 'layer 0' for the probes."""
 
-    def __init__(self, cfg: ModelConfig, std: float, sphere: bool = False):
+    def __init__(self, cfg: ModelConfig, std: float, sphere: bool = False, scale: str = "none"):
         super().__init__()
         # nn.Embedding's own N(0, 1) draws stay before ours, so the RNG stream (every seeded run) is unchanged
         self.wte, self.wpe = embedding(cfg.vocab_size, cfg.width), embedding(cfg.context, cfg.width)
         draw_(nn.init.normal_, self.wte.weight, std=std)
         draw_(nn.init.normal_, self.wpe.weight, std=std)
         self.sphere = sphere  # nGPT: the stream starts on the unit sphere
+        # DyT's LLaMA recipe: one learnable scalar sqrt(d) on the input embeddings (the tied head reads wte unscaled)
+        self.scale = nn.Parameter(torch.tensor(float(cfg.width) ** 0.5)) if scale == "sqrt-width" else None
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         T = idx.shape[1]
         x = self.wte(idx) + self.wpe(torch.arange(T, device=idx.device))
+        if self.scale is not None:
+            x = x * self.scale.to(x.dtype)
         return unit(x) if self.sphere else x
 
 
@@ -97,7 +101,7 @@ class Transformer(nn.Module, PyTorchModelHubMixin, library_name="sigprop"):
         super().__init__()
         self.spec, self.config = spec, cfg
         sphere = spec.norm_position == "sphere"
-        self.embed = Embedding(cfg, spec.init_std, sphere)
+        self.embed = Embedding(cfg, spec.init_std, sphere, spec.embed_scale)
         self.blocks = nn.ModuleList(
             Block(spec, cfg.width, cfg.heads, cfg.depth, layer, cfg.causal) for layer in range(cfg.depth)
         )

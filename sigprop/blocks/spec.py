@@ -39,6 +39,7 @@ AttnGate = Literal["none", "sigmoid", "sigmoid-head"]
 QKNorm = Literal["none", "rms", "layer"]
 Activation = Literal["relu", "leaky_relu", "gelu", "linear"]
 TieInit = Literal["none", "last_block", "all_blocks"]
+EmbedScale = Literal["none", "sqrt-width"]
 
 #: Scalar gains that can be made trainable (names as in the paper).
 GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "value", "proj")
@@ -47,7 +48,7 @@ GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "va
 #: holds its default, so adding a knob never orphans the committed runs that predate it.
 KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma", "tie_valproj_init", "qk_norm", "logit_softcap",
                                           "beta_ref", "beta_ref_depth", "norm_alpha", "norm_alpha_ff", "norm_alpha_final",
-                                          "derf_shift", "attn_gate", "value_residual", "sphere_alpha")
+                                          "derf_shift", "attn_gate", "value_residual", "sphere_alpha", "embed_scale")
 
 #: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
 BETA_FF_REF_DEPTH = 18
@@ -128,6 +129,10 @@ class BlockSpec:
     mlp_mult: float = 4.0
     # --- init and training --------------------------------------------------------------------
     init_std: float = 0.02
+    # "sqrt-width": the embeddings times one learnable scalar initialised at sqrt(width), DyT's LLaMA recipe
+    # (jiachenzhu/DyT, other_tasks/LLaMA: `shared_scale`): a point-wise norm needs O(1) inputs, and embeddings drawn
+    # with std 0.02 leave tanh in its linear range with outputs ~100x below a norm's (the stack sits on the unigram plateau)
+    embed_scale: EmbedScale = "none"
     trainable: tuple[str, ...] = ()  # which of GAINS are trainable parameters
     description: str = field(default="", compare=False)
     removes: str = field(default="", compare=False)
@@ -219,6 +224,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "attn_gate": typing.get_args(AttnGate),
     "activation": typing.get_args(Activation),
     "tie_valproj_init": typing.get_args(TieInit),
+    "embed_scale": typing.get_args(EmbedScale),
 }
 
 
@@ -403,13 +409,17 @@ PRESETS: dict[str, BlockSpec] = {
         BlockSpec(
             name="dyt",
             norm="dyt",
-            description="DyT (Zhu et al. 2025): Pre-LN with every norm replaced by gamma tanh(alpha x) + beta, alpha init 0.5",
+            embed_scale="sqrt-width",
+            description="DyT (Zhu et al. 2025): Pre-LN with every norm replaced by gamma tanh(alpha x) + beta, alpha init 0.5, "
+                        "embeddings times a learnable sqrt(width) (its LLaMA recipe)",
             removes="normalisation (a point-wise tanh in its place)",
         ),
         BlockSpec(
             name="derf",
             norm="derf",
-            description="Derf (Chen et al. 2025): Pre-LN with every norm replaced by gamma erf(alpha x + s) + beta",
+            embed_scale="sqrt-width",
+            description="Derf (Chen et al. 2025): Pre-LN with every norm replaced by gamma erf(alpha x + s) + beta, embeddings "
+                        "times a learnable sqrt(width) as DyT's",
             removes="normalisation (a point-wise erf in its place)",
         ),
         BlockSpec(
