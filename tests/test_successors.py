@@ -106,10 +106,17 @@ def test_dyt_and_derf_scale_the_embeddings_by_one_learnable_sqrt_width_as_dyts_l
     assert sp.get_spec("pre-ln").embed_scale == "none"
 
 
+def test_final_norm_replaces_only_the_norm_before_the_head():
+    m = sp.build_model("dyt", sets=["final_norm=rms"], depth=2, width=32, heads=2, vocab_size=50, context=8)
+    assert isinstance(m.ln_f, torch.nn.RMSNorm) and all(isinstance(b.ln_1, DyT) for b in m.blocks)
+    assert isinstance(sp.build_model("sas-p-nonorm", depth=1, width=32, heads=2, vocab_size=50, context=8).ln_f, torch.nn.LayerNorm)
+
+
 @pytest.mark.parametrize("sets, needle", [(["norm=batch"], "dyt, derf"), (["norm_position=sphere", "parallel=true"], "peri"),
                                            (["sphere_alpha=0"], "sphere_alpha"), (["value_residual=2"], "value_residual"),
                                            (["attn_gate=tanh"], "sigmoid-head"), (["norm_alpha=0"], "norm_alpha"),
-                                           (["norm_position=mix"], "peri"), (["embed_scale=2"], "sqrt-width")])
+                                           (["norm_position=mix"], "peri"), (["embed_scale=2"], "sqrt-width"),
+                                           (["final_norm=none"], "auto, rms")])
 def test_bad_values_are_one_line(sets, needle):
     with pytest.raises(SigpropError) as e:
         sp.get_spec("pre-ln", sets)

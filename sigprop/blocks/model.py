@@ -107,7 +107,7 @@ class Transformer(nn.Module, PyTorchModelHubMixin, library_name="sigprop"):
         )
         tie_valproj_init([(b.attn.value, b.attn.proj) for b in self.blocks], spec.tie_valproj_init)
         # The official code keeps a LayerNorm before the head when blocks have no norm.
-        final = spec.norm if spec.norm != "none" else "layer"
+        final = spec.final_norm if spec.final_norm != "auto" else spec.norm if spec.norm != "none" else "layer"
         alpha_f = spec.norm_alpha if spec.norm_alpha_final is None else spec.norm_alpha_final
         self.ln_f = make_norm(final, cfg.width, spec.norm_eps, alpha_f, spec.derf_shift)
         if sphere:  # nGPT: states stay on the sphere (no final norm); logits scaled per token, s_z = |p| / base

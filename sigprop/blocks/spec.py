@@ -40,6 +40,7 @@ QKNorm = Literal["none", "rms", "layer"]
 Activation = Literal["relu", "leaky_relu", "gelu", "linear"]
 TieInit = Literal["none", "last_block", "all_blocks"]
 EmbedScale = Literal["none", "sqrt-width"]
+FinalNorm = Literal["auto", "rms", "layer", "dyt", "derf"]
 
 #: Scalar gains that can be made trainable (names as in the paper).
 GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "value", "proj")
@@ -48,7 +49,7 @@ GAINS = ("alpha_sa", "beta_sa", "alpha_ff", "beta_ff", "alpha_comb", "attn", "va
 #: holds its default, so adding a knob never orphans the committed runs that predate it.
 KNOBS_OMIT_AT_DEFAULT: tuple[str, ...] = ("spa_rho", "spa_gamma", "tie_valproj_init", "qk_norm", "logit_softcap",
                                           "beta_ref", "beta_ref_depth", "norm_alpha", "norm_alpha_ff", "norm_alpha_final",
-                                          "derf_shift", "attn_gate", "value_residual", "sphere_alpha", "embed_scale")
+                                          "derf_shift", "attn_gate", "value_residual", "sphere_alpha", "embed_scale", "final_norm")
 
 #: The depth at which the paper's beta_ff = 0.1 was set (CodeParrot, 18 blocks).
 BETA_FF_REF_DEPTH = 18
@@ -121,6 +122,9 @@ class BlockSpec:
     norm_alpha_ff: float | None = None
     norm_alpha_final: float | None = None
     derf_shift: float = 0.0  # s's init
+    # the norm before the head: "auto" = the blocks' norm (a LayerNorm where blocks have none, as the official code);
+    # e.g. DyT blocks with an RMSNorm before the head separate the point-wise map's two roles (tests/test_successors.py)
+    final_norm: FinalNorm = "auto"
     first_layer_norm: bool = False  # norm="none": keep a LayerNorm on block 1's input (official code)
     norm_eps: float = 1e-5
     # --- MLP ---------------------------------------------------------------------------------
@@ -225,6 +229,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "activation": typing.get_args(Activation),
     "tie_valproj_init": typing.get_args(TieInit),
     "embed_scale": typing.get_args(EmbedScale),
+    "final_norm": typing.get_args(FinalNorm),
 }
 
 

@@ -18,7 +18,7 @@ import statistics
 
 import pandas as pd
 
-from sigprop.plots.paper import Line, plot_loss
+from sigprop.plots.paper import Line, plot_cos_heatmap, plot_loss
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.outliers import RECORD, model_stat, stream_stats
@@ -32,6 +32,8 @@ GRID = {"ci": (3e-3,), "cpu": (2e-3, 4e-3, 8e-3)}
 #: the grid's argmin beside it, and a mismatch in the verdict's evidence)
 BEST = {"ci": {}, "cpu": {}}
 DYT_ALPHA_HIGH = 2.0
+#: a diagnostic beside claim 31: DyT blocks with an RMSNorm before the head (which of tanh's two roles fails, if DyT does)
+DYT_RMS_FINAL = "dyt-rmsfinal"
 
 
 def best(scale: str, name: str) -> float:
@@ -58,6 +60,9 @@ def runs(scale: str) -> list[RunPlan]:
     plans += [plan(variant("dyt", "dyt-alpha2", norm_alpha=DYT_ALPHA_HIGH), f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{s}",
                    params={"seed": s, "lr": best(scale, "dyt"), "block": "dyt-alpha2"}, seed=s, lr=best(scale, "dyt"), **RECORD)
               for s in seeds]
+    plans += [plan(variant("dyt", DYT_RMS_FINAL, final_norm="rms"), slug(DYT_RMS_FINAL, best(scale, "dyt"), s),
+                   params={"seed": s, "lr": best(scale, "dyt"), "block": DYT_RMS_FINAL}, seed=s, lr=best(scale, "dyt"), **RECORD)
+              for s in seeds]
     return plans
 
 
@@ -73,6 +78,15 @@ def rms_spread(stats: pd.DataFrame, run: str) -> float:
     d = stats[(stats.run == run) & (stats.metric == "x_rms")]
     d = d[d.step == d.step.max()]
     return float(d.value.std() / d.value.mean()) if len(d) > 1 else math.nan
+
+
+def stream_collapse(probes: pd.DataFrame, run: str) -> tuple[float, float]:
+    """(the largest token cos_mean over layers 1..L, the largest x_rms over layers) at the run's last probe: a stream
+    that grew one direction common to every token reads cos_mean ~1 (rank collapse in training, not at init)."""
+    d = probes[(probes.run == run) & (probes.source == "probe") & (probes.layer > 0)]
+    d = d[d.step == d.step.max()]
+    cos, rms = d[d.metric == "cos_mean"].value, d[d.metric == "x_rms"].value
+    return (float(cos.max()) if len(cos) else math.nan, float(rms.max()) if len(rms) else math.nan)
 
 
 def make(ctx: Context) -> dict | None:
@@ -94,14 +108,24 @@ def make(ctx: Context) -> dict | None:
     if lines:
         plot_loss(ctx.runs.metrics, lines, ctx.out / "successors_loss", ctx.note(f"seed {seeds[0]} drawn", lr=lrs),
                   panels=(("step", "eval_loss"),), zoom=0.3)
+    drawn = [ln for ln in lines if ln.label != block_style("value-residual")["label"]]
+    if drawn:
+        plot_cos_heatmap(ctx.runs.probes, drawn, ctx.out / "successors_cos", ctx.note(f"seed {seeds[0]}: token cos_mean per "
+                                                                                        f"layer through training", lr=lrs))
     ev = lambda n: f"{block_style(n)['label']} vs Pre-LN {gaps[n].text()} (band ±{gaps[n].band:.2f}%; grid argmin {argmin[n]}, " \
                    f"seeds at {best(scale, n):g})"  # noqa: E731
-    claims = [verdict(31, verdict_for(gaps["dyt"], "matches"), ev("dyt"))]
+    run_of = lambda n, s: done.get(slug(n, best(scale, n), s))  # noqa: E731
+    collapse = {n: {s: stream_collapse(ctx.runs.probes, run_of(n, s)) if run_of(n, s) else (math.nan, math.nan) for s in seeds}
+                for n in ("pre-ln", "dyt")}
+    col = "; ".join(f"{block_style(n)['label']} " + ", ".join(f"{c:.2f}/{r:.0f}" for c, r in v.values()) for n, v in collapse.items())
+    rms_final = paired_gap(seed_losses(ctx, f"{DYT_RMS_FINAL}-lr{best(scale, 'dyt'):g}-s{{}}", seeds), loss["pre-ln"])
+    claims = [verdict(31, verdict_for(gaps["dyt"], "matches"), f"{ev('dyt')}; at the last probe, max cos_mean / max x_rms "
+                                                               f"over layers per seed: {col}; DyT blocks with an RMSNorm before "
+                                                               f"the head vs Pre-LN {rms_final.text()}")]
     alpha = paired_gap(seed_losses(ctx, f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{{}}", seeds), loss["dyt"])
     v32 = alpha.outcome()
     claims.append(verdict(32, v32 if v32.startswith("not decidable") else ("reproduced" if v32 != "matches" else "not reproduced"),
                           f"DyT alpha init {DYT_ALPHA_HIGH:g} vs 0.5: final eval loss {alpha.text()} (band ±{alpha.band:.2f}%)"))
-    run_of = lambda n, s: done.get(slug(n, best(scale, n), s))  # noqa: E731
     spread = {n: {s: rms_spread(stats, run_of(n, s)) if run_of(n, s) else math.nan for s in seeds} for n in ("pre-ln", "peri-ln")}
     narrower = paired_gap(spread["peri-ln"], spread["pre-ln"])
     v_loss, v_rms = verdict_for(gaps["peri-ln"], "matches"), verdict_for(narrower, "better")
@@ -128,7 +152,8 @@ def make(ctx: Context) -> dict | None:
                                    f"(seeds {', '.join(f'{v:.2f}' for v in reach.values())}); final gap {gaps['ngpt'].text()}"))
     numbers = {"lr_grid_seed0": grid, "grid_argmin": argmin, "seeds_at": {n: best(scale, n) for n in names},
                "final_eval_loss": loss, "gap_to_pre_ln_pct": {n: g.to_dict() for n, g in gaps.items()},
-               "dyt_alpha_gap_pct": alpha.to_dict(), "x_rms_spread": spread, "sink_share": sink, "massive_ratio": massive,
+               "dyt_alpha_gap_pct": alpha.to_dict(), "dyt_rms_final_gap_pct": rms_final.to_dict(), "x_rms_spread": spread, "sink_share": sink, "massive_ratio": massive,
+               "stream_collapse_cos_rms": {n: {s: list(v) for s, v in c.items()} for n, c in collapse.items()},
                "ngpt_tokens_fraction_to_pre_ln_loss": reach}
     return {"numbers": numbers, "claims": claims}
 
