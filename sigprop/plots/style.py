@@ -30,6 +30,9 @@ BLOCK_STYLE: dict[str, dict[str, str]] = {
     "peri-ln": {"label": "Peri-LN", "color": "#800000", "marker": "H"},
     "gated": {"label": "Gated attn.", "color": "#008080", "marker": "X"},
     "ngpt": {"label": "nGPT", "color": "#d6616b", "marker": "8"},
+    # named variants the successors recipe draws (not presets)
+    "value-residual": {"label": "Value residual", "color": "#6b6ecf", "marker": "+"},
+    "dyt-rmsfinal": {"label": "DyT, RMSNorm head", "color": "#c49c94", "marker": "1"},
 }
 #: colours of blocks that are not presets (custom specs), none of them a preset's
 _EXTRA_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]

@@ -32,6 +32,8 @@ GRID = {"ci": (3e-3,), "cpu": (2e-3, 4e-3, 8e-3)}
 #: the grid's argmin beside it, and a mismatch in the verdict's evidence)
 BEST = {"ci": {}, "cpu": {}}
 DYT_ALPHA_HIGH = 2.0
+#: the blocks whose token cosine through training is drawn (one panel each; the rest change no norm)
+HEATMAP = ("pre-ln", "dyt", "peri-ln", "gated", "ngpt")
 #: a diagnostic beside claim 31: DyT blocks with an RMSNorm before the head (which of tanh's two roles fails, if DyT does)
 DYT_RMS_FINAL = "dyt-rmsfinal"
 
@@ -108,7 +110,7 @@ def make(ctx: Context) -> dict | None:
     if lines:
         plot_loss(ctx.runs.metrics, lines, ctx.out / "successors_loss", ctx.note(f"seed {seeds[0]} drawn", lr=lrs),
                   panels=(("step", "eval_loss"),), zoom=0.3)
-    drawn = [ln for ln in lines if ln.label != block_style("value-residual")["label"]]
+    drawn = [Line.of(done[slug(n, best(scale, n), seeds[0])], n) for n in HEATMAP if slug(n, best(scale, n), seeds[0]) in done]
     if drawn:
         plot_cos_heatmap(ctx.runs.probes, drawn, ctx.out / "successors_cos", ctx.note(f"seed {seeds[0]}: token cos_mean per "
                                                                                         f"layer through training", lr=lrs))
