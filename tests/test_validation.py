@@ -110,14 +110,14 @@ def test_cli_input_that_used_to_crash_or_misplace_is_one_line(args, needle, tmp_
 
 def test_analyze_refuses_what_the_memory_left_cannot_hold(monkeypatch):
     """The estimate follows the T x T kernels (T^2), and a refusal names the longest sequence that fits."""
-    import sigprop.studies.analysis as analysis
+    import sigprop.perf.memory as memory
 
-    small = analysis.probe_bytes(4, 64, 2, 512, 4, 100)
-    assert analysis.probe_bytes(4, 64, 2, 1024, 4, 100) > 3.9 * small  # twice the tokens: four times the kernels
-    monkeypatch.setattr(analysis, "available_bytes", lambda: 4 * small)
+    small = memory.probe_bytes(4, 64, 2, 512, 4, 100)
+    assert memory.probe_bytes(4, 64, 2, 1024, 4, 100) > 3.9 * small  # twice the tokens: four times the kernels
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4 * small)
     with pytest.raises(SigpropError, match=r"seq_len 2048 .* accepted: seq_len up to about (10[0-9][0-9]) at this batch") as e:
         sp.analyze("sas", depth=4, width=64, heads=2, seq_len=2048, batch=4, data="random", vocab_size=100, progress=False)
     fits = int(str(e.value).split("up to about ")[1].split()[0])
-    assert analysis.probe_bytes(4, 64, 2, fits, 4, 100) <= 4 * small < analysis.probe_bytes(4, 64, 2, fits + 1, 4, 100)
+    assert memory.probe_bytes(4, 64, 2, fits, 4, 100) <= 4 * small < memory.probe_bytes(4, 64, 2, fits + 1, 4, 100)
     a = sp.analyze("sas", depth=2, width=32, heads=2, seq_len=16, batch=2, data="random", vocab_size=100, progress=False)
     assert a.verdicts["sas"].startswith("no rank collapse")  # what fits still runs
