@@ -67,19 +67,28 @@ def depth_curves(df: pd.DataFrame, metrics: tuple[str, ...] = ("cos_mean", "eff_
     return fig
 
 
-def kernel_grid(kernels: dict[str, dict[int, np.ndarray]], note: str = "", layers: tuple[int, ...] | None = None):
-    """Rows = blocks, columns = first / middle / last layer: heatmaps of the token cosine kernel."""
+def kernel_grid(kernels: dict[str, dict[int, np.ndarray]], note: str = "", layers: tuple[int, ...] | None = None,
+                max_rows: int = 6):
+    """Heatmaps of the token cosine kernel, one row per block and one column per layer (first / middle / last); more
+    than `max_rows` blocks wrap into side-by-side groups of columns, so 16 presets stay a page-wide figure."""
     blocks = list(kernels)
     depth = max(max(k) for k in kernels.values())
     layers = layers or (0, depth // 2, depth)
+    groups = -(-len(blocks) // max_rows)
+    rows = -(-len(blocks) // groups)
+    cols = groups * len(layers)
+    cell = min(1.3, (TEXTWIDTH - 0.7) / cols)
     with paper_style():
         # constrained layout sizes the square heatmaps and the colour bar together: no empty band, no floating bar
-        fig, axes = plt.subplots(len(blocks), len(layers), figsize=(1.3 * len(layers) + 0.7, 1.3 * len(blocks) + 0.3),
-                                 squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(rows, cols, figsize=(cell * cols + 0.7, cell * rows + 0.3), squeeze=False, layout="constrained")
         im = None
-        for r, block in enumerate(blocks):
+        for ax in axes.flat:
+            ax.set_axis_off()
+        for i, block in enumerate(blocks):
+            g, r = divmod(i, rows)
             for c, layer in enumerate(layers):
-                ax = axes[r][c]
+                ax = axes[r][g * len(layers) + c]
+                ax.set_axis_on()
                 im = ax.imshow(kernels[block][layer], vmin=-1, vmax=1, cmap="RdBu_r", interpolation="nearest")
                 ax.set_xticks([])
                 ax.set_yticks([])
@@ -89,7 +98,7 @@ def kernel_grid(kernels: dict[str, dict[int, np.ndarray]], note: str = "", layer
                 if r == 0:
                     ax.set_title(f"layer {layer}")
                 if c == 0:
-                    ax.set_ylabel(block_style(block, r)["label"])
+                    ax.set_ylabel(block_style(block, i)["label"])
         fig.colorbar(im, ax=axes, shrink=0.9, label="token cosine")
         if note:
             scale_note(fig, note)
