@@ -117,9 +117,12 @@ def make(ctx: Context) -> dict | None:
     ev = lambda n: f"{block_style(n)['label']} vs Pre-LN {gaps[n].text()} (band ±{gaps[n].band:.2f}%; grid argmin {argmin[n]}, " \
                    f"seeds at {best(scale, n):g})"  # noqa: E731
     run_of = lambda n, s: done.get(slug(n, best(scale, n), s))  # noqa: E731
-    collapse = {n: {s: stream_collapse(ctx.runs.probes, run_of(n, s)) if run_of(n, s) else (math.nan, math.nan) for s in seeds}
-                for n in ("pre-ln", "dyt")}
-    col = "; ".join(f"{block_style(n)['label']} " + ", ".join(f"{c:.2f}/{r:.0f}" for c, r in v.values()) for n, v in collapse.items())
+    dyt_slugs = {"pre-ln": lambda s: slug("pre-ln", best(scale, "pre-ln"), s), "dyt": lambda s: slug("dyt", best(scale, "dyt"), s),
+                 "dyt-alpha2": lambda s: f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{s}", DYT_RMS_FINAL: lambda s: slug(DYT_RMS_FINAL, best(scale, "dyt"), s)}
+    collapse = {n: {s: stream_collapse(ctx.runs.probes, done[f(s)]) if f(s) in done else (math.nan, math.nan) for s in seeds}
+                for n, f in dyt_slugs.items()}
+    col = "; ".join(f"{block_style(n)['label'] if n != 'dyt-alpha2' else 'DyT alpha 2'} " + ", ".join(f"{c:.2f}/{r:.0f}" for c, r in v.values())
+                    for n, v in collapse.items() if any(math.isfinite(c) for c, _ in v.values()))
     rms_final = paired_gap(seed_losses(ctx, f"{DYT_RMS_FINAL}-lr{best(scale, 'dyt'):g}-s{{}}", seeds), loss["pre-ln"])
     claims = [verdict(31, verdict_for(gaps["dyt"], "matches"), f"{ev('dyt')}; at the last probe, max cos_mean / max x_rms "
                                                                f"over layers per seed: {col}; DyT blocks with an RMSNorm before "
@@ -127,7 +130,9 @@ def make(ctx: Context) -> dict | None:
     alpha = paired_gap(seed_losses(ctx, f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{{}}", seeds), loss["dyt"])
     v32 = alpha.outcome()
     claims.append(verdict(32, v32 if v32.startswith("not decidable") else ("reproduced" if v32 != "matches" else "not reproduced"),
-                          f"DyT alpha init {DYT_ALPHA_HIGH:g} vs 0.5: final eval loss {alpha.text()} (band ±{alpha.band:.2f}%)"))
+                          f"DyT alpha init {DYT_ALPHA_HIGH:g} vs 0.5: final eval loss {alpha.text()} (band ±{alpha.band:.2f}%); "
+                          f"max cos_mean / x_rms at the last probe, alpha 2: " +
+                          ", ".join(f"{c:.2f}/{r:.0f}" for c, r in collapse["dyt-alpha2"].values())))
     spread = {n: {s: rms_spread(stats, run_of(n, s)) if run_of(n, s) else math.nan for s in seeds} for n in ("pre-ln", "peri-ln")}
     narrower = paired_gap(spread["peri-ln"], spread["pre-ln"])
     v_loss, v_rms = verdict_for(gaps["peri-ln"], "matches"), verdict_for(narrower, "better")
