@@ -54,17 +54,19 @@ def _x(frame: pd.DataFrame, x: str) -> pd.Series:
 
 def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: str = "",
               panels: tuple[tuple[str, str], ...] = (("step", "eval_loss"),), zoom: float | None = None,
-              titles: tuple[str, ...] | None = None) -> list[Path]:
+              titles: tuple[str, ...] | None = None, zoom_within: float | None = None) -> list[Path]:
     """One panel per (x, y): x in step | time | tokens, y in loss (train, smoothed) | eval_loss (markers).
 
-    `zoom` adds a last panel with the final `zoom` fraction of steps of the first panel (paper Fig. 12)."""
+    `zoom` adds a last panel with the final `zoom` fraction of steps of the first panel (paper Fig. 12); with
+    `zoom_within` that panel's y-range holds the curves ending within that fraction of the best, and names the others
+    (a run on a plateau would otherwise flatten the differences the zoom is for)."""
     n = len(panels) + (1 if zoom else 0)
     with paper_style():
         fig, axes = plt.subplots(1, n, figsize=(TEXTWIDTH if n > 1 else COLUMN + 0.6, 2.4), squeeze=False)
         axes = axes[0]
         specs = list(panels) + ([panels[0]] if zoom else [])
         for k, (ax, (x, y)) in enumerate(zip(axes, specs)):
-            drawn = []
+            drawn, names = [], []
             for ln in lines:
                 r = metrics[metrics["run"] == ln.run].sort_values("step")
                 if y == "eval_loss":
@@ -77,6 +79,7 @@ def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: 
                     keep = xs >= xs.max() * (1 - zoom)
                     xs, ys = xs[keep], ys[keep]
                 drawn.append((xs, ys))
+                names.append(ln.label)
                 ax.plot(xs, ys, color=ln.color, ls=ln.ls, label=ln.label,
                         marker=ln.marker if y == "eval_loss" else None, markevery=max(1, len(xs) // 8))
             ax.set_xlabel(X_LABELS.get(x, x))
@@ -87,10 +90,28 @@ def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: 
                 ax.set_title(f"last {zoom:.0%} of training")
             if not (zoom and k == len(specs) - 1):
                 _cut_top(ax, drawn)
+            elif zoom_within is not None:
+                _zoom_to_leaders(ax, drawn, names, zoom_within)
         axes[0].legend(loc="upper right", ncol=1 if len(lines) <= 6 else 2)
         _note(fig, note)
         fig.tight_layout()
         return savefig(fig, path)
+
+
+def _zoom_to_leaders(ax, drawn: list[tuple[np.ndarray, np.ndarray]], labels: list[str], within: float) -> None:
+    """y-range of the curves whose last value is within `within` (a fraction) of the lowest last value; the rest are
+    named, with their last value, at the panel's top."""
+    ends = [float(y[np.isfinite(y)][-1]) if np.isfinite(y).any() else np.inf for _, y in drawn]
+    if not drawn or not np.isfinite(min(ends)):
+        return
+    best = min(ends)
+    near = [y[np.isfinite(y)] for (_, y), e in zip(drawn, ends) if e <= best * (1 + within)]
+    off = [f"{lab} ({e:.2f})" for lab, e in zip(labels, ends) if e > best * (1 + within)]
+    lo, hi = min(float(y.min()) for y in near), max(float(y.max()) for y in near)
+    if hi > lo:
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    if off:
+        ax.text(0.98, 0.97, "off the chart: " + ", ".join(off), transform=ax.transAxes, ha="right", va="top", fontsize=6)
 
 
 def _cut_top(ax, drawn: list[tuple[np.ndarray, np.ndarray]], after: float = 0.1) -> None:
