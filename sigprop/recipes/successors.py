@@ -168,5 +168,5 @@ def make(ctx: Context) -> dict | None:
 RECIPE = Recipe(
     name="successors", paper="(DyT, Derf, Peri-LN, gated attention, ResFormer, nGPT)", claims=(31, 32, 33, 34, 35, 36),
     runs=runs, make=make, shows="the norm-free successors vs Pre-LN per step: loss, hidden-state RMS, sinks, nGPT's speed-up",
-    runtime={"ci": "~20 s", "cpu": "~36 runs x ~20 min (1 thread; Pre-LN's 3 from outliers)"}, partial=True, scales=("ci", "cpu"),
+    runtime={"ci": "~20 s", "cpu": "39 runs x ~16-22 min (1 thread; Pre-LN's 3 from outliers)"}, partial=True, scales=("ci", "cpu"),
 )
