@@ -189,7 +189,8 @@ MODELS = {
 }
 
 
-def loss_and_grads(block: str, kind: str, sets, impl: str, autocast: bool = False):
+def perturbed_model(block: str, kind: str = "decoder", sets=()):
+    """A small model away from init: trained-looking gains, a nonzero W^Q (the same draw every call)."""
     model = build_model(block, sets=sets, depth=2, width=48, heads=3, vocab_size=64, context=33, kind=kind, seed=0).to(DEV)
     with torch.no_grad():  # away from init: trained-looking gains, a nonzero W^Q
         gen = torch.Generator().manual_seed(3)
@@ -198,6 +199,11 @@ def loss_and_grads(block: str, kind: str, sets, impl: str, autocast: bool = Fals
                 p.add_(0.2 * torch.randn(p.shape, generator=gen).to(DEV))
             elif name.endswith("w_q.weight"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen).to(DEV))
+    return model
+
+
+def loss_and_grads(block: str, kind: str, sets, impl: str, autocast: bool = False):
+    model = perturbed_model(block, kind, sets)
     if impl == "explicit":
         for m in model.modules():
             if isinstance(m, Attention):
@@ -309,14 +315,7 @@ def test_a_compiled_model_traces_the_cumsum_form() -> None:
 
     torch._dynamo.reset()
     ref = loss_and_grads("sas-p", "decoder", (), "sdpa")
-    model = build_model("sas-p", depth=2, width=48, heads=3, vocab_size=64, context=33, seed=0).to(DEV)
-    with torch.no_grad():  # the perturbation loss_and_grads applies
-        gen = torch.Generator().manual_seed(3)
-        for name, p in model.named_parameters():
-            if p.ndim < 2:
-                p.add_(0.2 * torch.randn(p.shape, generator=gen).to(DEV))
-            elif name.endswith("w_q.weight"):
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen).to(DEV))
+    model = perturbed_model("sas-p")  # the model loss_and_grads differentiates
     seen = []
     orig = Attention.mix_impl
     with pytest.MonkeyPatch.context() as mp:
