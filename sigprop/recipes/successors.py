@@ -129,11 +129,12 @@ def make(ctx: Context) -> dict | None:
     claims = [verdict(31, verdict_for(gaps["dyt"], "matches"), f"{ev('dyt')}; at the last probe, max cos_mean / max x_rms "
                                                                f"over layers per seed: {col}; DyT blocks with an RMSNorm before "
                                                                f"the head vs Pre-LN {rms_final.text()}")]
-    alpha = paired_gap(seed_losses(ctx, f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{{}}", seeds), loss["dyt"])
+    alpha_losses = seed_losses(ctx, f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{{}}", seeds)
+    alpha = paired_gap(alpha_losses, loss["dyt"])
     v32 = alpha.outcome()
     v32 = v32 if v32.startswith("not decidable") else ("reproduced" if v32 != "matches" else "not reproduced")
     # the claim is about a model that trains: where neither init gets within TRAINS of Pre-LN, this scale cannot test it
-    highs = [v for v in seed_losses(ctx, f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{{}}", seeds).values() if math.isfinite(v)]
+    highs = [v for v in alpha_losses.values() if math.isfinite(v)]
     lows, ref = [v for v in loss["dyt"].values() if math.isfinite(v)], [v for v in loss["pre-ln"].values() if math.isfinite(v)]
     if highs and lows and ref and min(highs + lows) > TRAINS * max(ref):
         v32 = not_decidable(f"neither alpha init trains at this scale: every run ends above {TRAINS:g}x Pre-LN's loss")
