@@ -166,6 +166,21 @@ def test_ngpt_keeps_states_and_weight_rows_on_the_unit_sphere_through_training(t
 
 
 
+def test_ngpt_keeps_its_mlp_nonlinear_with_s_v_sqrt_d():
+    """With unit weight rows and a unit state every pre-activation is a cosine, RMS 1/sqrt(d), where GELU is nearly
+    linear; nGPT's s_v sqrt(d) (Sec. 2.4.2, init 1) brings the pre-activations to RMS ~1 at any width."""
+    for width in (64, 256):
+        m = sp.build_model("ngpt", seed=0, depth=1, width=width, heads=4, vocab_size=100, context=32)
+        seen = {}
+        m.blocks[0].mlp.w_in.register_forward_hook(lambda mod, i, o: seen.setdefault("w_in", o))
+        with torch.no_grad():
+            m(torch.randint(0, 100, (4, 32)))
+        pre = seen["w_in"] * m.blocks[0].mlp.s_v.detach() * width**0.5
+        assert seen["w_in"].pow(2).mean().sqrt() == pytest.approx(width**-0.5, rel=0.15)
+        assert pre.pow(2).mean().sqrt() == pytest.approx(1.0, rel=0.15)
+        assert "blocks.0.mlp.s_v" in dict(m.named_parameters())
+
+
 def test_the_pre_ln_baseline_skips_the_raw_stream_not_its_norm():
     """nGPT's public baseline had x = norm(x) + attn(norm(x)) (NVIDIA/ngpt issue #1: it made the baseline diverge at
     larger LRs and inflated nGPT's speed-up). Pre-LN here is x + attn(norm(x)): with both branches' output weights at

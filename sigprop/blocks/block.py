@@ -29,11 +29,17 @@ class MLP(nn.Module):
         self.activation, self.slope = spec.activation, spec.leaky_slope
         self.std, self.width, self.hidden = spec.init_std, width, hidden
         self.unit_rows = spec.norm_position == "sphere"  # nGPT: weight rows on the unit sphere (Transformer.renormalize_)
+        # nGPT's s_v (Sec. 2.4.2): with unit rows and a unit input a pre-activation is a cosine, O(1/sqrt(d)), where the
+        # activation is nearly linear; s_v sqrt(d) per hidden unit (init 1) brings it to O(1). nGPT's SwiGLU also scales
+        # its gate input by s_u; this MLP has one input map, so s_v alone.
+        self.s_v = nn.Parameter(torch.ones(hidden)) if self.unit_rows else None
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, d); scale: a gain on the output (the block's beta_ff), folded into W_out (a d x hidden multiply
         instead of one over the (B, T, d) output, and nothing of that output saved for the gain's gradient)."""
         h = self.w_in(x)
+        if self.s_v is not None:
+            h = h * (self.s_v * self.width**0.5).to(h.dtype)
         if self.activation == "relu":
             h = F.relu(h)
         elif self.activation == "leaky_relu":
@@ -46,9 +52,9 @@ class MLP(nn.Module):
 
     def kernel(self, K: Kernel) -> Kernel:
         """std^2 hidden E[phi(u) phi(u')], u ~ N(0, std^2 d K); with unit-norm weight rows (nGPT) the pre-activations
-        have kernel K itself, and the output scale cancels in the norm that follows."""
+        have kernel K itself times s_v^2 d = d at init, and the output scale cancels in the norm that follows."""
         if self.unit_rows:
-            return activation_kernel(K, self.activation, self.slope)
+            return activation_kernel(self.width * K, self.activation, self.slope)
         return self.std**2 * self.hidden * activation_kernel(self.std**2 * self.width * K, self.activation, self.slope)
 
     def kernel_backward(self, N: Kernel, G_out: Kernel) -> tuple[Kernel, float]:
