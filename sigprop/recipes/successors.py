@@ -20,7 +20,7 @@ import pandas as pd
 
 from sigprop.plots.paper import Line, plot_cos_heatmap, plot_loss
 from sigprop.plots.style import block_style
-from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
+from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.outliers import RECORD, model_stat, stream_stats
 from sigprop.recipes.stats import not_decidable, paired_gap, verdict_for
 
@@ -38,6 +38,12 @@ TRAINS = 1.5
 HEATMAP = ("pre-ln", "dyt", "peri-ln", "gated", "ngpt")
 #: a diagnostic beside claim 31: DyT blocks with an RMSNorm before the head (which of tanh's two roles fails, if DyT does)
 DYT_RMS_FINAL = "dyt-rmsfinal"
+#: short runs (seed 0, their own 400-step schedule) that each change one thing about DyT, to see which keeps it on the
+#: plateau: name -> (spec, LR); Pre-LN and plain DyT at the same length are the two ends
+SHORT_STEPS = 400
+SHORT = {"pre-ln": ("pre-ln", None), "dyt": ("dyt", None), "dyt-lr3e-4": ("dyt", 3e-4),
+         "dyt-alphaf0.05": (("dyt", {"norm_alpha_final": 0.05}), None), "dyt-linear-mlp": (("dyt", {"activation": "linear"}), None),
+         DYT_RMS_FINAL: (("dyt", {"final_norm": "rms"}), None)}
 
 
 def best(scale: str, name: str) -> float:
@@ -67,6 +73,12 @@ def runs(scale: str) -> list[RunPlan]:
     plans += [plan(variant("dyt", DYT_RMS_FINAL, final_norm="rms"), slug(DYT_RMS_FINAL, best(scale, "dyt"), s),
                    params={"seed": s, "lr": best(scale, "dyt"), "block": DYT_RMS_FINAL}, seed=s, lr=best(scale, "dyt"), **RECORD)
               for s in seeds]
+    if scale == "cpu":
+        for name, (sp, lr) in SHORT.items():
+            spec = variant(sp[0], name, **sp[1]) if isinstance(sp, tuple) else sp
+            lr = lr or best(scale, "dyt")
+            plans.append(plan(spec, f"short{SHORT_STEPS}-{name}", params={"seed": 0, "lr": lr, "block": name}, seed=0, lr=lr,
+                              steps=SHORT_STEPS, **RECORD))
     return plans
 
 
@@ -126,9 +138,13 @@ def make(ctx: Context) -> dict | None:
     col = "; ".join(f"{block_style(n)['label'] if n != 'dyt-alpha2' else 'DyT alpha 2'} " + ", ".join(f"{c:.2f}/{r:.0f}" for c, r in v.values())
                     for n, v in collapse.items() if any(math.isfinite(c) for c, _ in v.values()))
     rms_final = paired_gap(seed_losses(ctx, f"{DYT_RMS_FINAL}-lr{best(scale, 'dyt'):g}-s{{}}", seeds), loss["pre-ln"])
+    short = {n: (final_loss(ctx.table(), f"short{SHORT_STEPS}-{n}"), *stream_collapse(ctx.runs.probes, done[f"short{SHORT_STEPS}-{n}"]))
+             for n in SHORT if f"short{SHORT_STEPS}-{n}" in done}
+    short_text = "; ".join(f"{n} {v[0]:.2f} ({v[1]:.2f}/{v[2]:.0f})" for n, v in short.items())
     claims = [verdict(31, verdict_for(gaps["dyt"], "matches"), f"{ev('dyt')}; at the last probe, max cos_mean / max x_rms "
                                                                f"over layers per seed: {col}; DyT blocks with an RMSNorm before "
-                                                               f"the head vs Pre-LN {rms_final.text()}")]
+                                                               f"the head vs Pre-LN {rms_final.text()}" +
+                      (f"; {SHORT_STEPS}-step runs, seed 0, final eval loss (max cos_mean/x_rms): {short_text}" if short else ""))]
     alpha_losses = seed_losses(ctx, f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{{}}", seeds)
     alpha = paired_gap(alpha_losses, loss["dyt"])
     v32 = alpha.outcome()
@@ -170,12 +186,13 @@ def make(ctx: Context) -> dict | None:
                "final_eval_loss": loss, "gap_to_pre_ln_pct": {n: g.to_dict() for n, g in gaps.items()},
                "dyt_alpha_gap_pct": alpha.to_dict(), "dyt_rms_final_gap_pct": rms_final.to_dict(), "x_rms_spread": spread, "sink_share": sink, "massive_ratio": massive,
                "stream_collapse_cos_rms": {n: {s: list(v) for s, v in c.items()} for n, c in collapse.items()},
-               "ngpt_tokens_fraction_to_pre_ln_loss": reach}
+               "ngpt_tokens_fraction_to_pre_ln_loss": reach,
+               f"short{SHORT_STEPS}_loss_cos_rms": {n: list(v) for n, v in short.items()}}
     return {"numbers": numbers, "claims": claims}
 
 
 RECIPE = Recipe(
     name="successors", paper="(DyT, Derf, Peri-LN, gated attention, ResFormer, nGPT)", claims=(31, 32, 33, 34, 35, 36),
     runs=runs, make=make, shows="the norm-free successors vs Pre-LN per step: loss, hidden-state RMS, sinks, nGPT's speed-up",
-    runtime={"ci": "~20 s", "cpu": "39 runs x ~16-22 min (1 thread; Pre-LN's 3 from outliers)"}, partial=True, scales=("ci", "cpu"),
+    runtime={"ci": "~20 s", "cpu": "39 runs x ~16-22 min and 6 of 400 steps (1 thread; Pre-LN's 3 from outliers)"}, partial=True, scales=("ci", "cpu"),
 )
