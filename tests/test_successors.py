@@ -167,10 +167,10 @@ def test_ngpt_keeps_states_and_weight_rows_on_the_unit_sphere_through_training(t
 
 
 def test_ngpt_keeps_its_mlp_nonlinear_with_s_v_sqrt_d():
-    """With unit weight rows and a unit state every pre-activation is a cosine, RMS 1/sqrt(d), where GELU is nearly
-    linear; nGPT's s_v sqrt(d) (Sec. 2.4.2, init 1) brings the pre-activations to RMS ~1 at any width."""
+    """With unit weight rows and a unit state every pre-activation is a cosine, RMS 1/sqrt(d), where GELU (nGPT's SiLU)
+    is nearly linear; nGPT's s_v sqrt(d) (Sec. 2.4.2, init 1) brings the pre-activations to RMS ~1 at any width."""
     for width in (64, 256):
-        m = sp.build_model("ngpt", seed=0, depth=1, width=width, heads=4, vocab_size=100, context=32)
+        m = sp.build_model("ngpt", sets=["activation=gelu"], seed=0, depth=1, width=width, heads=4, vocab_size=100, context=32)
         seen = {}
         m.blocks[0].mlp.w_in.register_forward_hook(lambda mod, i, o: seen.setdefault("w_in", o))
         with torch.no_grad():

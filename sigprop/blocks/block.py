@@ -29,9 +29,10 @@ class MLP(nn.Module):
         self.activation, self.slope = spec.activation, spec.leaky_slope
         self.std, self.width, self.hidden = spec.init_std, width, hidden
         self.unit_rows = spec.norm_position == "sphere"  # nGPT: weight rows on the unit sphere (Transformer.renormalize_)
-        # nGPT's s_v (Sec. 2.4.2): with unit rows and a unit input a pre-activation is a cosine, O(1/sqrt(d)), where the
-        # activation is nearly linear; s_v sqrt(d) per hidden unit (init 1) brings it to O(1). nGPT's SwiGLU also scales
-        # its gate input by s_u; this MLP has one input map, so s_v alone.
+        # nGPT's s_v (Sec. 2.4.2): with unit rows and a unit input a pre-activation is a cosine, O(1/sqrt(d)), where GELU
+        # (and nGPT's SiLU) is nearly linear; s_v sqrt(d) per hidden unit (init 1) brings it to O(1). With ReLU (the
+        # preset's) the scale passes through to a norm that removes it, and s_v is a learnable gain per hidden unit.
+        # nGPT's SwiGLU also scales its other input by s_u; this MLP has one input map, so s_v alone.
         self.s_v = nn.Parameter(torch.ones(hidden)) if self.unit_rows else None
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
