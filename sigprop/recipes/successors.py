@@ -132,6 +132,7 @@ def make(ctx: Context) -> dict | None:
                    f"seeds at {best(scale, n):g})"  # noqa: E731
     run_of = lambda n, s: done.get(slug(n, best(scale, n), s))  # noqa: E731
     dyt_slugs = {"pre-ln": lambda s: slug("pre-ln", best(scale, "pre-ln"), s), "dyt": lambda s: slug("dyt", best(scale, "dyt"), s),
+                 "derf": lambda s: slug("derf", best(scale, "derf"), s),
                  "dyt-alpha2": lambda s: f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{s}", DYT_RMS_FINAL: lambda s: slug(DYT_RMS_FINAL, best(scale, "dyt"), s)}
     collapse = {n: {s: stream_collapse(ctx.runs.probes, done[f(s)]) if f(s) in done else (math.nan, math.nan) for s in seeds}
                 for n, f in dyt_slugs.items()}
@@ -143,7 +144,8 @@ def make(ctx: Context) -> dict | None:
     short_text = "; ".join(f"{n} {v[0]:.2f} ({v[1]:.2f}/{v[2]:.0f})" for n, v in short.items())
     claims = [verdict(31, verdict_for(gaps["dyt"], "matches"), f"{ev('dyt')}; at the last probe, max cos_mean / max x_rms "
                                                                f"over layers per seed: {col}; DyT blocks with an RMSNorm before "
-                                                               f"the head vs Pre-LN {rms_final.text()}" +
+                                                               f"the head vs Pre-LN {rms_final.text()}; Derf (erf in the same "
+                                                               f"places) vs Pre-LN {gaps['derf'].text()}" +
                       (f"; {SHORT_STEPS}-step runs, seed 0, final eval loss (max cos_mean/x_rms): {short_text}" if short else ""))]
     alpha_losses = seed_losses(ctx, f"dyt-alpha{DYT_ALPHA_HIGH:g}-s{{}}", seeds)
     alpha = paired_gap(alpha_losses, loss["dyt"])
