@@ -54,8 +54,10 @@ def _x(frame: pd.DataFrame, x: str) -> pd.Series:
 
 def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: str = "",
               panels: tuple[tuple[str, str], ...] = (("step", "eval_loss"),), zoom: float | None = None,
-              titles: tuple[str, ...] | None = None, zoom_within: float | None = None) -> list[Path]:
+              titles: tuple[str, ...] | None = None, zoom_within: float | None = None,
+              legend_loc: str = "upper right") -> list[Path]:
     """One panel per (x, y): x in step | time | tokens, y in loss (train, smoothed) | eval_loss (markers).
+    `legend_loc`: where the first panel's legend goes (matplotlib's names), e.g. away from curves that plateau high.
 
     `zoom` adds a last panel with the final `zoom` fraction of steps of the first panel (paper Fig. 12); with
     `zoom_within` that panel's y-range holds the curves ending within that fraction of the best, and names the others
@@ -92,7 +94,7 @@ def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: 
                 _cut_top(ax, drawn)
             elif zoom_within is not None:
                 _zoom_to_leaders(ax, drawn, names, zoom_within)
-        axes[0].legend(loc="upper right", ncol=1 if len(lines) <= 6 else 2)
+        axes[0].legend(loc=legend_loc, ncol=1 if len(lines) <= 6 else 2)
         _note(fig, note)
         fig.tight_layout()
         return savefig(fig, path)
