@@ -110,8 +110,8 @@ def _zoom_to_leaders(ax, drawn: list[tuple[np.ndarray, np.ndarray]], labels: lis
     near = [y[np.isfinite(y)] for (_, y), e in zip(drawn, ends) if e <= best * (1 + within)]
     off = [f"{lab} ({e:.2f})" for lab, e in zip(labels, ends) if e > best * (1 + within)]
     lo, hi = min(float(y.min()) for y in near), max(float(y.max()) for y in near)
-    if hi > lo:
-        ax.set_ylim(lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo))
+    if hi > lo:  # headroom for the note of the curves left off
+        ax.set_ylim(lo - 0.05 * (hi - lo), hi + (0.15 if off else 0.05) * (hi - lo))
     if off:
         ax.text(0.98, 0.97, "off the chart: " + ", ".join(off), transform=ax.transAxes, ha="right", va="top", fontsize=6)
 

@@ -131,7 +131,7 @@ def make(ctx: Context) -> dict | None:
              for n in names if slug(n, best(scale, n), seeds[0]) in done]
     if lines:
         plot_loss(ctx.runs.metrics, lines, ctx.out / "successors_loss", ctx.note(f"seed {seeds[0]} drawn", lr=lrs),
-                  panels=(("step", "eval_loss"),), zoom=0.3, zoom_within=0.1, legend_loc="center right")
+                  panels=(("step", "eval_loss"),), zoom=0.3, zoom_within=0.2, legend_loc="center right")
     drawn = [Line.of(done[slug(n, best(scale, n), seeds[0])], n) for n in HEATMAP if slug(n, best(scale, n), seeds[0]) in done]
     if drawn:
         plot_cos_heatmap(ctx.runs.probes, drawn, ctx.out / "successors_cos", ctx.note(f"seed {seeds[0]}: token cos_mean per "
