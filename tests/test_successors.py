@@ -175,9 +175,14 @@ def test_ngpt_keeps_its_mlp_nonlinear_with_s_v_sqrt_d():
         m.blocks[0].mlp.w_in.register_forward_hook(lambda mod, i, o: seen.setdefault("w_in", o))
         with torch.no_grad():
             m(torch.randint(0, 100, (4, 32)))
-        pre = seen["w_in"] * m.blocks[0].mlp.s_v.detach() * width**0.5
-        assert seen["w_in"].pow(2).mean().sqrt() == pytest.approx(width**-0.5, rel=0.15)
+        mlp, cosine = m.blocks[0].mlp, seen["w_in"]
+        assert cosine.pow(2).mean().sqrt() == pytest.approx(width**-0.5, rel=0.15)
+        pre = cosine * mlp.s_v.detach() * width**0.5
         assert pre.pow(2).mean().sqrt() == pytest.approx(1.0, rel=0.15)
+        with torch.no_grad():  # and the forward feeds GELU exactly that pre-activation, not the bare cosine
+            x = torch.nn.functional.normalize(torch.randn(2, 8, width), dim=-1)
+            assert torch.allclose(mlp(x), mlp.w_out(torch.nn.functional.gelu(mlp.w_in(x) * width**0.5)), atol=1e-6)
+            assert not torch.allclose(mlp(x), mlp.w_out(torch.nn.functional.gelu(mlp.w_in(x))), atol=1e-4)
         assert "blocks.0.mlp.s_v" in dict(m.named_parameters())
 
 
