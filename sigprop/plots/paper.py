@@ -68,7 +68,7 @@ def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: 
         axes = axes[0]
         specs = list(panels) + ([panels[0]] if zoom else [])
         for k, (ax, (x, y)) in enumerate(zip(axes, specs)):
-            drawn, names = [], []
+            drawn = []
             for ln in lines:
                 r = metrics[metrics["run"] == ln.run].sort_values("step")
                 if y == "eval_loss":
@@ -81,7 +81,6 @@ def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: 
                     keep = xs >= xs.max() * (1 - zoom)
                     xs, ys = xs[keep], ys[keep]
                 drawn.append((xs, ys))
-                names.append(ln.label)
                 ax.plot(xs, ys, color=ln.color, ls=ln.ls, label=ln.label,
                         marker=ln.marker if y == "eval_loss" else None, markevery=max(1, len(xs) // 8))
             ax.set_xlabel(X_LABELS.get(x, x))
@@ -93,7 +92,7 @@ def plot_loss(metrics: pd.DataFrame, lines: list[Line], path: str | Path, note: 
             if not (zoom and k == len(specs) - 1):
                 _cut_top(ax, drawn)
             elif zoom_within is not None:
-                _zoom_to_leaders(ax, drawn, names, zoom_within)
+                _zoom_to_leaders(ax, drawn, [ln.label for ln in lines], zoom_within)
         axes[0].legend(loc=legend_loc, ncol=1 if len(lines) <= 6 else 2)
         _note(fig, note)
         fig.tight_layout()

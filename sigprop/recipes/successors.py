@@ -57,8 +57,9 @@ def grid_of(scale: str, name: str) -> tuple[float, ...]:
     return GRID[scale] + GRID_UP[scale].get(name, ())
 
 
-def spec_of(name: str):
-    s = SPECS[name]
+def spec_of(name: str, entry=None):
+    """The spec a SPECS (or SHORT) entry names: a preset, or (preset, knobs) as a variant called `name`."""
+    s = SPECS[name] if entry is None else entry
     return variant(s[0], name, **s[1]) if isinstance(s, tuple) else s
 
 
@@ -83,9 +84,8 @@ def runs(scale: str) -> list[RunPlan]:
               for s in seeds]
     if scale == "cpu":
         for name, (sp, lr) in SHORT.items():
-            spec = variant(sp[0], name, **sp[1]) if isinstance(sp, tuple) else sp
             lr = lr or best(scale, "dyt")
-            plans.append(plan(spec, f"short{SHORT_STEPS}-{name}", params={"seed": 0, "lr": lr, "block": name}, seed=0, lr=lr,
+            plans.append(plan(spec_of(name, sp), f"short{SHORT_STEPS}-{name}", params={"seed": 0, "lr": lr, "block": name}, seed=0, lr=lr,
                               steps=SHORT_STEPS, **RECORD))
     return plans
 
@@ -147,7 +147,8 @@ def make(ctx: Context) -> dict | None:
     col = "; ".join(f"{block_style(n)['label'] if n != 'dyt-alpha2' else 'DyT alpha 2'} " + ", ".join(f"{c:.2f}/{r:.0f}" for c, r in v.values())
                     for n, v in collapse.items() if any(math.isfinite(c) for c, _ in v.values()))
     rms_final = paired_gap(seed_losses(ctx, f"{DYT_RMS_FINAL}-lr{best(scale, 'dyt'):g}-s{{}}", seeds), loss["pre-ln"])
-    short = {n: (final_loss(ctx.table(), f"short{SHORT_STEPS}-{n}"), *stream_collapse(ctx.runs.probes, done[f"short{SHORT_STEPS}-{n}"]))
+    table = ctx.table()
+    short = {n: (final_loss(table, f"short{SHORT_STEPS}-{n}"), *stream_collapse(ctx.runs.probes, done[f"short{SHORT_STEPS}-{n}"]))
              for n in SHORT if f"short{SHORT_STEPS}-{n}" in done}
     short_text = "; ".join(f"{n} {v[0]:.2f} ({v[1]:.2f}/{v[2]:.0f})" for n, v in short.items())
     claims = [verdict(31, verdict_for(gaps["dyt"], "matches"), f"{ev('dyt')}; at the last probe, max cos_mean / max x_rms "
