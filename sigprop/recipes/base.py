@@ -113,6 +113,7 @@ class Context:
     runs: Runs | None
     cache_dir: str | Path | None = None
     progress: bool = True
+    _table: pd.DataFrame | None = field(default=None, init=False, repr=False)  # table()'s, built once: runs are fixed
 
     def note(self, extra: str = "", depth: str | None = None, lr: str | None = None) -> str:
         """The scale stamp: model size, steps, data (plus anything a recipe adds; `depth` or `lr` when runs differ in it)."""
@@ -123,7 +124,13 @@ class Context:
         return text + (f"; {extra}" if extra else "")
 
     def table(self) -> pd.DataFrame:
-        """One row per plan: slug, run, label, plan params, block, status, final eval/train loss, params, time."""
+        """One row per plan: slug, run, label, plan params, block, status, final eval/train loss, params, time
+        (a copy: callers may add columns)."""
+        if self._table is None:
+            self._table = self._build_table()
+        return self._table.copy()
+
+    def _build_table(self) -> pd.DataFrame:
         s = self.runs.summaries.set_index("run") if self.runs is not None and not self.runs.summaries.empty else None
         rows = []
         for p, run in zip(self.plans, self.folders):
