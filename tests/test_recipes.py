@@ -120,6 +120,34 @@ def test_result_numbers_come_from_the_runs(results, pool):
     assert r["numbers"]["final_eval_loss"]["identity"]["0"][0] != r["numbers"]["final_eval_loss"]["orthogonal"]["0"][0]
 
 
+def test_fig8_reads_the_gap_inside_the_long_runs_and_its_trend(results):
+    """Claim 14's numbers: the gap inside the 3x runs at their last mark is the 3x final gap (same losses), and the
+    1x -> 3x trend is the per-seed change of the gap, judged in its band."""
+    from sigprop.recipes.fig8 import trend
+
+    n = results["fig8"].result["numbers"]
+    last = str(CI.steps * 3)
+    assert n["gap_inside_3x_pct"]["sas"][last]["values"] == pytest.approx(n["gap_to_pre_ln_pct"]["3x"]["sas"]["values"])
+    assert set(n["gap_inside_3x_pct"]["sas"]) == {str(CI.steps * k) for k in (1, 2, 3)}
+    base = {0: 4.0, 1: 4.0, 2: 4.0}
+    one = {"block": {0: 3.96, 1: 3.96, 2: 3.96}, "base": base}  # -1% at every seed
+    assert trend(one, {"block": {0: 3.84, 1: 3.83, 2: 3.85}, "base": base})[0] == "grows"  # ~-4%: gains 3 points
+    assert trend(one, {"block": {0: 4.04, 1: 4.05, 2: 4.03}, "base": base})[0] == "shrinks"
+    assert trend(one, {"block": {0: 3.95, 1: 3.96, 2: 3.97}, "base": base})[0] == "holds"  # moves inside the 1-point floor
+    label, change = trend(one, {"block": {0: 3.97, 1: 3.95, 2: float("nan")}, "base": base})
+    assert change.n == 2 and label.startswith("not decidable")  # a diverged seed drops out of the pairing
+
+
+def test_fig25_needs_a_10x_lower_lr_only_when_the_lowest_grid_lr_wins_beyond_noise():
+    from sigprop.recipes.fig25 import INF, lower_lr
+
+    assert lower_lr({4e-3: 5.0, 1.2e-3: 4.8, 4e-4: 4.6}, 4e-3, 1.0)[:2] == ("reproduced", 4e-4)
+    assert lower_lr({4e-3: INF, 1.2e-3: 4.6, 4e-4: 4.7}, 4e-3, 1.0)[:2] == ("not reproduced", 1.2e-3)  # ~3x lower suffices
+    assert lower_lr({4e-3: 4.62, 1.2e-3: 4.61, 4e-4: 4.60}, 4e-3, 1.0)[0] == "not reproduced"  # 0.4%: inside the band
+    ok, best, cost = lower_lr({4e-3: INF, 1.2e-3: INF, 4e-4: 4.7}, 4e-3, 1.0)
+    assert (ok, best, cost) == ("reproduced", 4e-4, INF)  # diverging at SAS's LR counts as needing a lower one
+
+
 def test_gain_trajectories_have_several_points_per_layer(results, pool):
     r = results["fig4"].result
     run = next(x["run"] for x in r["runs"] if x["slug"] == "sas-trainable-vp-s0")

@@ -2,17 +2,22 @@
 with its own full schedule), eval loss vs step and vs wall-clock time (claim 14: the SAS / SAS-P results
 persist with 3x tokens).
 
-At the cpu scale: the long scale (its 1x runs are the catch-up study's; the 3x runs are 6,000 steps, ~2 h each on
+At the cpu scale: the long scale (its 1x runs are the catch-up study's; the 3x runs are 6,000 steps, ~1-2 h each on
 one core), each block at its 4x128 catch-up LR, 3 paired seeds; the verdict is each block's gap to Pre-LN at 3x.
+Beside it: the gap inside the 3x runs at every multiple of the 1x steps (2,000 / 4,000 / 6,000 at the cpu scale;
+mid-schedule, the LR not yet decayed) and the change of the final gap from 1x to 3x, paired per seed, which says
+whether the 1x result holds, grows or shrinks with tokens (`trend`).
 """
 
 from __future__ import annotations
+
+import math
 
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import BASE, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.stats import paired_gap, verdict_for
+from sigprop.recipes.stats import Gap, paired_gap, rel_gap, verdict_for
 
 BLOCKS = {"ci": ("pre-ln", "sas"), "cpu": ("pre-ln", "sas", "sas-p"), "paper": ("pre-ln", "sas", "sas-p")}
 MULT = 3
@@ -29,6 +34,23 @@ def runs(scale: str) -> list[RunPlan]:
     return plans
 
 
+def loss_at(ctx: Context, slug_format: str, seeds: tuple[int, ...], step: int) -> dict[int, float]:
+    """seed -> eval loss at `step` of the runs named slug_format.format(seed) (NaN where a run has no eval there)."""
+    ev = ctx.runs.metrics.dropna(subset=["eval_loss"]).set_index(["run", "step"]).eval_loss
+    return {s: float(ev.get((ctx.line(slug_format.format(s)), step), float("nan"))) for s in seeds}
+
+
+def trend(one: dict[str, dict[int, float]], three: dict[str, dict[int, float]]) -> tuple[str, Gap]:
+    """How a block's gap to Pre-LN moves from 1x to 3x tokens. one, three: {'block' | 'base': {seed: final loss}}.
+    The per-seed change in points (3x gap minus 1x gap, over the seeds with all four losses) 'holds' inside its
+    match band, else it 'grows' (the block gains on Pre-LN) or 'shrinks'."""
+    gap = {k: {s: rel_gap(d["block"][s], d["base"][s]) for s in d["block"] if s in d["base"]} for k, d in (("1x", one), ("3x", three))}
+    seeds = sorted(s for s in gap["1x"] if s in gap["3x"] and math.isfinite(gap["1x"][s] + gap["3x"][s]))
+    change = Gap(tuple(gap["3x"][s] - gap["1x"][s] for s in seeds))
+    out = change.outcome()
+    return {"matches": "holds", "better": "grows", "worse": "shrinks"}.get(out, out), change
+
+
 def make(ctx: Context) -> dict:
     blocks, seeds = BLOCKS[ctx.scale], seeds_for(ctx.scale)
     s0 = seeds[0]
@@ -40,11 +62,20 @@ def make(ctx: Context) -> dict:
     loss = {b: {x: seed_losses(ctx, f"{b}{suffix}-s{{}}", seeds) for x, suffix in (("1x", ""), (f"{MULT}x", f"-x{MULT}"))}
             for b in blocks}
     gaps = {x: {b: paired_gap(loss[b][x], loss["pre-ln"][x]) for b in blocks if b != "pre-ln"} for x in ("1x", f"{MULT}x")}
-    claims = [verdict(14, verdict_for(g, "matches"), f"{b} vs Pre-LN at {MULT}x tokens {g.text()} (band ±{g.band:.2f}%); "
-                                                     f"at 1x {gaps['1x'][b].text()}")
+    marks = [ctx.base.steps * k for k in range(1, MULT + 1)]
+    at = {b: {m: loss_at(ctx, f"{b}-x{MULT}-s{{}}", seeds, m) for m in marks} for b in blocks}
+    inside = {b: {m: paired_gap(at[b][m], at["pre-ln"][m]) for m in marks} for b in blocks if b != "pre-ln"}
+    moves = {b: trend(*({"block": loss[b][x], "base": loss["pre-ln"][x]} for x in ("1x", f"{MULT}x"))) for b in inside}
+    claims = [verdict(14, verdict_for(g, "matches"),
+                      f"{b} vs Pre-LN at {MULT}x tokens {g.text()} (band ±{g.band:.2f}%); inside the {MULT}x runs at step "
+                      + ", ".join(f"{m:,} {inside[b][m].text()}" for m in marks)
+                      + f"; at 1x {gaps['1x'][b].text()}; from 1x to {MULT}x the gap {moves[b][0]} "
+                        f"(change {moves[b][1].text().replace('%', ' points')})")
               for b, g in gaps[f"{MULT}x"].items()]
     return {"numbers": {"final_eval_loss": loss, "gap_to_pre_ln_pct": {x: {b: g.to_dict() for b, g in d.items()}
-                                                                       for x, d in gaps.items()}},
+                                                                       for x, d in gaps.items()},
+                        f"gap_inside_{MULT}x_pct": {b: {str(m): g.to_dict() for m, g in d.items()} for b, d in inside.items()},
+                        "trend_1x_to_3x": {b: {"trend": t, "change_points": c.to_dict()} for b, (t, c) in moves.items()}},
             "claims": claims}
 
 
