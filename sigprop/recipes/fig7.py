@@ -20,7 +20,14 @@ ENCODER_BLOCKS = ("pre-ln", "sas", "sas-p", "v-skipinit")
 #: the seed-0 LR grid at the cpu scale; the seeds run at BEST, the decoder's catch-up best (4e-3 for all four) until
 #: the encoder's own grid says otherwise (make() reports the grid's argmin beside it)
 GRID = (2e-3, 4e-3, 8e-3)
+#: one step further down for a block whose seed-0 best sat at the grid's lowest LR (Pre-LN: 4.174 at 2e-3 against
+#: 4.934 at 4e-3 and 6.501 at 8e-3)
+GRID_DOWN: dict[str, tuple[float, ...]] = {"pre-ln": (1e-3,)}
 BEST: dict[str, float] = {}
+
+
+def grid_of(block: str) -> tuple[float, ...]:
+    return GRID_DOWN.get(block, ()) + GRID
 
 
 def best(block: str, scale: str) -> float | None:
@@ -33,7 +40,7 @@ def runs(scale: str) -> list[RunPlan]:
              for s in seeds_for(scale) for b in blocks]
     if scale == "cpu":
         plans += [plan(b, f"{b}-mlm-lr{lr:g}-s0", params={"seed": 0, "lr": lr}, kind="encoder", seed=0, lr=lr)
-                  for b in blocks for lr in GRID if lr != best(b, scale)]
+                  for b in blocks for lr in grid_of(b) if lr != best(b, scale)]
     return plans
 
 
@@ -45,7 +52,7 @@ def make(ctx: Context) -> dict:
     numbers, claims = block_claims(ctx, "{b}-mlm-s{s}")
     if ctx.scale == "cpu":
         grid = {b: {f"{lr:g}": seed_losses(ctx, f"{b}-mlm-s{{}}" if lr == best(b, "cpu") else f"{b}-mlm-lr{lr:g}-s{{}}", (0,))[0]
-                    for lr in GRID} for b in ENCODER_BLOCKS}
+                    for lr in grid_of(b)} for b in ENCODER_BLOCKS}
         numbers["lr_grid_seed0"] = grid
         numbers["grid_argmin"] = {b: min(g, key=g.get) if all(v == v for v in g.values()) else None for b, g in grid.items()}
         numbers["seeds_at"] = {b: best(b, "cpu") for b in ENCODER_BLOCKS}
