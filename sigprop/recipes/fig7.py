@@ -3,17 +3,22 @@ every block, MLM loss vs training time and step (claims 1, 8, 10, 11 in the enco
 
 At the cpu scale: the long scale as an encoder (MLM, 25% masking, 80/10/10, loss over the masked tokens): Pre-LN,
 SAS, SAS-P and the paper's contrast, V-SkipInit (skipless shaped attention without the V/P changes), each with a
-seed-0 LR grid, then 3 paired seeds at its best LR (issue 27); verdicts as in fig5.
+seed-0 LR grid, then 3 paired seeds at its best LR (issue 27); verdicts as in fig5. Beside the loss, sigprop's own
+view (fig7_cos): each block's token cos_mean per layer through training, and the largest over layers at the last
+probe per seed (a stream whose tokens align, cos_mean ~1, is rank collapse in training).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from sigprop.plots.paper import Line, plot_cos_heatmap
+from sigprop.plots.style import block_style
 from sigprop.plots.training import plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.fig5 import BLOCKS, block_claims
+from sigprop.recipes.successors import stream_collapse
 
 CI_BLOCKS = ("pre-ln", "v-skipinit", "sas-p")
 ENCODER_BLOCKS = ("pre-ln", "sas", "sas-p", "v-skipinit")
@@ -34,6 +39,15 @@ def best(block: str, scale: str) -> float | None:
     return BEST.get(block, lr_for(block, scale).get("lr")) if scale == "cpu" else None
 
 
+def lr_text(scale: str) -> str | None:
+    """The stamp's lr where the blocks' seeds train at different LRs ('0.004, Pre-LN 0.002'), else None (the base's)."""
+    lrs = {b: best(b, scale) for b in ENCODER_BLOCKS}
+    if scale != "cpu" or len(set(lrs.values())) == 1:
+        return None
+    common = max(set(lrs.values()), key=list(lrs.values()).count)
+    return f"{common:g}" + "".join(f", {block_style(b)['label']} {v:g}" for b, v in lrs.items() if v != common)
+
+
 def runs(scale: str) -> list[RunPlan]:
     blocks = CI_BLOCKS if scale == "ci" else ENCODER_BLOCKS
     plans = [plan(b, f"{b}-mlm-s{s}", params={"seed": s}, kind="encoder", seed=s, **lr_for(b, scale))
@@ -48,8 +62,17 @@ def make(ctx: Context) -> dict:
     s0 = seeds_for(ctx.scale)[0]
     first = {ctx.line(f"{b}-mlm-s{s0}") for b in BLOCKS if f"{b}-mlm-s{s0}" in {p.slug for p in ctx.plans}}
     drawn = dataclasses.replace(ctx.runs, configs=ctx.runs.configs[ctx.runs.configs.run.isin(first)])
-    plot_loss_curves(drawn, ctx.out / "fig7", note=ctx.note(f"encoder, MLM with 25% masking; seed {s0} drawn"))
+    lr = lr_text(ctx.scale)
+    plot_loss_curves(drawn, ctx.out / "fig7", note=ctx.note(f"encoder, MLM with 25% masking; seed {s0} drawn, each block at its "
+                                                            "best grid LR" * (ctx.scale == "cpu"), lr=lr))
     numbers, claims = block_claims(ctx, "{b}-mlm-s{s}")
+    done = set(ctx.finished().slug)
+    heat = [Line.of(ctx.line(f"{b}-mlm-s{s0}"), b) for b in ENCODER_BLOCKS if f"{b}-mlm-s{s0}" in done]
+    if heat:  # sigprop's own view: does the stream collapse in training (tokens aligned) where the loss stalls?
+        plot_cos_heatmap(ctx.runs.probes, heat, ctx.out / "fig7_cos", ctx.note(f"encoder; seed {s0}: token cos_mean per layer "
+                                                                              "through training", lr=lr))
+    numbers["max_cos_mean_last_probe"] = {b: {s: stream_collapse(ctx.runs.probes, ctx.line(f"{b}-mlm-s{s}"))[0]
+                                              for s in seeds_for(ctx.scale) if f"{b}-mlm-s{s}" in done} for b in ENCODER_BLOCKS}
     if ctx.scale == "cpu":
         grid = {b: {f"{lr:g}": seed_losses(ctx, f"{b}-mlm-s{{}}" if lr == best(b, "cpu") else f"{b}-mlm-lr{lr:g}-s{{}}", (0,))[0]
                     for lr in grid_of(b)} for b in ENCODER_BLOCKS}
