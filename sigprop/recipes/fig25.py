@@ -98,10 +98,9 @@ def lr_claim(ctx: Context, act: str, seeds: tuple[int, ...]) -> tuple[dict, dict
     losses = {lr: INF if status.get(sl) == "diverged" else final_loss(t, sl) for lr, sl in slugs.items()}
     grid_text = ", ".join(f"lr {lr:g}: " + ("diverged" if v == INF else f"{v:.3f}" if v == v else "not run")
                           for lr, v in losses.items())
-    finite = {lr: v for lr, v in losses.items() if v < INF}
-    if any(sl not in status for sl in slugs.values()) or not finite:
-        return {f"{lr:g}": "diverged" if v == INF else v for lr, v in losses.items()}, verdict(
-            9, not_decidable("the seed-0 grid is incomplete"), grid_text)
+    numbers = {f"{lr:g}": "diverged" if v == INF else v for lr, v in losses.items()}
+    if any(sl not in status for sl in slugs.values()) or all(v == INF for v in losses.values()):
+        return numbers, verdict(9, not_decidable("the seed-0 grid is incomplete"), grid_text)
     spread = paired_gap(seed_losses(ctx, f"sas-noskip-{act}-s{{}}", seeds), seed_losses(ctx, "sas-s{}", seeds))
     tol = band(spread.std, spread.n)  # the seed noise of this block's gap, in %
     ok, argmin, cost = lower_lr(losses, lr_sas, tol)
@@ -110,7 +109,7 @@ def lr_claim(ctx: Context, act: str, seeds: tuple[int, ...]) -> tuple[dict, dict
     text = (f"{act}, seed-0 grid: {grid_text}; best lr {argmin:g} ({lr_sas / argmin:.3g}x below SAS's {lr_sas:g}); at SAS's "
             f"lr {cost:+.2f}% vs the best (seed band ±{tol:.2f}%)" + ("; the best is the grid's lowest LR: the optimum may "
                                                                       "lie lower still" if argmin == min(losses) else ""))
-    return {f"{lr:g}": "diverged" if v == INF else v for lr, v in losses.items()}, verdict(9, ok, text)
+    return numbers, verdict(9, ok, text)
 
 
 def make(ctx: Context) -> dict:

@@ -144,19 +144,25 @@ def drawn_runs(ctx: Context, seed: int) -> dict[str, str]:
     return out
 
 
+def lr_stamp(lr: dict[str, float]) -> tuple[str, float]:
+    """The stamp's lr of blocks that train at different LRs ('0.004, SAS-P no norm 0.002': the most common first,
+    then each other block's), and that common LR."""
+    common = max(set(lr.values()), key=list(lr.values()).count)
+    return f"{common:g}" + "".join(f", {block_style(b)['label']} {v:g}" for b, v in lr.items() if v != common), common
+
+
 def _lr_text(ctx: Context, drawn: dict[str, str], seed: int) -> tuple[str, str, dict[str, str]]:
     """From the drawn runs' own configs: the stamp's lr ('0.004' or '0.004, SAS-P no norm 0.002'), a sentence on
     why a block is drawn off the common LR (its runs at that LR diverged), and the legend label of such a block."""
     cfg = ctx.runs.configs.set_index("run")
     lr = {b: float(cfg.at[r, "train.lr"]) for b, r in drawn.items()}
-    common = max(set(lr.values()), key=list(lr.values()).count)
+    text, common = lr_stamp(lr)
     odd = {b: v for b, v in lr.items() if v != common}
     status = dict(zip(ctx.table().run, ctx.table().status))
     why = []
     for b in odd:
         gone = [r for r in ctx.finished(seed=seed).run if status.get(r) == "diverged" and cfg.at[r, "block"] == b]
         why += [f"{block_style(b)['label']} diverged at lr {float(cfg.at[r, 'train.lr']):g} (seed {seed})" for r in gone]
-    text = f"{common:g}" + "".join(f", {block_style(b)['label']} {v:g}" for b, v in odd.items())
     labels = {drawn[b]: f"{block_style(b)['label']}, lr {v:g}" for b, v in odd.items()}
     return text, "; ".join(why), labels
 

@@ -13,11 +13,10 @@ from __future__ import annotations
 import dataclasses
 
 from sigprop.plots.paper import Line, plot_cos_heatmap
-from sigprop.plots.style import block_style
 from sigprop.plots.training import plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.fig5 import BLOCKS, block_claims
+from sigprop.recipes.fig5 import BLOCKS, block_claims, lr_stamp
 from sigprop.recipes.successors import stream_collapse
 
 CI_BLOCKS = ("pre-ln", "v-skipinit", "sas-p")
@@ -44,10 +43,7 @@ def best(block: str, scale: str) -> float | None:
 def lr_text(scale: str) -> str | None:
     """The stamp's lr where the blocks' seeds train at different LRs ('0.004, Pre-LN 0.002'), else None (the base's)."""
     lrs = {b: best(b, scale) for b in ENCODER_BLOCKS}
-    if scale != "cpu" or len(set(lrs.values())) == 1:
-        return None
-    common = max(set(lrs.values()), key=list(lrs.values()).count)
-    return f"{common:g}" + "".join(f", {block_style(b)['label']} {v:g}" for b, v in lrs.items() if v != common)
+    return lr_stamp(lrs)[0] if scale == "cpu" and len(set(lrs.values())) > 1 else None
 
 
 def runs(scale: str) -> list[RunPlan]:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import BASE, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
@@ -34,9 +36,9 @@ def runs(scale: str) -> list[RunPlan]:
     return plans
 
 
-def loss_at(ctx: Context, slug_format: str, seeds: tuple[int, ...], step: int) -> dict[int, float]:
-    """seed -> eval loss at `step` of the runs named slug_format.format(seed) (NaN where a run has no eval there)."""
-    ev = ctx.runs.metrics.dropna(subset=["eval_loss"]).set_index(["run", "step"]).eval_loss
+def loss_at(ctx: Context, ev: pd.Series, slug_format: str, seeds: tuple[int, ...], step: int) -> dict[int, float]:
+    """seed -> eval loss at `step` of the runs named slug_format.format(seed) (NaN where a run has no eval there).
+    ev: the eval losses indexed by (run, step)."""
     return {s: float(ev.get((ctx.line(slug_format.format(s)), step), float("nan"))) for s in seeds}
 
 
@@ -63,7 +65,8 @@ def make(ctx: Context) -> dict:
             for b in blocks}
     gaps = {x: {b: paired_gap(loss[b][x], loss["pre-ln"][x]) for b in blocks if b != "pre-ln"} for x in ("1x", f"{MULT}x")}
     marks = [ctx.base.steps * k for k in range(1, MULT + 1)]
-    at = {b: {m: loss_at(ctx, f"{b}-x{MULT}-s{{}}", seeds, m) for m in marks} for b in blocks}
+    ev = ctx.runs.metrics.dropna(subset=["eval_loss"]).set_index(["run", "step"]).eval_loss
+    at = {b: {m: loss_at(ctx, ev, f"{b}-x{MULT}-s{{}}", seeds, m) for m in marks} for b in blocks}
     inside = {b: {m: paired_gap(at[b][m], at["pre-ln"][m]) for m in marks} for b in blocks if b != "pre-ln"}
     moves = {b: trend(*({"block": loss[b][x], "base": loss["pre-ln"][x]} for x in ("1x", f"{MULT}x"))) for b in inside}
     claims = [verdict(14, verdict_for(g, "matches"),
