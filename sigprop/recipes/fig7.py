@@ -17,6 +17,8 @@ from sigprop.plots.training import plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.fig5 import BLOCKS, block_claims, lr_stamp
+from sigprop.recipes.fig8 import loss_at
+from sigprop.recipes.stats import paired_gap
 from sigprop.recipes.successors import stream_collapse
 
 CI_BLOCKS = ("pre-ln", "v-skipinit", "sas-p")
@@ -30,6 +32,9 @@ GRID_DOWN: dict[str, tuple[float, ...]] = {"pre-ln": (1e-3,), "v-skipinit": (1e-
 #: the seed-0 grid's argmin where it is not 4e-3: Pre-LN 4.174 at 2e-3 (5.070 at 1e-3, 4.934 at 4e-3); V-SkipInit 5.448
 #: at 2e-3 (5.637 at 4e-3; its 1e-3 point pending)
 BEST: dict[str, float] = {"pre-ln": 2e-3, "v-skipinit": 2e-3}
+#: the fractions of training where make() also reports the paired gap to Pre-LN (at the cpu scale SAS leads Pre-LN
+#: until step ~700, then Pre-LN's loss drops by ~1.3 nats in 600 steps and SAS's does not)
+ALONG = (0.25, 0.5, 0.75, 1.0)
 
 
 def grid_of(block: str) -> tuple[float, ...]:
@@ -69,6 +74,13 @@ def make(ctx: Context) -> dict:
     if heat:  # sigprop's own view: does the stream collapse in training (tokens aligned) where the loss stalls?
         plot_cos_heatmap(ctx.runs.probes, heat, ctx.out / "fig7_cos", ctx.note(f"encoder; seed {s0}: token cos_mean per layer "
                                                                               "through training", lr=lr))
+    seeds, steps, every = seeds_for(ctx.scale), ctx.base.steps, ctx.base.eval_every
+    ev = ctx.runs.metrics.dropna(subset=["eval_loss"]).set_index(["run", "step"]).eval_loss
+    planned = [b for b in ENCODER_BLOCKS if f"{b}-mlm-s{s0}" in {p.slug for p in ctx.plans}]
+    marks = sorted({max(every, round(f * steps / every) * every) for f in ALONG})  # eval steps nearest ALONG
+    at = {b: {m: loss_at(ctx, ev, f"{b}-mlm-s{{}}", seeds, m) for m in marks} for b in planned}
+    numbers["gap_along_training_pct"] = {b: {str(m): paired_gap(at[b][m], at["pre-ln"][m]).to_dict() for m in at[b]}
+                                         for b in planned if b != "pre-ln"}
     numbers["max_cos_mean_last_probe"] = {b: {s: stream_collapse(ctx.runs.probes, ctx.line(f"{b}-mlm-s{s}"))[0]
                                               for s in seeds_for(ctx.scale) if f"{b}-mlm-s{s}" in done} for b in ENCODER_BLOCKS}
     if ctx.scale == "cpu":
