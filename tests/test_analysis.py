@@ -81,6 +81,19 @@ def test_code_data_on_a_small_corpus(tmp_path):
     assert a.measured("sas").shape == (3,)
 
 
+@pytest.mark.parametrize("kind", ["decoder", "encoder"])
+def test_shaped_attention_at_init_is_exactly_uniform_and_pre_ln_is_not(kind):
+    """W^Q = 0 makes every softmax row uniform over its keys (the causal prefix in a decoder): entropy ratio 1 at
+    every layer; Pre-LN's random W^Q does not. Without attention=True there is no attention table (one line)."""
+    a = analyze(["sas", "pre-ln"], **{**SMALL, "depth": 3}, kind=kind, attention=True, theory=False)
+    sas, pre = (a.attention_table(b).set_index("layer") for b in ("sas", "pre-ln"))
+    assert list(sas.index) == [1, 2, 3] and np.allclose(sas.attn_entropy_ratio, 1.0, atol=1e-6)
+    assert np.allclose(sas.attn_entropy_ratio_max, 1.0, atol=1e-6)
+    assert (pre.attn_entropy_ratio < 1 - 1e-6).all() and (pre.attn_entropy_ratio > 0.5).all()
+    with pytest.raises(SigpropError, match="no attention statistics for 'sas'; run analyze\\(..., attention=True\\)"):
+        analyze("sas", **{**SMALL, "depth": 2}, theory=False).attention_table("sas")
+
+
 def test_bad_input_is_one_line():
     for kw, msg in [({"data": "wiki"}, "unknown data 'wiki'; accepted: code, random, repeat"),
                     ({"dtype": "fp8"}, "unknown dtype 'fp8'"),
@@ -103,6 +116,9 @@ def test_cli_table_and_json(tmp_path):
     assert r.exit_code == 0, r.output
     payload = json.loads(r.output)
     assert payload["settings"]["depth"] == 3 and len(payload["metrics"]) > 0
+    r = runner.invoke(app, CLI + ["--block", "sas", "--attention", "--kind", "encoder"])
+    assert r.exit_code == 0, r.output
+    assert "sas: attention" in r.output and "attn_entropy_ratio" in r.output and "1.000" in r.output
     r = runner.invoke(app, CLI + ["--block", "sas", "--format", "csv", "--no-theory"])
     assert r.output.startswith("block,layer,metric,value,source")
 

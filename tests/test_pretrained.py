@@ -69,6 +69,9 @@ def test_code_corpus_through_the_models_tokenizer(tmp_path) -> None:
 def test_any_module_and_one_line_errors(tmp_path) -> None:
     a = sp.analyze(tiny_models()["llama"](), seq_len=12, batch=2, data="random", progress=False)
     assert a.blocks == ["LlamaForCausalLM"] and len(a.table("LlamaForCausalLM")) == 3
+    att = sp.analyze(tiny_models()["llama"](), seq_len=12, batch=2, data="random", progress=False, attention=True)
+    ratio = att.attention_table("LlamaForCausalLM").set_index("layer").attn_entropy_ratio  # HF's eager softmax
+    assert list(ratio.index) == [1, 2] and ((ratio > 0) & (ratio <= 1 + 1e-9)).all()
     with pytest.raises(SigpropError, match="cannot tell which modules of Linear") as err:
         sp.analyze(nn.Linear(4, 4), seq_len=4, batch=1, data="random", vocab_size=4)
     assert "\n" not in str(err.value)

@@ -109,6 +109,9 @@ def test_kept_checkpoints_and_analyze_run_match_the_runs_own_probes(tmp_path, da
     assert (tmp_path / "an" / "revisions.png") in paths
     last = analyze(run=out, batch=cfg.probe_batch, progress=False, cache_dir=str(cache))  # the final checkpoint only
     assert last.blocks == ["run@step20"] and last.measured("run@step20") == pytest.approx(a.measured("run@step20"))
+    att = analyze(run=out, all_checkpoints=True, batch=cfg.probe_batch, progress=False, cache_dir=str(cache), attention=True)
+    ent = {s: att.attention_table(f"run@step{s}").attn_entropy_ratio.to_numpy() for s in (0, 20)}
+    assert ent[0] == pytest.approx(1.0, abs=1e-6) and (ent[20] < 1 - 1e-6).all()  # W^Q = 0 at init; training moves it
 
 
 def test_resume_rewrites_kept_snapshots_past_the_checkpoint_and_overwrite_clears_them(tmp_path, data):

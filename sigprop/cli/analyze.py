@@ -43,6 +43,7 @@ def analyze_cmd(
     theory: bool = typer.Option(True, "--theory/--no-theory", help="Add the infinite-width prediction."),
     grad: bool = typer.Option(False, "--grad", help="Also one backward pass of the model's loss: dL/dX per layer and W^Q/W^K/W^V/MLP gradient norms."),
     outliers: bool = typer.Option(False, "--outliers", help="Also the outlier-feature statistics per layer (kurtosis, max/median, batch correlation with its theory, attention sinks)."),
+    attention: bool = typer.Option(False, "--attention", help="Also the softmax attention's entropy per layer, as a fraction of its maximum (1 = uniform; heads averaged and the most uniform head), and its sigma_2/sigma_1."),
     out: str | None = typer.Option(None, "--out", help="Folder for figures, metrics.csv and analysis.json."),
     fmt: str = typer.Option("table", "--format", help=f"Output on stdout: {', '.join(FORMATS)}."),
     every: int = typer.Option(1, "--every", help="Show every k-th layer in the table (the last is always shown)."),
@@ -58,7 +59,7 @@ def analyze_cmd(
         check_output_dir(out, "analysis.json")
     a = analyze(block, model=model, revisions=revision, depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed, data=data,
                 vocab_size=vocab_size, sets=sets, theory=theory, dtype=dtype, kind=kind, grad=grad, progress=fmt == "table",
-                outliers=outliers, run=run, all_checkpoints=all_checkpoints)
+                outliers=outliers, attention=attention, run=run, all_checkpoints=all_checkpoints)
     if fmt == "json":
         print(json.dumps({"settings": a.settings, "verdicts": a.verdicts, "metrics": a.metrics.to_dict(orient="records")}))
     elif fmt == "csv":
@@ -72,6 +73,8 @@ def analyze_cmd(
                     _print_table(f"{name}: gradients", a.grad_table(name), every)
                 if outliers:
                     _print_table(f"{name}: outlier features", a.outlier_table(name), every)
+                if attention:
+                    _print_table(f"{name}: attention", a.attention_table(name), every)
             style = "red" if a.verdicts[name].startswith("rank collapse") else "green" if a.verdicts[name].startswith("no") else "yellow"
             console.print(f"[bold]{name}[/]: [{style}]{a.verdicts[name]}[/]")
             for note in a.theory[name].notes if name in a.theory else ():

@@ -87,6 +87,7 @@ def analyze(
     max_bytes: int | None = None,
     progress: bool = True,
     outliers: bool = False,
+    attention: bool = False,
     run: str | Path | None = None,
     all_checkpoints: bool = False,
     inputs: torch.Tensor | None = None,
@@ -95,6 +96,8 @@ def analyze(
 
     outliers=True adds the outlier-feature statistics of the paper's sequel per layer (`outlier_stats`), the
     attention-sink share and, for sigprop's blocks, theory's batch correlation (`theory.propagate_batch`).
+    attention=True adds the softmax attention's entropy per layer as a fraction of its maximum (heads averaged, and
+    the most uniform head): 1 = uniform (W^Q = 0 at init gives exactly 1), near 0 = each query on one key.
     inputs: a ready batch, used as is instead of `data`: for a model that takes no token ids (an image model:
     (B, 3, H, W)), or token ids (B, T) (then batch and seq_len are its shape). Without it a model's vocabulary is read
     from config.vocab_size, cfg.d_vocab (TransformerLens) or its input nn.Embedding.
@@ -108,7 +111,7 @@ def analyze(
         if model is not None or isinstance(blocks, nn.Module) or revisions:
             raise SigpropError("run= probes a training run's checkpoints; accepted: run= alone, or model=/revisions= without it")
         return analyze_run(Path(run), all_checkpoints, batch=batch, dtype=dtype, kernels=kernels, grad=grad,
-                            cache_dir=cache_dir, progress=progress, outliers=outliers)
+                            cache_dir=cache_dir, progress=progress, outliers=outliers, attention=attention)
     if all_checkpoints:
         raise SigpropError("all_checkpoints (--all-checkpoints) needs run= (--run RUNDIR)")
     if isinstance(blocks, nn.Module) or model is not None:
@@ -116,7 +119,7 @@ def analyze(
             check_positive(name, v)
         return analyze_models(blocks if isinstance(blocks, nn.Module) else None, model, list(revisions), seq_len=seq_len,
                                batch=batch, seed=seed, data=data, vocab_size=vocab_size, dtype=dtype, kernels=kernels,
-                               grad=grad, max_bytes=max_bytes, progress=progress, outliers=outliers, inputs=inputs)
+                               grad=grad, max_bytes=max_bytes, progress=progress, outliers=outliers, attention=attention, inputs=inputs)
     if revisions:
         raise SigpropError("revisions= needs model= (a folder or hub id of a pretrained model)")
     specs = [s.with_sets(sets) for s in resolve_blocks(blocks)]
@@ -139,8 +142,8 @@ def analyze(
         label = spec.name if spec.name not in named else f"{spec.name}#{len(named)}"
         torch.manual_seed(seed)
         model = Transformer(spec, cfg).to(DTYPES[dtype])
-        p = measure(model, tokens, kernels=True, outliers=outliers)
-        m = (p.per_layer if outliers else p.metrics[p.metrics["head"] == -1]).assign(block=label, source="measured")
+        p = measure(model, tokens, kernels=True, outliers=outliers, attention=attention)
+        m = (p.per_layer if outliers or attention else p.metrics[p.metrics["head"] == -1]).assign(block=label, source="measured")
         frames.append(m[["block", "layer", "metric", "value", "source"]])
         K = p.kernels
         if kernels:
@@ -156,7 +159,7 @@ def analyze(
         named[label] = spec
     metrics = pd.concat(frames, ignore_index=True)
     settings = dict(depth=depth, width=width, heads=heads, seq_len=seq_len, batch=batch, seed=seed,
-                    data=data if inputs is None else "inputs", data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets), grad=grad, outliers=outliers)
+                    data=data if inputs is None else "inputs", data_desc=data_desc, vocab_size=vocab, dtype=dtype, kind=kind, sets=list(sets), grad=grad, outliers=outliers, attention=attention)
     a = Analysis(metrics=metrics, kernels=kern, theory=theo, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a

@@ -58,7 +58,7 @@ def grad_frames(model: nn.Module, tokens: torch.Tensor, label: str, spec: BlockS
 
 def analyze_models(module: nn.Module | None, source: str | None, revisions: list[str], *, seq_len: int, batch: int,
                     seed: int, data: str, vocab_size: int, dtype: str, kernels: bool, grad: bool, max_bytes: int | None,
-                    progress: bool, outliers: bool = False, inputs: torch.Tensor | None = None) -> Analysis:
+                    progress: bool, outliers: bool = False, attention: bool = False, inputs: torch.Tensor | None = None) -> Analysis:
     """`analyze` of models sigprop did not build: one entry per module or checkpoint, on one batch each."""
     check_choice("dtype", dtype, DTYPES)
     for name, v in (("batch", batch), ("seq_len", seq_len)):
@@ -78,7 +78,7 @@ def analyze_models(module: nn.Module | None, source: str | None, revisions: list
             tokens = tokens.to(DTYPES[dtype])
         descs.add(desc)
         try:
-            m, k = probe_loaded(loaded, tokens, kernels, outliers)
+            m, k = probe_loaded(loaded, tokens, kernels, outliers, attention)
         except (ValueError, RuntimeError, IndexError, TypeError) as e:
             if inputs is not None or isinstance(e, SigpropError):
                 raise
@@ -96,7 +96,7 @@ def analyze_models(module: nn.Module | None, source: str | None, revisions: list
                     seq_len=seq_len if inputs is None else (inputs.shape[1] if inputs.ndim == 2 else "?"),
                     batch=batch if inputs is None else inputs.shape[0], seed=seed, data=data if inputs is None else "inputs",
                     data_desc="; ".join(sorted(descs)), dtype=dtype, grad=grad,
-                    outliers=outliers)
+                    outliers=outliers, attention=attention)
     a = Analysis(metrics=pd.concat(frames, ignore_index=True), kernels=kern, theory={}, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a
@@ -123,7 +123,7 @@ def run_checkpoints(run: str | Path, all_checkpoints: bool = False) -> list[tupl
 
 
 def analyze_run(path: Path, all_checkpoints: bool, *, batch: int, dtype: str, kernels: bool, grad: bool, cache_dir,
-                 progress: bool, outliers: bool) -> Analysis:
+                 progress: bool, outliers: bool, attention: bool = False) -> Analysis:
     """`analyze` of a run's checkpoints: one entry per checkpoint (label run@stepN), each model rebuilt from the run's
     config.json (build_model) with its weights loaded, all probed on the run's own data: the probe rows of its
     training (same corpus, vocabulary, length and seed; the same rows as its probes when batch = its probe_batch)."""
@@ -149,8 +149,8 @@ def analyze_run(path: Path, all_checkpoints: bool, *, batch: int, dtype: str, ke
             model.load_state_dict(load_checkpoint(src)["model"])
         model = model.to(DTYPES[dtype]).eval()
         label = f"{rd.name}@step{step}"
-        p = measure(model, tokens, kernels=kernels, outliers=outliers)
-        m = (p.per_layer if outliers else p.metrics[p.metrics["head"] == -1]).assign(block=label, source="measured")
+        p = measure(model, tokens, kernels=kernels, outliers=outliers, attention=attention)
+        m = (p.per_layer if outliers or attention else p.metrics[p.metrics["head"] == -1]).assign(block=label, source="measured")
         frames.append(m[["block", "layer", "metric", "value", "source"]])
         if kernels:
             kern[label] = {layer: cosine_kernel(torch.from_numpy(k)).mean(0).numpy() for layer, k in p.kernels.items()}
@@ -160,7 +160,7 @@ def analyze_run(path: Path, all_checkpoints: bool, *, batch: int, dtype: str, ke
     settings = dict(model=f"run {rd.name} ({spec.name})", run=str(rd.path), revisions=list(named), steps=[s for s, _ in points],
                     depth=mcfg.depth, width=mcfg.width, heads=mcfg.heads, seq_len=tokens.shape[1], batch=batch, seed=cfg.seed,
                     data=cfg.source, data_desc=f"the run's data ({cfg.source}, vocab {data.vocab_size})", vocab_size=data.vocab_size,
-                    dtype=dtype, kind=mcfg.kind, grad=grad, outliers=outliers)
+                    dtype=dtype, kind=mcfg.kind, grad=grad, outliers=outliers, attention=attention)
     a = Analysis(metrics=pd.concat(frames, ignore_index=True), kernels=kern, theory={}, specs=named, settings=settings)
     a.verdicts = {b: verdict(a.measured(b)) for b in named}
     return a

@@ -159,11 +159,13 @@ def width_of(model: nn.Module) -> int | None:
     return None
 
 
-def probe_loaded(loaded: Loaded, tokens: torch.Tensor, kernels: bool, outliers: bool = False) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
+def probe_loaded(loaded: Loaded, tokens: torch.Tensor, kernels: bool, outliers: bool = False,
+                 attention: bool = False) -> tuple[pd.DataFrame, dict[int, np.ndarray]]:
     """(tidy measured rows with block = the model's label, mean cosine kernel per layer); outliers=True adds the
-    outlier-feature statistics and attention-sink shares (per layer, heads averaged: `Probe.per_layer`)."""
+    outlier-feature statistics and attention-sink shares, attention=True the attention entropy (per layer, heads
+    averaged: `Probe.per_layer`)."""
     probe_points(loaded.model)  # the one-line error for a model without a block stack, before any forward
-    p = measure(loaded.model, tokens, kernels=kernels, outliers=outliers)
+    p = measure(loaded.model, tokens, kernels=kernels, outliers=outliers, attention=attention)
     m = p.per_layer.assign(block=loaded.label, source="measured")
     kern = {layer: cosine_kernel(torch.from_numpy(k)).mean(0).numpy() for layer, k in p.kernels.items()} if kernels else {}
     return m[["block", "layer", "metric", "value", "source"]], kern

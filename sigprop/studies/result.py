@@ -18,6 +18,8 @@ from sigprop.studies.theory import TheoryResult
 TABLE_METRICS = ("cos_mean", "eff_rank", "rank1_residual", "norm_sq")
 OUTLIER_TABLE_METRICS = ("of_kurtosis", "max_median_ratio", "feat_corr_rms", "batch_corr_mean", "batch_corr_rms", "x_rms",
                          "massive_ratio", "sink_share", "sink_share_max")
+#: analyze(..., attention=True): entropy / log(keys), heads averaged and the most uniform head; sigma_2 / sigma_1
+ATTENTION_TABLE_METRICS = ("attn_entropy_ratio", "attn_entropy_ratio_max", "attn_sv_ratio")
 GRAD_TABLE_METRICS = ("grad_norm", "grad_cos_mean", "grad_W_Q", "grad_W_K", "grad_W_V", "grad_mlp")
 
 
@@ -77,14 +79,23 @@ class Analysis:
             wide["theory_grad_norm"] = th
         return wide.reset_index()
 
+    def _measured(self, block: str, metrics: tuple[str, ...], what: str, flag: str) -> pd.DataFrame:
+        """The measured `metrics` of `block`, one row per layer (indexed by layer); one line if the first is absent."""
+        df = self.metrics[(self.metrics.block == block) & (self.metrics.source == "measured")]
+        wide = df.pivot_table(index="layer", columns="metric", values="value")
+        if metrics[0] not in wide:
+            raise SigpropError(f"no {what} for {block!r}; run analyze(..., {flag}=True) (CLI: --{flag})")
+        return wide[[m for m in metrics if m in wide]]
+
+    def attention_table(self, block: str) -> pd.DataFrame:
+        """One row per layer (from 1: attention lives in the blocks) with the softmax attention's entropy ratio and
+        spectral ratio (analyze(..., attention=True))."""
+        return self._measured(block, ATTENTION_TABLE_METRICS, "attention statistics", "attention").dropna(how="all").reset_index()
+
     def outlier_table(self, block: str) -> pd.DataFrame:
         """One row per layer with the outlier-feature statistics (analyze(..., outliers=True)) and theory's batch_corr_mean."""
         df = self.metrics[self.metrics.block == block]
-        wide = df[df.source == "measured"].pivot_table(index="layer", columns="metric", values="value")
-        cols = [m for m in OUTLIER_TABLE_METRICS if m in wide]
-        if "of_kurtosis" not in cols:
-            raise SigpropError(f"no outlier statistics for {block!r}; run analyze(..., outliers=True) (CLI: --outliers)")
-        wide = wide[cols]
+        wide = self._measured(block, OUTLIER_TABLE_METRICS, "outlier statistics", "outliers")
         th = df[(df.source == "theory") & (df.metric == "batch_corr_mean")].set_index("layer")["value"]
         if len(th):
             wide["theory_batch_corr_mean"] = th
