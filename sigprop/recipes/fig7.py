@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
+
 from sigprop.plots.paper import Line, plot_cos_heatmap
 from sigprop.plots.training import plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for
@@ -36,6 +38,31 @@ BEST: dict[str, float] = {"pre-ln": 2e-3, "v-skipinit": 1e-3}
 #: the fractions of training where make() also reports the paired gap to Pre-LN (at the cpu scale SAS leads Pre-LN
 #: until step ~700, then Pre-LN's loss drops by ~1.3 nats in 600 steps and SAS's does not)
 ALONG = (0.25, 0.5, 0.75, 1.0)
+#: a seed run's final-checkpoint analysis, beside its records (checkpoints are not committed; this is):
+#: sigprop analyze --run RUN --attention --outliers --no-theory --format csv > RUN/final_analysis.csv
+FINAL = "final_analysis.csv"
+
+
+def final_checkpoints(ctx: Context, seeds: tuple[int, ...]) -> dict:
+    """Per block, over the seeds whose run holds FINAL: the softmax attention's entropy ratio per layer (heads
+    averaged; 1 = uniform, shaped attention's init) and the last layer's cos_mean and kurtosis, as [mean, std]."""
+    out = {}
+    for b in ENCODER_BLOCKS:
+        paths = [ctx.runs.paths[r] / FINAL for s in seeds if (r := ctx.line(f"{b}-mlm-s{s}")) in ctx.runs.paths]
+        frames = [pd.read_csv(p).assign(seed=i) for i, p in enumerate(paths) if p.exists()]
+        if not frames:
+            continue
+        m = pd.concat(frames).query("source == 'measured'")
+        last = m.layer.max()
+
+        def stat(rows: pd.DataFrame) -> list[float]:
+            v = rows.value.to_numpy()
+            return [float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")]
+
+        ent = m[m.metric == "attn_entropy_ratio"]
+        out[b] = {"n": len(frames), "attn_entropy_ratio": {str(l): stat(g) for l, g in ent.groupby("layer")},
+                  **{f"{k}_last_layer": stat(m[(m.metric == k) & (m.layer == last)]) for k in ("cos_mean", "of_kurtosis")}}
+    return out
 
 
 def grid_of(block: str) -> tuple[float, ...]:
@@ -82,6 +109,7 @@ def make(ctx: Context) -> dict:
     at = {b: {m: loss_at(ctx, ev, f"{b}-mlm-s{{}}", seeds, m) for m in marks} for b in planned}
     numbers["gap_along_training_pct"] = {b: {str(m): paired_gap(at[b][m], at["pre-ln"][m]).to_dict() for m in at[b]}
                                          for b in planned if b != "pre-ln"}
+    numbers["final_checkpoint"] = final_checkpoints(ctx, seeds)
     numbers["max_cos_mean_last_probe"] = {b: {s: stream_collapse(ctx.runs.probes, ctx.line(f"{b}-mlm-s{s}"))[0]
                                               for s in seeds_for(ctx.scale) if f"{b}-mlm-s{s}" in done} for b in ENCODER_BLOCKS}
     if ctx.scale == "cpu":
