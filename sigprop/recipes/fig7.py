@@ -43,11 +43,11 @@ ALONG = (0.25, 0.5, 0.75, 1.0)
 FINAL = "final_analysis.csv"
 
 
-def final_checkpoints(ctx: Context, seeds: tuple[int, ...]) -> dict:
-    """Per block, over the seeds whose run holds FINAL: the softmax attention's entropy ratio per layer (heads
+def final_checkpoints(ctx: Context, blocks: list[str], seeds: tuple[int, ...]) -> dict:
+    """Per block of `blocks`, over the seeds whose run holds FINAL: the softmax attention's entropy ratio per layer (heads
     averaged; 1 = uniform, shaped attention's init) and the last layer's cos_mean and kurtosis, as [mean, std]."""
     out = {}
-    for b in ENCODER_BLOCKS:
+    for b in blocks:
         paths = [ctx.runs.paths[r] / FINAL for s in seeds if (r := ctx.line(f"{b}-mlm-s{s}")) in ctx.runs.paths]
         frames = [pd.read_csv(p).assign(seed=i) for i, p in enumerate(paths) if p.exists()]
         if not frames:
@@ -109,7 +109,7 @@ def make(ctx: Context) -> dict:
     at = {b: {m: loss_at(ctx, ev, f"{b}-mlm-s{{}}", seeds, m) for m in marks} for b in planned}
     numbers["gap_along_training_pct"] = {b: {str(m): paired_gap(at[b][m], at["pre-ln"][m]).to_dict() for m in at[b]}
                                          for b in planned if b != "pre-ln"}
-    numbers["final_checkpoint"] = final_checkpoints(ctx, seeds)
+    numbers["final_checkpoint"] = final_checkpoints(ctx, planned, seeds)
     numbers["max_cos_mean_last_probe"] = {b: {s: stream_collapse(ctx.runs.probes, ctx.line(f"{b}-mlm-s{s}"))[0]
                                               for s in seeds_for(ctx.scale) if f"{b}-mlm-s{s}" in done} for b in ENCODER_BLOCKS}
     if ctx.scale == "cpu":
