@@ -492,7 +492,7 @@ def test_committed_gallery_runs_are_finished_records_only():
         if len(f.parts) >= 5 and f.parts[2] == "runs":
             runs.setdefault(Path(*f.parts[:4]), set()).add("/".join(f.parts[4:]))
     assert runs, "no committed gallery runs found"
-    records = {"config.json", "env.json", "metrics.jsonl", "probes.jsonl", "summary.json"}
+    records = {"config.json", "env.json", "metrics.jsonl", "probes.jsonl", "summary.json", "final_analysis.csv"}
     for run, names in runs.items():
         assert names <= records | {"metrics.jsonl.gz", "probes.jsonl.gz"}, (run, names)
         assert {"config.json", "summary.json"} <= names and len(names & {"metrics.jsonl", "metrics.jsonl.gz"}) == 1, (run, names)

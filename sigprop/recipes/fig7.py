@@ -20,6 +20,7 @@ from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, se
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.fig5 import BLOCKS, block_claims, lr_stamp
 from sigprop.recipes.fig8 import loss_at
+from sigprop.recipes.records import FINAL_ANALYSIS as FINAL
 from sigprop.recipes.stats import paired_gap
 from sigprop.recipes.successors import stream_collapse
 
@@ -38,14 +39,12 @@ BEST: dict[str, float] = {"pre-ln": 2e-3, "v-skipinit": 1e-3}
 #: the fractions of training where make() also reports the paired gap to Pre-LN (at the cpu scale SAS leads Pre-LN
 #: until step ~700, then Pre-LN's loss drops by ~1.3 nats in 600 steps and SAS's does not)
 ALONG = (0.25, 0.5, 0.75, 1.0)
-#: a seed run's final-checkpoint analysis, beside its records (checkpoints are not committed; this is):
-#: sigprop analyze --run RUN --attention --outliers --no-theory --format csv > RUN/final_analysis.csv
-FINAL = "final_analysis.csv"
 
 
 def final_checkpoints(ctx: Context, blocks: list[str], seeds: tuple[int, ...]) -> dict:
     """Per block of `blocks`, over the seeds whose run holds FINAL: the softmax attention's entropy ratio per layer (heads
-    averaged; 1 = uniform, shaped attention's init) and the last layer's cos_mean and kurtosis, as [mean, std]."""
+    averaged; 1 = uniform, shaped attention's init) and the last layer's cos_mean and kurtosis, as [mean, std].
+    FINAL is written beside each seed run's records after it trains (records.FINAL_ANALYSIS says how)."""
     out = {}
     for b in blocks:
         paths = [ctx.runs.paths[r] / FINAL for s in seeds if (r := ctx.line(f"{b}-mlm-s{s}")) in ctx.runs.paths]

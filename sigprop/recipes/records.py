@@ -73,8 +73,11 @@ def compact(path: str | Path, every: int = 10) -> bool:
         return False
 
 
+#: a finished run's final checkpoint analysed, where a recipe keeps one (the checkpoint is never committed; fig7):
+#: sigprop analyze --run RUN --attention --outliers --no-theory --format csv > RUN/final_analysis.csv
+FINAL_ANALYSIS = "final_analysis.csv"
 #: the files that make a run's record (what a gallery commits, and what is shared between recipes)
-RECORDS = (CONFIG, ENV, METRICS, PROBES, SUMMARY, *PACKED)
+RECORDS = (CONFIG, ENV, METRICS, PROBES, SUMMARY, *PACKED, FINAL_ANALYSIS)
 
 
 def find_shared(folder: str, search: list[Path]) -> Path | None:
