@@ -16,12 +16,12 @@ import pandas as pd
 
 from sigprop.plots.paper import Line, plot_cos_heatmap
 from sigprop.plots.training import plot_loss_curves
-from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for
+from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.fig5 import BLOCKS, block_claims, lr_stamp
+from sigprop.recipes.fig5 import BLOCKS, _gap_text, block_claims, lr_stamp
 from sigprop.recipes.fig8 import loss_at
 from sigprop.recipes.records import FINAL_ANALYSIS as FINAL
-from sigprop.recipes.stats import paired_gap
+from sigprop.recipes.stats import paired_gap, verdict_for
 from sigprop.recipes.successors import stream_collapse
 
 CI_BLOCKS = ("pre-ln", "v-skipinit", "sas-p")
@@ -109,6 +109,10 @@ def make(ctx: Context) -> dict:
     numbers["gap_along_training_pct"] = {b: {str(m): paired_gap(at[b][m], at["pre-ln"][m]).to_dict() for m in at[b]}
                                          for b in planned if b != "pre-ln"}
     numbers["final_checkpoint"] = final_checkpoints(ctx, planned, seeds)
+    if {"sas", "v-skipinit"} <= set(planned):  # the paper's contrast proper: skipless with vs without the V/P changes
+        vs = paired_gap(seed_losses(ctx, "v-skipinit-mlm-s{}", seeds), seed_losses(ctx, "sas-mlm-s{}", seeds))
+        numbers["v_skipinit_vs_sas_pct"] = vs.to_dict()
+        claims.append(verdict(1, verdict_for(vs, "worse"), _gap_text("final MLM eval loss, V-SkipInit vs SAS", vs)))
     numbers["max_cos_mean_last_probe"] = {b: {s: stream_collapse(ctx.runs.probes, ctx.line(f"{b}-mlm-s{s}"))[0]
                                               for s in seeds_for(ctx.scale) if f"{b}-mlm-s{s}" in done} for b in ENCODER_BLOCKS}
     if ctx.scale == "cpu":
