@@ -19,7 +19,7 @@ from sigprop.plots.training import plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.fig5 import BLOCKS, _gap_text, block_claims, lr_stamp
-from sigprop.recipes.fig8 import loss_at
+from sigprop.recipes.fig8 import eval_losses, loss_at
 from sigprop.recipes.records import FINAL_ANALYSIS as FINAL
 from sigprop.recipes.stats import paired_gap, verdict_for
 from sigprop.recipes.successors import stream_collapse
@@ -41,6 +41,12 @@ BEST: dict[str, float] = {"pre-ln": 2e-3, "v-skipinit": 1e-3}
 ALONG = (0.25, 0.5, 0.75, 1.0)
 
 
+def mean_std(rows: pd.DataFrame) -> list[float]:
+    """[mean, std] of rows.value (std NaN for one row)."""
+    v = rows.value.to_numpy()
+    return [float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")]
+
+
 def final_checkpoints(ctx: Context, blocks: list[str], seeds: tuple[int, ...]) -> dict:
     """Per block of `blocks`, over the seeds whose run holds FINAL: the softmax attention's entropy ratio per layer (heads
     averaged; 1 = uniform, shaped attention's init) and the last layer's cos_mean and kurtosis, as [mean, std].
@@ -48,19 +54,14 @@ def final_checkpoints(ctx: Context, blocks: list[str], seeds: tuple[int, ...]) -
     out = {}
     for b in blocks:
         paths = [ctx.runs.paths[r] / FINAL for s in seeds if (r := ctx.line(f"{b}-mlm-s{s}")) in ctx.runs.paths]
-        frames = [pd.read_csv(p).assign(seed=i) for i, p in enumerate(paths) if p.exists()]
+        frames = [pd.read_csv(p) for p in paths if p.exists()]
         if not frames:
             continue
         m = pd.concat(frames).query("source == 'measured'")
         last = m.layer.max()
-
-        def stat(rows: pd.DataFrame) -> list[float]:
-            v = rows.value.to_numpy()
-            return [float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")]
-
         ent = m[m.metric == "attn_entropy_ratio"]
-        out[b] = {"n": len(frames), "attn_entropy_ratio": {str(l): stat(g) for l, g in ent.groupby("layer")},
-                  **{f"{k}_last_layer": stat(m[(m.metric == k) & (m.layer == last)]) for k in ("cos_mean", "of_kurtosis")}}
+        out[b] = {"n": len(frames), "attn_entropy_ratio": {str(l): mean_std(g) for l, g in ent.groupby("layer")},
+                  **{f"{k}_last_layer": mean_std(m[(m.metric == k) & (m.layer == last)]) for k in ("cos_mean", "of_kurtosis")}}
     return out
 
 
@@ -102,8 +103,9 @@ def make(ctx: Context) -> dict:
         plot_cos_heatmap(ctx.runs.probes, heat, ctx.out / "fig7_cos", ctx.note(f"encoder; seed {s0}: token cos_mean per layer "
                                                                               "through training", lr=lr))
     seeds, steps, every = seeds_for(ctx.scale), ctx.base.steps, ctx.base.eval_every
-    ev = ctx.runs.metrics.dropna(subset=["eval_loss"]).set_index(["run", "step"]).eval_loss
-    planned = [b for b in ENCODER_BLOCKS if f"{b}-mlm-s{s0}" in {p.slug for p in ctx.plans}]
+    ev = eval_losses(ctx)
+    slugs = {p.slug for p in ctx.plans}
+    planned = [b for b in ENCODER_BLOCKS if f"{b}-mlm-s{s0}" in slugs]
     marks = sorted({max(every, round(f * steps / every) * every) for f in ALONG})  # eval steps nearest ALONG
     at = {b: {m: loss_at(ctx, ev, f"{b}-mlm-s{{}}", seeds, m) for m in marks} for b in planned}
     numbers["gap_along_training_pct"] = {b: {str(m): paired_gap(at[b][m], at["pre-ln"][m]).to_dict() for m in at[b]}
@@ -114,7 +116,7 @@ def make(ctx: Context) -> dict:
         numbers["v_skipinit_vs_sas_pct"] = vs.to_dict()
         claims.append(verdict(1, verdict_for(vs, "worse"), _gap_text("final MLM eval loss, V-SkipInit vs SAS", vs)))
     numbers["max_cos_mean_last_probe"] = {b: {s: stream_collapse(ctx.runs.probes, ctx.line(f"{b}-mlm-s{s}"))[0]
-                                              for s in seeds_for(ctx.scale) if f"{b}-mlm-s{s}" in done} for b in ENCODER_BLOCKS}
+                                              for s in seeds if f"{b}-mlm-s{s}" in done} for b in ENCODER_BLOCKS}
     if ctx.scale == "cpu":
         grid = {b: {f"{lr:g}": seed_losses(ctx, f"{b}-mlm-s{{}}" if lr == best(b, "cpu") else f"{b}-mlm-lr{lr:g}-s{{}}", (0,))[0]
                     for lr in grid_of(b)} for b in ENCODER_BLOCKS}

@@ -36,6 +36,11 @@ def runs(scale: str) -> list[RunPlan]:
     return plans
 
 
+def eval_losses(ctx: Context) -> pd.Series:
+    """Every run's eval losses indexed by (run, step), for `loss_at`."""
+    return ctx.runs.metrics.dropna(subset=["eval_loss"]).set_index(["run", "step"]).eval_loss
+
+
 def loss_at(ctx: Context, ev: pd.Series, slug_format: str, seeds: tuple[int, ...], step: int) -> dict[int, float]:
     """seed -> eval loss at `step` of the runs named slug_format.format(seed) (NaN where a run has no eval there).
     ev: the eval losses indexed by (run, step)."""
@@ -65,7 +70,7 @@ def make(ctx: Context) -> dict:
             for b in blocks}
     gaps = {x: {b: paired_gap(loss[b][x], loss["pre-ln"][x]) for b in blocks if b != "pre-ln"} for x in ("1x", f"{MULT}x")}
     marks = [ctx.base.steps * k for k in range(1, MULT + 1)]
-    ev = ctx.runs.metrics.dropna(subset=["eval_loss"]).set_index(["run", "step"]).eval_loss
+    ev = eval_losses(ctx)
     at = {b: {m: loss_at(ctx, ev, f"{b}-x{MULT}-s{{}}", seeds, m) for m in marks} for b in blocks}
     inside = {b: {m: paired_gap(at[b][m], at["pre-ln"][m]) for m in marks} for b in blocks if b != "pre-ln"}
     moves = {b: trend(*({"block": loss[b][x], "base": loss["pre-ln"][x]} for x in ("1x", f"{MULT}x"))) for b in inside}

@@ -25,7 +25,7 @@ from sigprop.errors import SigpropError, check_choice, check_positive
 from sigprop.perf.memory import check_fits
 from sigprop.probes import cosine_kernel, measure
 from sigprop.probes.metrics import COLLAPSE_COS, batch_corr_of_kernel
-from sigprop.studies.foreign import DTYPES, analyze_models, analyze_run, grad_frames, steps
+from sigprop.studies.foreign import DTYPES, analyze_models, analyze_run, grad_frames, probe_rows, steps
 from sigprop.studies.result import Analysis, verdict
 from sigprop.studies.theory import propagate, propagate_batch
 
@@ -143,7 +143,7 @@ def analyze(
         torch.manual_seed(seed)
         model = Transformer(spec, cfg).to(DTYPES[dtype])
         p = measure(model, tokens, kernels=True, outliers=outliers, attention=attention)
-        m = (p.per_layer if outliers or attention else p.metrics[p.metrics["head"] == -1]).assign(block=label, source="measured")
+        m = probe_rows(p, outliers or attention).assign(block=label, source="measured")
         frames.append(m[["block", "layer", "metric", "value", "source"]])
         K = p.kernels
         if kernels:

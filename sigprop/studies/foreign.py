@@ -15,7 +15,7 @@ from torch import nn
 from sigprop.blocks import BlockSpec, ModelConfig, build_model
 from sigprop.data import load_data
 from sigprop.errors import SigpropError, check_choice, check_positive
-from sigprop.probes import cosine_kernel, measure, probe_points
+from sigprop.probes import Probe, cosine_kernel, measure, probe_points
 from sigprop.runs import CONFIG, RunDir
 from sigprop.studies.pretrained import Loaded, load_pretrained, model_tokens, probe_loaded, width_of
 from sigprop.studies.result import Analysis, verdict
@@ -122,6 +122,12 @@ def run_checkpoints(run: str | Path, all_checkpoints: bool = False) -> list[tupl
     return sorted(points.items())
 
 
+def probe_rows(p: Probe, per_head: bool) -> pd.DataFrame:
+    """A finished probe's tidy rows: per layer with per-head metrics averaged (`Probe.per_layer`) when any were
+    recorded (outliers' sink shares, attention entropy), else its layer-level rows alone."""
+    return p.per_layer if per_head else p.metrics[p.metrics["head"] == -1]
+
+
 def analyze_run(path: Path, all_checkpoints: bool, *, batch: int, dtype: str, kernels: bool, grad: bool, cache_dir,
                  progress: bool, outliers: bool, attention: bool = False) -> Analysis:
     """`analyze` of a run's checkpoints: one entry per checkpoint (label run@stepN), each model rebuilt from the run's
@@ -150,7 +156,7 @@ def analyze_run(path: Path, all_checkpoints: bool, *, batch: int, dtype: str, ke
         model = model.to(DTYPES[dtype]).eval()
         label = f"{rd.name}@step{step}"
         p = measure(model, tokens, kernels=kernels, outliers=outliers, attention=attention)
-        m = (p.per_layer if outliers or attention else p.metrics[p.metrics["head"] == -1]).assign(block=label, source="measured")
+        m = probe_rows(p, outliers or attention).assign(block=label, source="measured")
         frames.append(m[["block", "layer", "metric", "value", "source"]])
         if kernels:
             kern[label] = {layer: cosine_kernel(torch.from_numpy(k)).mean(0).numpy() for layer, k in p.kernels.items()}
