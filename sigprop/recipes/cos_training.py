@@ -10,6 +10,7 @@ from sigprop.plots.paper import Line, plot_cos_heatmap
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
+from sigprop.recipes.stats import MIN_SEEDS, too_few_seeds
 
 BLOCKS = ("pre-ln", "skipless", "sas-p")
 COLLAPSED = 0.9
@@ -51,8 +52,8 @@ def make(ctx: Context) -> dict:
     # the claim is about where training ends up: a transient alignment early in training is allowed (and shown)
     n = min(len(last.get(b, {})) for b in ("pre-ln", "sas-p"))
     ok = all(v < COLLAPSED for b in ("pre-ln", "sas-p") for v in last.get(b, {}).values())
-    if n < 3:
-        ok = f"not decidable ({n} seed{'s' * (n != 1)} of Pre-LN and SAS-P, need 3)"
+    if n < MIN_SEEDS:
+        ok = too_few_seeds(n, " of Pre-LN and SAS-P")
     ev = "; ".join(f"{b}: max cos_mean over layers at the last step " + ", ".join(f"{v:.2f}" for v in last[b].values())
                    + " (peak during training " + ", ".join(f"{v:.2f}" for v in peak[b].values()) + ")" for b in last)
     return {"numbers": {"max_cos_mean": peak, "final_max_cos_mean": last}, "claims": [verdict(20, ok, ev + " (per seed)")]}

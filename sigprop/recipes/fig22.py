@@ -12,7 +12,7 @@ from __future__ import annotations
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.fig4 import BETA_INIT, gain_ratio_figure, gain_ratio_fractions, trainable_vp
-from sigprop.recipes.stats import MIN_SEEDS, NOT_REPRODUCED, REPRODUCED, not_decidable, paired_gap, verdict_for
+from sigprop.recipes.stats import MIN_SEEDS, NOT_REPRODUCED, REPRODUCED, paired_gap, too_few_seeds, verdict_for
 
 
 def runs(scale: str) -> list[RunPlan]:
@@ -30,7 +30,7 @@ def make(ctx: Context) -> dict:
     s0 = seeds[0]
     final, _, _, ratios = gain_ratio_figure(ctx, f"pre-ln-trainable-vp-s{s0}", "fig22", f"Pre-LN (attention skip kept), seed {s0}")
     grown = {s: gain_ratio_fractions(ctx, f"pre-ln-trainable-vp-s{s}")[1] for s in seeds}
-    grows = (not_decidable(f"{len(seeds)} seed{'s' * (len(seeds) != 1)}, need {MIN_SEEDS}") if len(seeds) < MIN_SEEDS
+    grows = (too_few_seeds(len(seeds)) if len(seeds) < MIN_SEEDS
              else REPRODUCED if min(grown.values()) >= 0.5 else NOT_REPRODUCED)
     lines = [Line.of(ctx.line(f"pre-ln-s{s0}"), "pre-ln", "Pre-LN, trainable dense V/P"),
              Line.of(ctx.line(f"pre-ln-vp-identity-s{s0}"), "pre-ln", "Pre-LN, W^V = W^P = I", ls="--")]

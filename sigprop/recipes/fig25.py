@@ -16,7 +16,7 @@ from sigprop.blocks import BlockSpec
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import lr_for, peak_lr
-from sigprop.recipes.stats import MIN_SEEDS, NOT_REPRODUCED, REPRODUCED, band, not_decidable, paired_gap, rel_gap, verdict_for
+from sigprop.recipes.stats import MIN_SEEDS, NOT_REPRODUCED, REPRODUCED, band, not_decidable, paired_gap, rel_gap, too_few_seeds, verdict_for
 
 ACTS = {"ci": (("relu", 0.2), ("leaky_relu", 0.2)),
         "cpu": (("relu", 0.2), ("leaky_relu", 0.2)),
@@ -106,7 +106,7 @@ def lr_claim(ctx: Context, act: str, seeds: tuple[int, ...]) -> tuple[dict, dict
     tol = band(spread.std, spread.n)  # the seed noise of this block's gap, in %
     ok, argmin, cost = lower_lr(losses, lr_sas, tol)
     if spread.n < MIN_SEEDS:
-        ok = not_decidable(f"{spread.n} seed{'s' * (spread.n != 1)} at the best LR, need {MIN_SEEDS}")
+        ok = too_few_seeds(spread.n, " at the best LR")
     text = (f"{act}, seed-0 grid: {grid_text}; best lr {argmin:g} ({lr_sas / argmin:.3g}x below SAS's {lr_sas:g}); at SAS's "
             f"lr {cost:+.2f}% vs the best (seed band ±{tol:.2f}%)" + ("; the best is the grid's lowest LR: the optimum may "
                                                                       "lie lower still" if argmin == min(losses) else ""))

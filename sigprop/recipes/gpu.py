@@ -30,7 +30,7 @@ from sigprop.plots.style import block_style
 from sigprop.recipes.base import PAPER, Context, Recipe, RunPlan, plan, seeds_for, verdict
 from sigprop.recipes.plateau import COLLAPSED
 from sigprop.recipes.catch_up import gap_by_eval, reach_tokens
-from sigprop.recipes.stats import FLOOR_PCT, MIN_SEEDS, not_decidable, paired_gap, rel_gap, verdict_for
+from sigprop.recipes.stats import FLOOR_PCT, MIN_SEEDS, paired_gap, rel_gap, too_few_seeds, verdict_for
 from sigprop.runs import ENV, read_json
 from sigprop.training import TrainConfig
 
@@ -206,7 +206,7 @@ def make(ctx: Context) -> dict | None:
         if st is None:
             continue
         ran = len(paired[st][b])  # a diverged seed ran but has no final loss: it cannot count as a match
-        decided = verdict_for(gaps[st][b], "matches") if ran >= MIN_SEEDS else not_decidable(f"{ran} seed{'s' * (ran != 1)}, need {MIN_SEEDS}")
+        decided = verdict_for(gaps[st][b], "matches") if ran >= MIN_SEEDS else too_few_seeds(ran)
         parts = [f"{title(k, c, ctx.scale)}: " + (gaps[k][b].text() if gaps[k][b].n else
                  f"diverged at step {numbers[k]['stopped_at_step'][b]} (seed {seed})") for k in stages if b in gaps[k]]
         claims.append(verdict(claim, decided, f"{b} vs Pre-LN at {size} on {where}, final eval loss gap: " + "; ".join(parts)))

@@ -24,6 +24,11 @@ def not_decidable(why: str) -> str:
     return f"not decidable ({why})"
 
 
+def too_few_seeds(n: int, which: str = "") -> str:
+    """The verdict below MIN_SEEDS seeds: 'not decidable (1 seed<which>, need 3)'."""
+    return not_decidable(f"{n} seed{'s' * (n != 1)}{which}, need {MIN_SEEDS}")
+
+
 def band(std: float, n: int) -> float:
     """Half-width of the 'matches' band of a gap over n seeds: max(2 std, FLOOR_PCT) (FLOOR_PCT alone with one seed)."""
     return max(2 * std, FLOOR_PCT) if n >= 2 else FLOOR_PCT
@@ -55,7 +60,7 @@ class Gap:
     def outcome(self) -> str:
         """matches | better | worse, or 'not decidable (...)' below MIN_SEEDS seeds."""
         if self.n < MIN_SEEDS:
-            return not_decidable(f"{self.n} seed{'s' * (self.n != 1)}, need {MIN_SEEDS}")
+            return too_few_seeds(self.n)
         if abs(self.mean) <= self.band:
             return "matches"
         return "better" if self.mean < 0 else "worse"
