@@ -42,7 +42,7 @@ def runs(scale: str) -> list[RunPlan]:
     return plans
 
 
-def _gap_text(name: str, gap: Gap) -> str:
+def gap_text(name: str, gap: Gap) -> str:
     return f"{name} {gap.text()}, band ±{gap.band:.2f}%"
 
 
@@ -71,17 +71,17 @@ def block_claims(ctx: Context, fmt: str = "{b}-s{s}", seeds: tuple[int, ...] | N
     claims = []
     if "v-skipinit" in gap:
         claims.append(verdict(1, verdict_for(gap["v-skipinit"], "worse"),
-                              _gap_text("final eval loss, V-SkipInit vs Pre-LN", gap["v-skipinit"])))
+                              gap_text("final eval loss, V-SkipInit vs Pre-LN", gap["v-skipinit"])))
     if "sas" in gap:
-        claims.append(verdict(8, verdict_for(gap["sas"], "matches"), _gap_text("per step: SAS vs Pre-LN", gap["sas"])))
+        claims.append(verdict(8, verdict_for(gap["sas"], "matches"), gap_text("per step: SAS vs Pre-LN", gap["sas"])))
         claims.append(verdict(8, verdict_for(time_gap["sas"], "better"),
-                              _gap_text("wall-clock: SAS's time per token vs Pre-LN's", time_gap["sas"]) + SPEED_NOTE))
+                              gap_text("wall-clock: SAS's time per token vs Pre-LN's", time_gap["sas"]) + SPEED_NOTE))
     if "sas-p" in gap:
-        claims.append(verdict(10, verdict_for(gap["sas-p"], "matches"), _gap_text("per step: SAS-P vs Pre-LN", gap["sas-p"])))
+        claims.append(verdict(10, verdict_for(gap["sas-p"], "matches"), gap_text("per step: SAS-P vs Pre-LN", gap["sas-p"])))
         if "parallel" in present:  # "... matching Parallel with fewer parameters"
             gap["sas-p-vs-parallel"] = paired_gap(loss["sas-p"], loss["parallel"])
             claims.append(verdict(10, verdict_for(gap["sas-p-vs-parallel"], "matches"),
-                                  _gap_text("per step: SAS-P vs Parallel", gap["sas-p-vs-parallel"])))
+                                  gap_text("per step: SAS-P vs Parallel", gap["sas-p-vs-parallel"])))
         # "the fastest normed block": SAS-P's time per token against every other normed block, each over the seeds
         # whose two runs trained side by side (runs from other sessions ran on other CPUs: their clocks do not compare)
         vs = {b: time_gap_of("sas-p", b) for b in NORMED if b != "sas-p" and b in present}
@@ -114,18 +114,18 @@ def _nonorm_claim(ctx: Context, t: pd.DataFrame, fmt: str, seeds: tuple[int, ...
     diverged = diverged_at("sas-p-nonorm")
     if not diverged:
         return verdict(11, verdict_for(gap["sas-p-nonorm"], "worse"),
-                       "trains at every seed; " + _gap_text("per step: SAS-P no norm vs Pre-LN", gap["sas-p-nonorm"]))
+                       "trains at every seed; " + gap_text("per step: SAS-P no norm vs Pre-LN", gap["sas-p-nonorm"]))
     text = f"diverged at seed(s) {diverged}" + (f" at lr {peak_lr('sas-p-nonorm'):g}" if ctx.scale == "cpu" else "")
     low = [x for x in seeds if status.get(fmt.format(b=NONORM_LOW, s=x)) in FINISHED]
     if len(low) < len(seeds):
-        return verdict(11, NOT_REPRODUCED, text + "; " + _gap_text("per step: SAS-P no norm vs Pre-LN", gap["sas-p-nonorm"]))
+        return verdict(11, NOT_REPRODUCED, text + "; " + gap_text("per step: SAS-P no norm vs Pre-LN", gap["sas-p-nonorm"]))
     loss[NONORM_LOW] = {x: final_loss(t, fmt.format(b=NONORM_LOW, s=x)) for x in seeds}
     gap[NONORM_LOW] = paired_gap(loss[NONORM_LOW], loss["pre-ln"])
     low_div = diverged_at(NONORM_LOW)
     ok = NOT_REPRODUCED if low_div else verdict_for(gap[NONORM_LOW], "worse")
     return verdict(11, ok, text + (f"; at lr {NONORM_LOW_LR:g} diverged at seed(s) {low_div}" if low_div else
                                    f"; at lr {NONORM_LOW_LR:g} trains at every seed")
-                   + "; " + _gap_text(f"per step: SAS-P no norm at lr {NONORM_LOW_LR:g} vs Pre-LN", gap[NONORM_LOW]))
+                   + "; " + gap_text(f"per step: SAS-P no norm at lr {NONORM_LOW_LR:g} vs Pre-LN", gap[NONORM_LOW]))
 
 
 def drawn_runs(ctx: Context, seed: int) -> dict[str, str]:

@@ -18,7 +18,7 @@ from sigprop.plots.paper import Line, plot_cos_heatmap
 from sigprop.plots.training import plot_loss_curves
 from sigprop.recipes.base import Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.fig5 import BLOCKS, _gap_text, block_claims, lr_stamp
+from sigprop.recipes.fig5 import BLOCKS, gap_text, block_claims, lr_stamp
 from sigprop.recipes.fig8 import eval_losses, loss_at
 from sigprop.recipes.records import FINAL_ANALYSIS as FINAL
 from sigprop.recipes.stats import paired_gap, verdict_for
@@ -114,7 +114,7 @@ def make(ctx: Context) -> dict:
     if {"sas", "v-skipinit"} <= set(planned):  # the paper's contrast proper: skipless with vs without the V/P changes
         vs = paired_gap(seed_losses(ctx, "v-skipinit-mlm-s{}", seeds), seed_losses(ctx, "sas-mlm-s{}", seeds))
         numbers["v_skipinit_vs_sas_pct"] = vs.to_dict()
-        claims.append(verdict(1, verdict_for(vs, "worse"), _gap_text("final MLM eval loss, V-SkipInit vs SAS", vs)))
+        claims.append(verdict(1, verdict_for(vs, "worse"), gap_text("final MLM eval loss, V-SkipInit vs SAS", vs)))
     numbers["max_cos_mean_last_probe"] = {b: {s: stream_collapse(ctx.runs.probes, ctx.line(f"{b}-mlm-s{s}"))[0]
                                               for s in seeds if f"{b}-mlm-s{s}" in done} for b in ENCODER_BLOCKS}
     if ctx.scale == "cpu":
