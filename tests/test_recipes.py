@@ -129,6 +129,9 @@ def test_fig8_reads_the_gap_inside_the_long_runs_and_its_trend(results):
     last = str(CI.steps * 3)
     assert n["gap_inside_3x_pct"]["sas"][last]["values"] == pytest.approx(n["gap_to_pre_ln_pct"]["3x"]["sas"]["values"])
     assert set(n["gap_inside_3x_pct"]["sas"]) == {str(CI.steps * k) for k in (1, 2, 3)}
+    rank = n["eff_rank_per_layer"]["sas"]  # each layer's stream: the end of 1x, and 3x at every mark, over the seeds
+    assert set(rank["1"]) == {f"1x step {CI.steps}"} | {f"3x step {CI.steps * k}" for k in (1, 2, 3)}
+    assert all(1 <= mean <= CI.seq_len * CI.batch_size for layer in rank.values() for mean, _ in layer.values())
     base = {0: 4.0, 1: 4.0, 2: 4.0}
     one = {"block": {0: 3.96, 1: 3.96, 2: 3.96}, "base": base}  # -1% at every seed
     assert trend(one, {"block": {0: 3.84, 1: 3.83, 2: 3.85}, "base": base})[0] == "grows"  # ~-4%: gains 3 points

@@ -21,7 +21,7 @@ from sigprop.recipes.catch_up import lr_for
 from sigprop.recipes.fig5 import BLOCKS, gap_text, block_claims, lr_stamp
 from sigprop.recipes.fig8 import eval_losses, loss_at
 from sigprop.recipes.records import FINAL_ANALYSIS as FINAL
-from sigprop.recipes.stats import paired_gap, verdict_for
+from sigprop.recipes.stats import mean_std, paired_gap, verdict_for
 from sigprop.recipes.successors import stream_collapse
 
 CI_BLOCKS = ("pre-ln", "v-skipinit", "sas-p")
@@ -41,12 +41,6 @@ BEST: dict[str, float] = {"pre-ln": 2e-3, "v-skipinit": 1e-3}
 ALONG = (0.25, 0.5, 0.75, 1.0)
 
 
-def mean_std(rows: pd.DataFrame) -> list[float]:
-    """[mean, std] of rows.value (std NaN for one row)."""
-    v = rows.value.to_numpy()
-    return [float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else float("nan")]
-
-
 def final_checkpoints(ctx: Context, blocks: list[str], seeds: tuple[int, ...]) -> dict:
     """Per block of `blocks`, over the seeds whose run holds FINAL: the softmax attention's entropy ratio per layer (heads
     averaged; 1 = uniform, shaped attention's init) and the last layer's cos_mean and kurtosis, as [mean, std].
@@ -60,8 +54,8 @@ def final_checkpoints(ctx: Context, blocks: list[str], seeds: tuple[int, ...]) -
         m = pd.concat(frames).query("source == 'measured'")
         last = m.layer.max()
         ent = m[m.metric == "attn_entropy_ratio"]
-        out[b] = {"n": len(frames), "attn_entropy_ratio": {str(l): mean_std(g) for l, g in ent.groupby("layer")},
-                  **{f"{k}_last_layer": mean_std(m[(m.metric == k) & (m.layer == last)]) for k in ("cos_mean", "of_kurtosis")}}
+        out[b] = {"n": len(frames), "attn_entropy_ratio": {str(l): mean_std(g.value) for l, g in ent.groupby("layer")},
+                  **{f"{k}_last_layer": mean_std(m[(m.metric == k) & (m.layer == last)].value) for k in ("cos_mean", "of_kurtosis")}}
     return out
 
 

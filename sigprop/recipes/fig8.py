@@ -6,7 +6,8 @@ At the cpu scale: the long scale (its 1x runs are the catch-up study's; the 3x r
 one core), each block at its 4x128 catch-up LR, 3 paired seeds; the verdict is each block's gap to Pre-LN at 3x.
 Beside it: the gap inside the 3x runs at every multiple of the 1x steps (2,000 / 4,000 / 6,000 at the cpu scale;
 mid-schedule, the LR not yet decayed) and the change of the final gap from 1x to 3x, paired per seed, which says
-whether the 1x result holds, grows or shrinks with tokens (`trend`).
+whether the 1x result holds, grows or shrinks with tokens (`trend`), and each layer's effective rank at those steps
+(`stream_rank`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import BASE, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
-from sigprop.recipes.stats import Gap, paired_gap, rel_gap, verdict_for
+from sigprop.recipes.stats import Gap, mean_std, paired_gap, rel_gap, verdict_for
 
 BLOCKS = {"ci": ("pre-ln", "sas"), "cpu": ("pre-ln", "sas", "sas-p"), "paper": ("pre-ln", "sas", "sas-p")}
 MULT = 3
@@ -58,6 +59,22 @@ def trend(one: dict[str, dict[int, float]], three: dict[str, dict[int, float]]) 
     return {"matches": "holds", "better": "grows", "worse": "shrinks"}.get(out, out), change
 
 
+def stream_rank(ctx: Context, blocks: tuple[str, ...], seeds: tuple[int, ...], marks: list[int]) -> dict:
+    """{block: {layer: {'1x step N' | '3x step M': [mean, std]}}}: the effective rank of every layer's stream (the
+    probe's eff_rank over the probe batch's tokens) at the end of the 1x runs and inside the 3x runs at each of `marks`,
+    over the seeds that reached it. Whether more tokens narrow a block's stream where Pre-LN's holds is one
+    signal-propagation reading of a gap that moves with tokens."""
+    p = ctx.runs.probes
+    p = p[(p.source == "probe") & (p.metric == "eff_rank")]
+    out: dict = {}
+    for b in blocks:
+        for key, slug, steps in (("1x", f"{b}-s{{}}", [ctx.base.steps]), (f"{MULT}x", f"{b}-x{MULT}-s{{}}", marks)):
+            rows = p[p.run.isin([ctx.line(slug.format(s)) for s in seeds]) & p.step.isin(steps)]
+            for (layer, step), g in rows.groupby(["layer", "step"]):
+                out.setdefault(b, {}).setdefault(str(layer), {})[f"{key} step {step}"] = mean_std(g.value)
+    return out
+
+
 def make(ctx: Context) -> dict:
     blocks, seeds = BLOCKS[ctx.scale], seeds_for(ctx.scale)
     s0 = seeds[0]
@@ -83,7 +100,8 @@ def make(ctx: Context) -> dict:
     return {"numbers": {"final_eval_loss": loss, "gap_to_pre_ln_pct": {x: {b: g.to_dict() for b, g in d.items()}
                                                                        for x, d in gaps.items()},
                         f"gap_inside_{MULT}x_pct": {b: {str(m): g.to_dict() for m, g in d.items()} for b, d in inside.items()},
-                        "trend_1x_to_3x": {b: {"trend": t, "change_points": c.to_dict()} for b, (t, c) in moves.items()}},
+                        "trend_1x_to_3x": {b: {"trend": t, "change_points": c.to_dict()} for b, (t, c) in moves.items()},
+                        "eff_rank_per_layer": stream_rank(ctx, blocks, seeds, marks)},
             "claims": claims}
 
 

@@ -13,6 +13,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 MIN_SEEDS = 3
 #: gaps within 1% count as a match even when the seed spread is smaller (issue 10's rule)
 FLOOR_PCT = 1.0
@@ -32,6 +34,12 @@ def too_few_seeds(n: int, which: str = "") -> str:
 def band(std: float, n: int) -> float:
     """Half-width of the 'matches' band of a gap over n seeds: max(2 std, FLOOR_PCT) (FLOOR_PCT alone with one seed)."""
     return max(2 * std, FLOOR_PCT) if n >= 2 else FLOOR_PCT
+
+
+def mean_std(values: Sequence[float]) -> list[float]:
+    """[mean, sample std] of a per-seed quantity, as result.json stores it (std NaN for one value)."""
+    v = np.asarray(values, dtype=float)
+    return [float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan]
 
 
 @dataclass(frozen=True)
