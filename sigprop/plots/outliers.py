@@ -14,7 +14,7 @@ from sigprop.plots.style import COLUMN, TEXTWIDTH, block_style, layer_colors, pa
 
 LABELS = {"of_kurtosis": "kurtosis of neuron RMS (sequel's, $-1$)", "max_median_ratio": "max / median |activation|",
           "batch_corr_mean": "mean token correlation (batch)", "massive_ratio": "max / median |activation| (layer)",
-          "sink_share": "attention on the first token"}
+          "sink_share": "attention on the first token", "eff_rank": "effective rank of the stream"}
 
 
 def plot_layer_curves(curves: pd.DataFrame, path: str | Path, metric: str = "of_kurtosis", note: str = "",

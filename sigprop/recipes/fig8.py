@@ -7,7 +7,7 @@ one core), each block at its 4x128 catch-up LR, 3 paired seeds; the verdict is e
 Beside it: the gap inside the 3x runs at every multiple of the 1x steps (2,000 / 4,000 / 6,000 at the cpu scale;
 mid-schedule, the LR not yet decayed) and the change of the final gap from 1x to 3x, paired per seed, which says
 whether the 1x result holds, grows or shrinks with tokens (`trend`), and each layer's effective rank at those steps
-(`stream_rank`).
+(`stream_rank`; fig8_rank draws it over training, one panel per block).
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import math
 
 import pandas as pd
 
+from sigprop.plots.outliers import plot_layer_curves
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.plots.style import block_style
 from sigprop.recipes.base import BASE, Context, Recipe, RunPlan, plan, seed_losses, seeds_for, verdict
 from sigprop.recipes.catch_up import lr_for
+from sigprop.recipes.outliers import layer_curves
 from sigprop.recipes.stats import Gap, mean_std, paired_gap, rel_gap, verdict_for
 
 BLOCKS = {"ci": ("pre-ln", "sas"), "cpu": ("pre-ln", "sas", "sas-p"), "paper": ("pre-ln", "sas", "sas-p")}
@@ -88,6 +90,11 @@ def make(ctx: Context) -> dict:
     gaps = {x: {b: paired_gap(loss[b][x], loss["pre-ln"][x]) for b in blocks if b != "pre-ln"} for x in ("1x", f"{MULT}x")}
     marks = [ctx.base.steps * k for k in range(1, MULT + 1)]
     ev = eval_losses(ctx)
+    probes = ctx.runs.probes[ctx.runs.probes.source == "probe"]
+    rank = layer_curves(ctx, probes, {block_style(b)["label"] + f", {MULT}x": [ctx.line(f"{b}-x{MULT}-s{s}") for s in seeds]
+                                      for b in blocks}, "eff_rank")
+    if not rank.empty:
+        plot_layer_curves(rank, ctx.out / "fig8_rank", "eff_rank", ctx.note(f"{MULT}x runs; mean ± std over seeds; layer 0 = embedding"), log=False)
     at = {b: {m: loss_at(ctx, ev, f"{b}-x{MULT}-s{{}}", seeds, m) for m in marks} for b in blocks}
     inside = {b: {m: paired_gap(at[b][m], at["pre-ln"][m]) for m in marks} for b in blocks if b != "pre-ln"}
     moves = {b: trend(*({"block": loss[b][x], "base": loss["pre-ln"][x]} for x in ("1x", f"{MULT}x"))) for b in inside}
