@@ -389,7 +389,8 @@ def test_thinned_records_keep_every_eval_and_draw_the_same_curves(cache, tmp_pat
                                            ("fig17", {"fig17_20.png"}), ("cos-training", {"cos_training.png"}), ("fig3", {"fig3.png"}),
                                            ("successors", {"successors_loss.png", "successors_cos.png"}),
                                            ("fig7", {"fig7.png", "fig7_cos.png"}), ("fig8", {"fig8.png", "fig8_rank.png"}),
-                                           ("fig22", {"fig22.png", "fig23.png"}), ("fig25", {"fig25.png"})])
+                                           ("fig22", {"fig22.png", "fig23.png"}), ("fig25", {"fig25.png"}),
+                                           ("fig12", {"fig12.png"}), ("fig13", {"fig13.png"})])
 def test_a_committed_gallery_figure_replots_to_its_committed_numbers(tmp_path, monkeypatch, name, figures):
     """figures/<name> holds its runs' records: --replot from them (no training) gives the committed result.json."""
     import sigprop.recipes.executor as base

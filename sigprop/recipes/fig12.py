@@ -21,7 +21,7 @@ def make(ctx: Context) -> dict:
 
 
 def tier(p: RunPlan) -> int:
-    """Budget tier: claim 17 is decided on Pre-LN and SAS-P; SAS's cosine runs lie beyond the 24-hour budget."""
+    """Budget tier: the gallery budget decides claim 17 on Pre-LN and SAS-P; SAS's cosine runs are planned beyond it."""
     return 3 if p.spec.name == "sas" else 2
 
 

@@ -24,7 +24,7 @@ def make(ctx: Context) -> dict:
 
 
 def tier(p: RunPlan) -> int:
-    """Budget tier: claim 7 is decided on SAS (the paper's Fig. 13 block); SAS-P's pair lies beyond the budget."""
+    """Budget tier: the gallery budget decides claim 7 on SAS (the paper's Fig. 13 block); SAS-P's pair is planned beyond it."""
     return 3 if p.spec.name == "sas-p" else 2
 
 
