@@ -16,7 +16,8 @@ from sigprop.blocks import BlockSpec
 from sigprop.plots.paper import Line, plot_loss
 from sigprop.recipes.base import Context, Recipe, RunPlan, final_loss, plan, seed_losses, seeds_for, variant, verdict
 from sigprop.recipes.catch_up import lr_for, peak_lr
-from sigprop.recipes.stats import MIN_SEEDS, NOT_REPRODUCED, REPRODUCED, band, not_decidable, paired_gap, rel_gap, too_few_seeds, verdict_for
+from sigprop.recipes.stats import (MIN_SEEDS, NOT_REPRODUCED, REPRODUCED, band, not_decidable, paired_gap, rel_gap,
+                                   too_few_seeds, verdict_for)
 
 ACTS = {"ci": (("relu", 0.2), ("leaky_relu", 0.2)),
         "cpu": (("relu", 0.2), ("leaky_relu", 0.2)),

@@ -61,13 +61,12 @@ def trend(one: dict[str, dict[int, float]], three: dict[str, dict[int, float]]) 
     return {"matches": "holds", "better": "grows", "worse": "shrinks"}.get(out, out), change
 
 
-def stream_rank(ctx: Context, blocks: tuple[str, ...], seeds: tuple[int, ...], marks: list[int]) -> dict:
+def stream_rank(ctx: Context, probes: pd.DataFrame, blocks: tuple[str, ...], seeds: tuple[int, ...], marks: list[int]) -> dict:
     """{block: {layer: {'1x step N' | '3x step M': [mean, std]}}}: the effective rank of every layer's stream (the
     probe's eff_rank over the probe batch's tokens) at the end of the 1x runs and inside the 3x runs at each of `marks`,
     over the seeds that reached it. Whether more tokens narrow a block's stream where Pre-LN's holds is one
-    signal-propagation reading of a gap that moves with tokens."""
-    p = ctx.runs.probes
-    p = p[(p.source == "probe") & (p.metric == "eff_rank")]
+    signal-propagation reading of a gap that moves with tokens. probes: the runs' residual-stream probe rows."""
+    p = probes[probes.metric == "eff_rank"]
     out: dict = {}
     for b in blocks:
         for key, slug, steps in (("1x", f"{b}-s{{}}", [ctx.base.steps]), (f"{MULT}x", f"{b}-x{MULT}-s{{}}", marks)):
@@ -94,7 +93,8 @@ def make(ctx: Context) -> dict:
     rank = layer_curves(ctx, probes, {block_style(b)["label"] + f", {MULT}x": [ctx.line(f"{b}-x{MULT}-s{s}") for s in seeds]
                                       for b in blocks}, "eff_rank")
     if not rank.empty:
-        plot_layer_curves(rank, ctx.out / "fig8_rank", "eff_rank", ctx.note(f"{MULT}x runs; mean ± std over seeds; layer 0 = embedding"), log=False)
+        plot_layer_curves(rank, ctx.out / "fig8_rank", "eff_rank",
+                          ctx.note(f"{MULT}x runs; mean ± std over seeds; layer 0 = embedding"), log=False)
     at = {b: {m: loss_at(ctx, ev, f"{b}-x{MULT}-s{{}}", seeds, m) for m in marks} for b in blocks}
     inside = {b: {m: paired_gap(at[b][m], at["pre-ln"][m]) for m in marks} for b in blocks if b != "pre-ln"}
     moves = {b: trend(*({"block": loss[b][x], "base": loss["pre-ln"][x]} for x in ("1x", f"{MULT}x"))) for b in inside}
@@ -108,7 +108,7 @@ def make(ctx: Context) -> dict:
                                                                        for x, d in gaps.items()},
                         f"gap_inside_{MULT}x_pct": {b: {str(m): g.to_dict() for m, g in d.items()} for b, d in inside.items()},
                         "trend_1x_to_3x": {b: {"trend": t, "change_points": c.to_dict()} for b, (t, c) in moves.items()},
-                        "eff_rank_per_layer": stream_rank(ctx, blocks, seeds, marks)},
+                        "eff_rank_per_layer": stream_rank(ctx, probes, blocks, seeds, marks)},
             "claims": claims}
 
 
